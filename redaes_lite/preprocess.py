@@ -1,0 +1,341 @@
+"""The one pixel path of redaes-lite: image loading and preprocessing.
+
+Training (``distill``), export (``export``) and inference (``redaes_lite``) all call :func:`load_image`
+and :func:`preprocess`, so every stage sees exactly the same pixels. Mobile apps re-implement this
+module from ``DESIGN.md`` ("Preprocessing spec") and ``examples/EMBEDDING.md``.
+
+Order of operations (each step is part of the contract):
+
+1. open lazily and check the pixel count from the header against ``max_pixels``;
+2. JPEG: ``im.draft("RGB", (2 * W, 2 * H))`` for a model input of W x H, so a 12 MP photo is decoded
+   at a DCT-reduced size (Pillow picks the largest reduction keeping both sides >= the request);
+3. first frame of animations; EXIF orientation applied;
+4. every mode to RGB: alpha (and palette transparency) composited on ``pad``; 16-bit and float
+   greyscale scaled to 8 bits by their range; CMYK through Pillow's conversion;
+5. resize (``letterbox`` | ``squash`` | ``center_crop``) with Pillow's antialiased filter;
+6. ``(x / 255 - mean) / std`` per channel, float32 NCHW. Letterbox padding is written in the
+   normalised domain as ``(pad - mean) / std``, i.e. exactly the value a ``pad`` pixel would take.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageInput",
+    "PreprocessSpec",
+    "load_image",
+    "preprocess",
+    "to_array",
+]
+
+#: Default limit on decoded pixels (width x height from the header): enough for 100 MP photos.
+DEFAULT_MAX_PIXELS = 120_000_000
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+_RESIZE_MODES = ("letterbox", "squash", "center_crop")
+_INTERPOLATION = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+# ISO BMFF brands of the formats pillow-heif opens (HEIC/HEIF/AVIF).
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a model wants its pixels; stored in checkpoints and in ONNX ``redaes.preprocess``.
+
+    ``size`` is ``(H, W)``; ``pad``, ``mean`` and ``std`` are RGB in 0..1.
+    """
+
+    size: tuple[int, int] = (224, 224)
+    resize: str = "letterbox"
+    interpolation: str = "bilinear"
+    antialias: bool = True
+    pad: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        # Normalise lists (from JSON) to tuples so specs compare and hash by value.
+        for name in ("size", "pad", "mean", "std"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"preprocess size must be [H, W] with positive sides, got {list(self.size)}")
+        if self.resize not in _RESIZE_MODES:
+            raise ValueError(f"preprocess resize must be one of {_RESIZE_MODES}, got {self.resize!r}")
+        if self.interpolation not in _INTERPOLATION:
+            raise ValueError(
+                f"preprocess interpolation must be one of {tuple(_INTERPOLATION)}, got {self.interpolation!r}"
+            )
+        if not self.antialias:
+            # Pillow's resampling filters always widen their support when downscaling.
+            raise ValueError("preprocess antialias=false is not supported (Pillow resizes with antialiasing)")
+        for name in ("pad", "mean", "std"):
+            values = getattr(self, name)
+            if len(values) != 3:
+                raise ValueError(f"preprocess {name} must have 3 values (RGB), got {list(values)}")
+        if min(self.std) <= 0:
+            raise ValueError(f"preprocess std must be positive, got {list(self.std)}")
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PreprocessSpec":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown preprocess keys: {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PreprocessSpec":
+        return cls.from_dict(json.loads(text))
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, (str, os.PathLike)):
+        return str(x)
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return f"<{len(x)} bytes>"
+    if isinstance(x, np.ndarray):
+        return f"<array {x.shape} {x.dtype}>"
+    return f"<{type(x).__name__}>"
+
+
+def _is_heif(head: bytes) -> bool:
+    return len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def _register_heif(name: str) -> None:
+    try:
+        import pillow_heif  # type: ignore[import-not-found]
+    except ImportError:
+        raise ImageError(f"{name}: HEIC/HEIF/AVIF image needs pillow-heif: pip install 'redaes-lite[heif]'") from None
+    pillow_heif.register_heif_opener()
+
+
+def _open(x: ImageInput, name: str) -> Image.Image:
+    """Open lazily (header only) from a path or bytes."""
+    if isinstance(x, (str, os.PathLike)):
+        path = Path(x)
+        if not path.exists():
+            raise ImageError(f"{name}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{name}: is a directory, not an image")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except PermissionError:
+            raise ImageError(f"{name}: permission denied") from None
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
+        if not head:
+            raise ImageError(f"{name}: empty file (0 bytes)")
+        source: Any = path
+    else:
+        data = bytes(x)
+        if not data:
+            raise ImageError(f"{name}: empty input (0 bytes)")
+        head = data[:16]
+        source = io.BytesIO(data)
+    if _is_heif(head):
+        _register_heif(name)
+    try:
+        with warnings.catch_warnings():
+            # Our own max_pixels check below replaces Pillow's bomb warning; its hard error still counts.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(source)
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: decompression bomb refused ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a recognised image format") from None
+    except OSError as e:
+        raise ImageError(f"{name}: cannot open image ({e})") from None
+
+
+def _flatten(im: Image.Image, pad: Sequence[float]) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency composited on ``pad``."""
+    if im.mode == "RGB":
+        return im
+    pad_rgb = tuple(int(round(255 * p)) for p in pad)
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit files use their full range; 32-bit int/float data is scaled by its own range
+        # unless it already fits 8 bits.
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16"):
+            lo, hi = 0.0, 65535.0
+        elif arr.size and arr.min() >= 0 and arr.max() <= 255:
+            lo, hi = 0.0, 255.0
+        else:
+            lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
+        scaled = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        im = Image.fromarray(scaled, "L")
+    elif im.mode == "L" and "transparency" in im.info:
+        im = im.convert("LA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, pad_rgb)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return im.convert("RGB")
+
+
+def _from_array(x: np.ndarray, name: str) -> Image.Image:
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or x.shape[2] not in (1, 3, 4) or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ImageError(f"{name}: expected an HxWx3 (or HxW, HxWx1, HxWx4) array, got shape {x.shape}")
+    if x.dtype != np.uint8:
+        raise ImageError(f"{name}: expected a uint8 array, got {x.dtype}")
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[x.shape[2]]
+    return Image.fromarray(np.ascontiguousarray(x if x.shape[2] != 1 else x[:, :, 0]), mode)
+
+
+def load_image(
+    x: ImageInput,
+    spec: PreprocessSpec | None = None,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Read ``x`` (path, bytes, PIL image or HxWx3 uint8 array) into a decoded RGB PIL image.
+
+    With ``spec``, JPEGs are decoded at the reduced size ``draft("RGB", (2W, 2H))`` allows and alpha is
+    composited on ``spec.pad``. Raises :class:`ImageError` naming the input and the cause.
+    """
+    spec = spec or PreprocessSpec()
+    name = _describe(x)
+    if isinstance(x, np.ndarray):
+        return _flatten(_from_array(x, name), spec.pad)
+    if isinstance(x, Image.Image):
+        im = x
+        owned = False
+    elif isinstance(x, (str, os.PathLike, bytes, bytearray, memoryview)):
+        im = _open(x, name)
+        owned = True
+    else:
+        raise ImageError(f"{name}: unsupported input type (use a path, bytes, PIL image or uint8 array)")
+    try:
+        w, h = im.size
+        if w < 1 or h < 1:
+            raise ImageError(f"{name}: image has no pixels ({w}x{h})")
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageError(f"{name}: {w}x{h} = {w * h / 1e6:.1f} MP exceeds max_pixels {max_pixels / 1e6:.1f} MP")
+        if owned and im.format == "JPEG":
+            im.draft("RGB", (2 * spec.width, 2 * spec.height))
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+        return _flatten(im, spec.pad)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: decompression bomb refused ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError) as e:
+        # Pillow signals truncated/corrupt data with several exception types; all mean "cannot decode".
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"{name}: corrupt or truncated image ({msg})") from None
+    except MemoryError:
+        raise ImageError(f"{name}: image too large to decode in memory") from None
+    finally:
+        if owned:
+            # Release the file handle; the decoded pixels live on in the returned image.
+            fp = getattr(im, "fp", None)
+            if fp is not None:
+                try:
+                    im.close()
+                except Exception:  # noqa: BLE001 - closing a broken decoder must not mask the real error
+                    pass
+
+
+def _resize(im: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """Resize to fit the spec; returns the resized image (letterbox: the content, not yet padded)."""
+    h, w = spec.size
+    src_w, src_h = im.size
+    resample = _INTERPOLATION[spec.interpolation]
+    if spec.resize == "squash":
+        return im.resize((w, h), resample)
+    if spec.resize == "letterbox":
+        scale = min(w / src_w, h / src_h)
+        new = (max(1, min(w, round(src_w * scale))), max(1, min(h, round(src_h * scale))))
+        return im.resize(new, resample)
+    # center_crop: cover the target then crop the centre
+    scale = max(w / src_w, h / src_h)
+    new_w, new_h = max(w, round(src_w * scale)), max(h, round(src_h * scale))
+    left, top = (new_w - w) // 2, (new_h - h) // 2
+    return im.resize((new_w, new_h), resample).crop((left, top, left + w, top + h))
+
+
+def to_array(im: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """One decoded RGB image -> normalised float32 ``[3, H, W]``."""
+    h, w = spec.size
+    resized = _resize(im, spec)
+    mean = np.asarray(spec.mean, np.float32)
+    std = np.asarray(spec.std, np.float32)
+    content = (np.asarray(resized, np.float32) * np.float32(1 / 255) - mean) / std
+    if content.shape[:2] == (h, w):
+        return np.ascontiguousarray(content.transpose(2, 0, 1))
+    fill = (np.asarray(spec.pad, np.float32) - mean) / std
+    out = np.empty((h, w, 3), np.float32)
+    out[...] = fill
+    ch, cw = content.shape[:2]
+    top, left = (h - ch) // 2, (w - cw) // 2
+    out[top : top + ch, left : left + cw] = content
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def preprocess(
+    images: Iterable[ImageInput] | ImageInput,
+    spec: PreprocessSpec,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Load (if needed) and preprocess images into float32 ``[N, 3, H, W]`` for ``spec``.
+
+    A single input gives ``N = 1``. Raises :class:`ImageError` on the first unreadable input; batch
+    callers that must go on past bad inputs call :func:`load_image` per item instead.
+    """
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)):
+        items: list[Any] = [images]
+    else:
+        items = list(images)
+    h, w = spec.size
+    out = np.empty((len(items), 3, h, w), np.float32)
+    for i, x in enumerate(items):
+        out[i] = to_array(load_image(x, spec, max_pixels=max_pixels), spec)
+    return out
