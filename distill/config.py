@@ -1,0 +1,381 @@
+"""Training configuration: dataclasses read from YAML, overridden by ``--set key.sub=value`` flags.
+
+A run is fully described by one :class:`TrainConfig`; the resolved config (file + overrides) is written
+beside the checkpoint as ``config.yaml`` and stored inside it, so every run can be repeated exactly
+(STYLE rule 11). Unknown keys fail with the nearest known spelling instead of being ignored.
+
+Sources and losses are dicts keyed by name so that one flag can reach any of them::
+
+    --set sources.edit.weight=0.5 --set losses.ranking.weight=2 --set stages.1.steps=300
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from redaes_lite.errors import RedaesError
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "OptimConfig",
+    "SourceConfig",
+    "StageConfig",
+    "StudentConfig",
+    "TrainConfig",
+    "ValConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "dump_config",
+    "load_config",
+]
+
+SOURCE_KINDS = ("edit", "mos", "labels", "cross")
+
+
+class ConfigError(RedaesError):
+    """A training configuration is malformed (unknown key, wrong type, impossible value)."""
+
+
+@dataclass
+class StudentConfig:
+    """The network being trained; ``backbone`` is ``timm:<name>`` or ``open_clip:<model>:<tag>``."""
+
+    backbone: str = "timm:tf_efficientnet_lite0"
+    pretrained: str | None = None
+    input_size: list[int] = field(default_factory=lambda: [224, 224])
+    resize: str = "letterbox"
+    overrides: dict[str, Any] = field(default_factory=dict)  # extra create_student keywords (e.g. drop_rate)
+
+
+@dataclass
+class DataConfig:
+    """Where the shared data lives and how images are cached and pre-shrunk."""
+
+    photos: str = "/work/shared/data/photos"
+    biq2021: str = "/work/shared/data/biq2021"
+    # Sources are decoded once, shrunk so their long side is this multiple of the model input's long
+    # side, and kept in an LRU cache: edits run on small images and workers never re-decode.
+    working_scale: float = 1.5
+    cache_size: int = 1024
+
+
+@dataclass
+class SourceConfig:
+    """One training stream of groups.
+
+    ``kind``: ``edit`` (edit oracle over photos), ``mos`` (BIQ2021 MOS), ``labels`` (pair-label JSONL) or
+    ``cross`` (unlabelled cross-content groups; needs ``teacher``). ``scale`` maps the teacher's units to
+    utility units; ``weight`` weighs this source's losses; ``losses`` scales named losses for this source
+    only (e.g. ``{relative: 0}`` on MOS groups). ``teacher`` is a trained checkpoint that relabels the
+    groups on the fly (teacher in the loop): its utilities replace the source's own targets.
+    """
+
+    kind: str = "edit"
+    weight: float = 1.0
+    scale: float = 1.0
+    group_size: int = 4
+    groups: int = 8  # groups per batch
+    losses: dict[str, float] = field(default_factory=dict)
+    teacher: str | None = None
+    teacher_factors: bool = True  # also distil the teacher's factor outputs (when names match)
+    labels: str | None = None  # kind=labels: the JSONL file
+    root: str | None = None  # kind=labels: image root (defaults to the JSONL's folder)
+    n_ops: int | None = None  # kind=edit: edits per recipe (None: the edit module's default mix)
+    within_fraction: float = 0.5  # kind=mos: share of groups drawn within one BIQ2021 subset
+
+
+@dataclass
+class LossConfig:
+    """A loss from ``distill.losses.LOSSES`` with its weight and keyword options."""
+
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay to ``lr * min_lr_ratio``."""
+
+    lr: float = 1e-3
+    backbone_lr: float | None = None  # pretrained trunks often want a smaller rate than the new heads
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.02
+    grad_clip: float | None = 5.0
+
+
+@dataclass
+class ValConfig:
+    """Fixed validation sets (seeded once) and how often to use them."""
+
+    every: int = 200
+    photos_groups: int = 2  # edit groups per validation source photo
+    group_size: int = 6  # source + single- and multi-edit members
+    single_fraction: float = 0.7  # share of members made by one edit (per-factor accuracy, explanations)
+    mos_images: int | None = None  # cap on BIQ2021 validation images (None: all)
+    mos_pair_margin: float = 0.05  # |dMOS| above which a validation MOS pair counts (temperature, ECE)
+    min_delta: float = 0.0  # edit pairs whose |oracle delta| is at most this are not scored
+    best_metric: str = "edit_acc"
+    best_mode: str = "max"
+    batch_size: int = 64
+    seed: int = 1234
+
+
+@dataclass
+class StageConfig:
+    """A curriculum stage: runs ``steps`` steps with its sources/losses replacing or updating the base ones.
+
+    ``sources``/``losses`` entries update the base entry of the same name (a new name adds one);
+    ``only`` restricts the active sources to the listed names.
+    """
+
+    name: str = "stage"
+    steps: int = 100
+    only: list[str] | None = None
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    losses: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    steps: int = 1000  # ignored when stages are given (their steps add up)
+    num_workers: int = 1
+    out: str = "runs/run"
+    checkpoint_every: int = 100
+    log_every: int = 10
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    factors: list[str] = field(
+        default_factory=lambda: [
+            "exposure", "contrast", "saturation", "white_balance", "sharpness", "noise",
+            "compression", "haze", "vignetting", "tilt", "composition",
+        ]
+    )
+    student: StudentConfig = field(default_factory=StudentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sources: dict[str, SourceConfig] = field(default_factory=lambda: {"edit": SourceConfig()})
+    losses: dict[str, LossConfig] = field(
+        default_factory=lambda: {"relative": LossConfig(), "ranking": LossConfig(), "factor": LossConfig(0.5)}
+    )
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    stages: list[StageConfig] = field(default_factory=list)
+    license: str | None = None  # terms of the weights; None: derived from the training data
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages) if self.stages else self.steps
+
+    def stage_at(self, step: int) -> tuple[int, StageConfig | None]:
+        """Index and config of the stage that runs ``step`` (0-based); ``(0, None)`` without stages."""
+        start = 0
+        for i, stage in enumerate(self.stages):
+            if step < start + stage.steps:
+                return i, stage
+            start += stage.steps
+        return (len(self.stages) - 1, self.stages[-1]) if self.stages else (0, None)
+
+    def stage_config(self, stage: StageConfig | None) -> tuple[dict[str, SourceConfig], dict[str, LossConfig]]:
+        """The sources and losses in force during ``stage`` (base entries updated by the stage's)."""
+        if stage is None:
+            return dict(self.sources), dict(self.losses)
+        sources = {**{k: _to_dict(v) for k, v in self.sources.items()}}
+        for name, upd in stage.sources.items():
+            sources[name] = {**sources.get(name, {}), **upd}
+        if stage.only is not None:
+            sources = {k: v for k, v in sources.items() if k in stage.only}
+        losses = {**{k: _to_dict(v) for k, v in self.losses.items()}}
+        for name, upd in stage.losses.items():
+            losses[name] = {**losses.get(name, {}), **upd}
+        where = f"stage {stage.name!r}"
+        return (
+            {k: _build(SourceConfig, v, f"{where}.sources.{k}") for k, v in sources.items()},
+            {k: _build(LossConfig, v, f"{where}.losses.{k}") for k, v in losses.items()},
+        )
+
+
+def _validate(cfg: TrainConfig) -> None:
+    if cfg.total_steps < 1:
+        raise ConfigError(f"config {cfg.name!r}: needs at least one training step")
+    if cfg.num_workers < 0:
+        raise ConfigError(f"config {cfg.name!r}: num_workers must be >= 0")
+    if len(cfg.student.input_size) != 2:
+        raise ConfigError(f"config {cfg.name!r}: student.input_size must be [H, W]")
+    if cfg.val.best_mode not in ("max", "min"):
+        raise ConfigError(f"config {cfg.name!r}: val.best_mode must be 'max' or 'min'")
+    if len(set(cfg.factors)) != len(cfg.factors):
+        raise ConfigError(f"config {cfg.name!r}: factors must be unique")
+    for stage in cfg.stages:
+        cfg.stage_config(stage)  # builds (and so checks) every stage's sources and losses
+        for name in stage.only or ():
+            if name not in cfg.sources and name not in stage.sources:
+                raise ConfigError(f"config {cfg.name!r}: stage {stage.name!r} names unknown source {name!r}")
+    for stage in [None, *cfg.stages]:
+        sources, _ = cfg.stage_config(stage)
+        for name, src in sources.items():
+            _validate_source(name, src)
+
+
+def _validate_source(name: str, src: SourceConfig) -> None:
+    if src.kind not in SOURCE_KINDS:
+        raise ConfigError(f"source {name!r}: kind must be one of {SOURCE_KINDS}, got {src.kind!r}")
+    if src.group_size < 2 or src.groups < 1:
+        raise ConfigError(f"source {name!r}: needs group_size >= 2 and groups >= 1")
+    if src.kind == "labels" and src.group_size != 2:
+        raise ConfigError(f"source {name!r}: labelled pairs form groups of 2 (group_size: 2)")
+    if src.kind == "labels" and not src.labels:
+        raise ConfigError(f"source {name!r}: kind 'labels' needs labels: path/to/labels.jsonl")
+    if src.kind == "cross" and not src.teacher:
+        raise ConfigError(f"source {name!r}: kind 'cross' has no labels of its own and needs a teacher checkpoint")
+
+
+# --- dict <-> dataclass ---------------------------------------------------------------------------
+
+
+def _to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_dict(v) for v in obj]
+    return obj
+
+
+def _build_value(tp: Any, value: Any, where: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` (dataclasses, dict/list of them, scalars)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _build_value(inner[0], value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config {where}: expected a mapping, got {value!r}")
+        return {str(k): _build_value(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config {where}: expected a list, got {value!r}")
+        return [_build_value(args[0], v, f"{where}.{i}") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"config {where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {where}: expected a mapping for {cls.__name__}, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(names)}"
+            raise ConfigError(f"config{' ' + where if where else ''}: unknown key {key!r}{extra}")
+        kwargs[key] = _build_value(hints[key], value, f"{where}.{key}" if where else key)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"config {where or cls.__name__}: {e}") from None
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """``a.b.0.c = value`` in a nested dict/list tree, creating dicts on the way."""
+    keys = dotted.split(".")
+    node: Any = tree
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"--set {dotted}: {key!r} is not an index of a list of {len(node)}")
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+        else:
+            raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i])} is a value, not a section")
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML: ``3``, ``1e-3``, ``[96, 96]``, ``null``)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_path(tree, key.strip(), value)
+    return tree
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> TrainConfig:
+    """Read a YAML config (or start from the defaults), apply overrides and validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: a config must be a YAML mapping")
+    # Overrides apply to the resolved config, so ``--set losses.ranking.weight=2`` updates the ranking
+    # entry in force (default or from the file) instead of replacing the whole ``losses`` mapping.
+    resolved = _to_dict(_build(TrainConfig, tree, ""))
+    return _build(TrainConfig, apply_overrides(resolved, overrides), "")
+
+
+def config_from_dict(tree: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config from the plain dict stored in a checkpoint."""
+    return _build(TrainConfig, tree, "")
+
+
+def dump_config(cfg: TrainConfig, path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The resolved config as a plain dict; written as YAML to ``path`` when given."""
+    tree = _to_dict(cfg)
+    if path is not None:
+        Path(path).write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
+    return tree
