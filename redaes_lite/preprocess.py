@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageInput",
     "PreprocessSpec",
+    "describe_input",
     "load_image",
     "preprocess",
     "to_array",
@@ -123,13 +124,16 @@ class PreprocessSpec:
         return cls.from_dict(json.loads(text))
 
 
-def _describe(x: Any) -> str:
+def describe_input(x: Any) -> str:
+    """A short printable name for an input: the path as given, else a description of the object."""
     if isinstance(x, (str, os.PathLike)):
         return str(x)
     if isinstance(x, (bytes, bytearray, memoryview)):
         return f"<{len(x)} bytes>"
     if isinstance(x, np.ndarray):
         return f"<array {x.shape} {x.dtype}>"
+    if isinstance(x, Image.Image):
+        return f"<PIL image {x.mode} {x.width}x{x.height}>"
     return f"<{type(x).__name__}>"
 
 
@@ -236,7 +240,7 @@ def load_image(
     composited on ``spec.pad``. Raises :class:`ImageError` naming the input and the cause.
     """
     spec = spec or PreprocessSpec()
-    name = _describe(x)
+    name = describe_input(x)
     if isinstance(x, np.ndarray):
         return _flatten(_from_array(x, name), spec.pad)
     if isinstance(x, Image.Image):

@@ -1,0 +1,193 @@
+"""The user-facing API: :class:`Scorer` (compare / score / score_many / rank) and module-level shortcuts.
+
+Semantics (DESIGN.md, "Semantics of the API"): ``delta = u(b) - u(a)``; ``preferred = "b"`` if
+``delta > 0`` else ``"a"``; ``probability = sigmoid(|delta| / T)``; factors ``f(b) - f(a)`` ordered by
+absolute size; ``rank`` is best first by utility, ties in input order, failures last.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import RedaesError
+from .metadata import ModelInfo
+from .preprocess import DEFAULT_MAX_PIXELS, ImageInput, load_image, to_array
+from .results import Comparison, Failure, Ranked, Score
+from .session import ModelSession, load
+
+__all__ = ["Scorer", "compare", "rank", "score"]
+
+_ON_ERROR = ("raise", "record")
+
+
+class Scorer:
+    """A loaded model. Build it with :func:`redaes_lite.load`; methods are safe to call from threads."""
+
+    def __init__(self, session: ModelSession, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+        if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
+            raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
+        self._session = session
+        self.max_pixels = max_pixels
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model's parsed ``redaes.*`` metadata."""
+        return self._session.info
+
+    @property
+    def path(self) -> Path:
+        return self._session.path
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return self._session.providers
+
+    def __repr__(self) -> str:
+        return f"Scorer({str(self.path)!r}, version={self.info.version!r}, providers={list(self.providers)})"
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _pixels(self, x: ImageInput) -> np.ndarray:
+        spec = self.info.preprocess
+        return to_array(load_image(x, spec, max_pixels=self.max_pixels), spec)
+
+    def _score(self, utility: np.float32, factors: np.ndarray) -> Score:
+        names = self.info.factors
+        return Score(
+            score=float(self.info.calibrate(utility)),
+            utility=float(utility),
+            factors={n: float(v) for n, v in zip(names, factors)},
+        )
+
+    def _decode(self, items: Sequence[tuple[int, Any]], on_error: str) -> tuple[list[int], list[Any]]:
+        """Decode one batch: (indices, pixel arrays or Failures), failures recorded or raised."""
+        out: list[Any] = []
+        for i, x in items:
+            try:
+                out.append(self._pixels(x))
+            except RedaesError as e:
+                if on_error == "raise":
+                    raise
+                out.append(Failure(input=x, index=i, error=str(e)))
+        return [i for i, _ in items], out
+
+    # -- public API --------------------------------------------------------------------------------
+    def score(self, x: ImageInput) -> Score:
+        """Score one image (path, bytes, PIL image or HxWx3 uint8 array); raises ``ImageError``."""
+        utility, factors = self._session.run(self._pixels(x)[None])
+        return self._score(utility[0], factors[0])
+
+    def compare(self, a: ImageInput, b: ImageInput) -> Comparison:
+        """Is ``b`` better than ``a``, by how much, and why? Raises ``ImageError`` for either input."""
+        pa, pb = self._pixels(a), self._pixels(b)
+        # Run the two in a canonical order so compare(a, b) and compare(b, a) see identical batches:
+        # antisymmetry then holds bit for bit, whatever the execution provider does per batch row.
+        swap = pb.tobytes() < pa.tobytes()
+        utility, factors = self._session.run(np.stack([pb, pa] if swap else [pa, pb]))
+        (ia, ib) = (1, 0) if swap else (0, 1)
+        delta = float(utility[ib]) - float(utility[ia])
+        fdelta = {n: float(fb) - float(fa) for n, fa, fb in zip(self.info.factors, factors[ia], factors[ib])}
+        return Comparison(
+            preferred="b" if delta > 0 else "a",
+            probability=1.0 / (1.0 + math.exp(-abs(delta) / self.info.temperature)),
+            delta=delta,
+            factors=dict(sorted(fdelta.items(), key=lambda kv: -abs(kv[1]))),  # stable: model order on ties
+        )
+
+    def iter_scores(
+        self, xs: Iterable[ImageInput], *, batch_size: int = 16, on_error: str = "raise"
+    ) -> Iterator[Score | Failure]:
+        """Like :meth:`score_many` but yields results in input order as batches finish.
+
+        The next batch is decoded in a background thread while the current one runs through the
+        model; decoding is pure, so results equal scoring one batch at a time.
+        """
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batches = _chunks(enumerate(xs), batch_size)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="redaes-decode") as pool:
+            first = next(batches, None)
+            pending = pool.submit(self._decode, first, on_error) if first else None
+            while pending is not None:
+                _, decoded = pending.result()
+                nxt = next(batches, None)
+                pending = pool.submit(self._decode, nxt, on_error) if nxt else None
+                yield from self._run_batch(decoded)
+
+    def _run_batch(self, decoded: list[Any]) -> Iterator[Score | Failure]:
+        ok = [d for d in decoded if not isinstance(d, Failure)]
+        if ok:
+            utility, factors = self._session.run(np.stack(ok))
+        j = 0
+        for d in decoded:
+            if isinstance(d, Failure):
+                yield d
+            else:
+                yield self._score(utility[j], factors[j])
+                j += 1
+
+    def score_many(
+        self, xs: Iterable[ImageInput], *, batch_size: int = 16, on_error: str = "raise"
+    ) -> list[Score | Failure]:
+        """Score many images in batches, in input order. ``on_error="record"`` puts a
+        :class:`Failure` in place of each unreadable input instead of raising."""
+        return list(self.iter_scores(xs, batch_size=batch_size, on_error=on_error))
+
+    def rank(
+        self,
+        xs: Iterable[ImageInput],
+        *,
+        batch_size: int = 16,
+        on_error: str = "raise",
+        top: int | None = None,
+    ) -> list[Ranked | Failure]:
+        """Rank images best first by utility (ties keep input order); failures (``on_error="record"``)
+        come last in input order. ``top`` keeps only the ``top`` best results (failures are kept)."""
+        if top is not None and (not isinstance(top, int) or top < 0):
+            raise ValueError(f"top must be a non-negative int or None, got {top!r}")
+        items = list(xs)
+        results = self.score_many(items, batch_size=batch_size, on_error=on_error)
+        ranked = [Ranked(input=x, index=i, score=r) for i, (x, r) in enumerate(zip(items, results))
+                  if isinstance(r, Score)]  # fmt: skip
+        ranked.sort(key=lambda r: (-r.score.utility, r.index))
+        failures = [r for r in results if isinstance(r, Failure)]
+        return [*ranked[:top], *failures] if top is not None else [*ranked, *failures]
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# -- module-level shortcuts on the default model --------------------------------------------------
+def _default() -> Scorer:
+    return load()
+
+
+def compare(a: ImageInput, b: ImageInput) -> Comparison:
+    """:meth:`Scorer.compare` with the embedded default model."""
+    return _default().compare(a, b)
+
+
+def score(x: ImageInput) -> Score:
+    """:meth:`Scorer.score` with the embedded default model."""
+    return _default().score(x)
+
+
+def rank(
+    xs: Iterable[ImageInput], *, batch_size: int = 16, on_error: str = "raise", top: int | None = None
+) -> list[Ranked | Failure]:
+    """:meth:`Scorer.rank` with the embedded default model."""
+    return _default().rank(xs, batch_size=batch_size, on_error=on_error, top=top)

@@ -1,0 +1,197 @@
+"""Model loading: resolve a model, read and check its metadata, run ONNX Runtime.
+
+``onnxruntime`` is imported here, inside functions, the first time a model is loaded — never when
+``redaes_lite`` is imported. Sessions are cached per (resolved path, file identity, providers,
+threads), so ``load()`` called twice shares one session.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from .errors import ModelError
+from .metadata import ModelInfo, read_sidecar, sha256_file, sidecar_path
+from .preprocess import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    from .api import Scorer
+
+__all__ = ["EMBEDDED", "ModelSession", "load", "open_session", "resolve_model"]
+
+#: Names of the models embedded in the wheel, under ``redaes_lite/models/<name>/model.onnx``.
+EMBEDDED = ("default", "permissive")
+_MODELS_DIR = Path(__file__).parent / "models"
+_INPUT, _OUTPUTS = "pixel_values", ("utility", "factors")
+
+_cache: dict[tuple[Any, ...], "ModelSession"] = {}
+_cache_lock = threading.Lock()
+
+
+def resolve_model(model: str | os.PathLike | None) -> tuple[Path, bool]:
+    """``None`` / ``"default"`` / ``"permissive"`` -> the embedded file; a path -> that file (a directory
+    -> its ``model.onnx``). Returns ``(path, embedded)``; raises :class:`ModelError` if it is absent."""
+    if model is None or (isinstance(model, str) and model in EMBEDDED):
+        name = model or "default"
+        path = _MODELS_DIR / name / "model.onnx"
+        if not path.is_file():
+            raise ModelError(
+                f"{path}: the embedded {name!r} model is not shipped in this version of redaes-lite yet; "
+                "pass a model file instead, e.g. load('path/to/model.onnx') or --model path/to/model.onnx"
+            )
+        return path.resolve(), True
+    path = Path(model).expanduser()
+    if path.is_dir():
+        path = path / "model.onnx"
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    return path.resolve(), False
+
+
+def _check_sha256(path: Path, *, embedded: bool) -> None:
+    """Embedded models must match their ``model.json``; other files are checked when a sidecar names them."""
+    side_path = sidecar_path(path)
+    if not side_path.is_file():
+        if embedded:
+            raise ModelError(f"{path}: embedded model has no {side_path.name}; the installation is damaged")
+        return
+    side = read_sidecar(side_path)
+    if side.file != path.name:
+        if embedded:
+            raise ModelError(f"{side_path}: describes {side.file!r}, not {path.name!r}")
+        return
+    actual = sha256_file(path)
+    if actual != side.sha256:
+        raise ModelError(f"{path}: sha256 {actual[:12]}… does not match {side_path.name} ({side.sha256[:12]}…)")
+
+
+def _session_options(threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only; per session, the global logger is left alone
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = int(os.environ["OMP_NUM_THREADS"])  # the environment fills only what the caller left unset
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return opts
+
+
+def _providers(providers: Sequence[str] | None) -> tuple[str, ...]:
+    """CPU unless the caller asks otherwise (CPU results are deterministic and the same everywhere)."""
+    import onnxruntime as ort
+
+    if providers is None:
+        return ("CPUExecutionProvider",)
+    chosen = tuple(providers)
+    unknown = [p for p in chosen if p not in ort.get_available_providers()]
+    if not chosen or unknown:
+        raise ValueError(f"unknown or unavailable providers {unknown or chosen}; "
+                         f"available: {', '.join(ort.get_available_providers())}")  # fmt: skip
+    return chosen
+
+
+@dataclass(frozen=True)
+class ModelSession:
+    """One loaded model: its path, parsed metadata and ONNX Runtime session (shared, thread-safe runs)."""
+
+    path: Path
+    info: ModelInfo
+    providers: tuple[str, ...]
+    threads: int | None
+    embedded: bool
+    session: Any
+
+    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``[N, 3, H, W]`` -> (utility ``[N]``, factors ``[N, K]``), checked finite."""
+        utility, factors = self.session.run(list(_OUTPUTS), {_INPUT: pixels})
+        n, k = len(pixels), len(self.info.factors)
+        utility = np.asarray(utility, np.float32).reshape(-1)
+        factors = np.asarray(factors, np.float32)
+        if utility.shape != (n,) or factors.shape != (n, k):
+            raise ModelError(f"{self.path}: outputs have shapes {utility.shape}, {factors.shape}; expected ({n},), ({n}, {k})")
+        if not (np.isfinite(utility).all() and np.isfinite(factors).all()):
+            raise ModelError(f"{self.path}: the model produced non-finite outputs")
+        return utility, factors
+
+
+def _check_signature(path: Path, session: Any, info: ModelInfo) -> None:
+    """The graph must take ``pixel_values [N, 3, H, W]`` and give ``utility`` and ``factors``."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if _INPUT not in inputs or not set(_OUTPUTS) <= outputs:
+        raise ModelError(f"{path}: expected input {_INPUT!r} and outputs {list(_OUTPUTS)}, "
+                         f"got {sorted(inputs)} -> {sorted(outputs)}")  # fmt: skip
+    shape = inputs[_INPUT].shape
+    want = [3, *info.preprocess.size]
+    static = [d if isinstance(d, int) else None for d in shape[1:]]
+    if len(shape) != 4 or any(s is not None and s != w for s, w in zip(static, want)):
+        raise ModelError(f"{path}: input {_INPUT} has shape {shape}, but redaes.preprocess says [N, {', '.join(map(str, want))}]")
+
+
+def _create(path: Path, embedded: bool, providers: tuple[str, ...], threads: int | None) -> ModelSession:
+    import onnxruntime as ort
+
+    _check_sha256(path, embedded=embedded)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=_session_options(threads), providers=list(providers))
+    except PermissionError:
+        raise ModelError(f"{path}: permission denied") from None
+    except Exception as e:  # noqa: BLE001 - ORT raises its own untyped errors for unreadable models
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if not os.access(path, os.R_OK):
+            raise ModelError(f"{path}: permission denied") from None
+        raise ModelError(f"{path}: not a loadable ONNX model ({detail[:200]})") from None
+    info = ModelInfo.from_props(session.get_modelmeta().custom_metadata_map, source=str(path))
+    _check_signature(path, session, info)
+    return ModelSession(path, info, providers, threads, embedded, session)
+
+
+def open_session(
+    model: str | os.PathLike | None = None,
+    *,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+) -> ModelSession:
+    """The cached :class:`ModelSession` for a model; created (and verified) on first use."""
+    path, embedded = resolve_model(model)
+    chosen = _providers(providers)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read ({e.strerror or e})") from None
+    # File identity in the key: a model file replaced on disk is loaded afresh, not served stale.
+    key = (path, st.st_mtime_ns, st.st_size, chosen, threads)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = _create(path, embedded, chosen, threads)
+        return _cache[key]
+
+
+def load(
+    model: str | os.PathLike | None = None,
+    *,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> "Scorer":
+    """Load a model and return a :class:`~redaes_lite.api.Scorer`.
+
+    ``model``: ``None`` or ``"default"`` (the embedded default model), ``"permissive"``, or a path to
+    an ``.onnx``/``.ort`` file (or a directory holding ``model.onnx``). ``threads``: ONNX Runtime
+    intra-op threads (default: ``OMP_NUM_THREADS`` or all cores). ``providers``: ONNX Runtime
+    execution providers (default CPU). ``max_pixels``: images larger than this (from the header) are
+    refused before decoding; ``None`` disables the check.
+    """
+    from .api import Scorer
+
+    return Scorer(open_session(model, threads=threads, providers=providers), max_pixels=max_pixels)
