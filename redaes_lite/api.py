@@ -149,15 +149,27 @@ class Scorer:
     ) -> list[Ranked | Failure]:
         """Rank images best first by utility (ties keep input order); failures (``on_error="record"``)
         come last in input order. ``top`` keeps only the ``top`` best results (failures are kept)."""
-        if top is not None and (not isinstance(top, int) or top < 0):
-            raise ValueError(f"top must be a non-negative int or None, got {top!r}")
+        _check_top(top)
         items = list(xs)
         results = self.score_many(items, batch_size=batch_size, on_error=on_error)
-        ranked = [Ranked(input=x, index=i, score=r) for i, (x, r) in enumerate(zip(items, results))
-                  if isinstance(r, Score)]  # fmt: skip
-        ranked.sort(key=lambda r: (-r.score.utility, r.index))
-        failures = [r for r in results if isinstance(r, Failure)]
-        return [*ranked[:top], *failures] if top is not None else [*ranked, *failures]
+        return [
+            Ranked(input=items[i], index=i, score=results[i]) if isinstance(results[i], Score) else results[i]
+            for i in ranking(results, top=top)
+        ]
+
+
+def ranking(results: Sequence[Score | Failure], *, top: int | None = None) -> list[int]:
+    """Indices of ``results`` best first by utility (ties in input order), then failures in input order;
+    ``top`` keeps only that many scored entries. The one ranking rule, shared by ``rank`` and the CLI."""
+    _check_top(top)
+    scored = sorted((i for i, r in enumerate(results) if isinstance(r, Score)), key=lambda i: (-results[i].utility, i))
+    failed = [i for i, r in enumerate(results) if not isinstance(r, Score)]
+    return [*scored[:top], *failed] if top is not None else [*scored, *failed]
+
+
+def _check_top(top: int | None) -> None:
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 0):
+        raise ValueError(f"top must be a non-negative int or None, got {top!r}")
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

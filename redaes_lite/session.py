@@ -47,6 +47,8 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[Path, bool]:
         return path.resolve(), True
     path = Path(model).expanduser()
     if path.is_dir():
+        if not (path / "model.onnx").is_file():
+            raise ModelError(f"{path}: folder has no model.onnx")
         path = path / "model.onnx"
     if not path.exists():
         raise ModelError(f"{path}: no such model file")

@@ -1,0 +1,164 @@
+"""CLI plumbing: expand path arguments, turn results into rows, write rows, show progress.
+
+Rows follow DESIGN.md: ``score``/``rank``: ``path, score, utility, factors, error``; ``compare``:
+``a, b, preferred, probability, delta, factors, error``. In CSV ``factors`` becomes one
+``factor.<name>`` column per factor.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
+
+from .results import Comparison, Failure, Score
+
+__all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Progress", "Source", "compare_row", "expand", "score_row", "write_rows"]
+
+FORMATS = ("table", "json", "jsonl", "csv")
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .webp .bmp .tif .tiff .gif .heic .heif .avif .jp2 .ppm .pgm .pnm .tga".split()
+)
+_GLOB_CHARS = frozenset("*?[")
+
+#: One CLI input: the path as shown in its row, and an error found while expanding (else None).
+Source = tuple[str, "str | None"]
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def expand(args: Sequence[str], *, recursive: bool) -> list[Source]:
+    """Files stay as given; folders become their images (sorted; subfolders with ``recursive``);
+    patterns are globbed. Folders without images and patterns without matches become error rows."""
+    out: list[Source] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = _images_in(path, recursive)
+            hint = "" if recursive else " (use --recursive for subfolders)"
+            if found:
+                out.extend((str(p), None) for p in found)
+            else:
+                out.append((arg, f"{arg}: folder contains no images{hint}"))
+        elif not path.exists() and _GLOB_CHARS & set(arg):
+            matches = sorted(m for m in glob.glob(arg, recursive=recursive) if not os.path.isdir(m))
+            if matches:
+                out.extend((m, None) for m in matches)
+            else:
+                out.append((arg, f"{arg}: no files match"))
+        else:
+            out.append((arg, None))  # missing or unreadable files fail later with the loader's message
+    return out
+
+
+def score_row(path: str, result: Score | Failure) -> dict[str, Any]:
+    if isinstance(result, Failure):
+        return {"path": path, "score": None, "utility": None, "factors": None, "error": result.error}
+    return {"path": path, **result.to_dict(), "error": None}
+
+
+def compare_row(a: str, b: str, result: Comparison | None, error: str | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"a": a, "b": b, "preferred": None, "probability": None, "delta": None, "factors": None}
+    if result is not None:
+        row.update(result.to_dict())
+    return {**row, "error": error}
+
+
+def _csv_cell(v: Any) -> Any:
+    return "" if v is None else v
+
+
+def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence[str]) -> None:
+    writer: Any = None
+    for row in rows:
+        flat = {k: v for k, v in row.items() if k not in ("factors", "error")}
+        flat.update({f"factor.{n}": (row["factors"] or {}).get(n) for n in factors})
+        flat["error"] = row["error"]
+        if writer is None:
+            writer = csv.DictWriter(out, fieldnames=list(flat), lineterminator="\n")
+            writer.writeheader()
+        writer.writerow({k: _csv_cell(v) for k, v in flat.items()})
+        out.flush()
+
+
+def _cell(v: Any, width: int, spec: str) -> str:
+    text = "-" if v is None else format(v, spec) if isinstance(v, float) else str(v)
+    return text.rjust(width)
+
+
+# Table columns (key, width, float format) before the factor columns.
+_SCORE_COLS = (("score", 5, ".2f"), ("utility", 8, ".3f"))
+_COMPARE_COLS = (("preferred", 9, ""), ("probability", 11, ".3f"), ("delta", 8, "+.3f"))
+
+
+def _write_table(rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence[str]) -> None:
+    """Fixed-width numeric columns, names last, so rows can be printed as they arrive."""
+    for i, row in enumerate(rows):
+        is_compare = "preferred" in row
+        cols = _COMPARE_COLS if is_compare else _SCORE_COLS
+        fcols = [(n, max(8, len(n)), "+.3f" if is_compare else ".3f") for n in factors]
+        if i == 0:
+            head = [k.rjust(w) for k, w, _ in (*cols, *fcols)]
+            out.write("  ".join([*head, "a  b" if is_compare else "path"]) + "\n")
+        fac = row["factors"] or {}
+        cells = [_cell(row[k], w, f) for k, w, f in cols] + [_cell(fac.get(k), w, f) for k, w, f in fcols]
+        label = f"{row['a']}  {row['b']}" if is_compare else row["path"]
+        tail = f"  error: {row['error']}" if row["error"] else ""
+        out.write("  ".join([*cells, label]) + tail + "\n")
+        out.flush()
+
+
+def write_rows(rows: Iterable[dict[str, Any]], out: IO[str], *, fmt: str, factors: Sequence[str]) -> None:
+    """Write rows as ``fmt``; rows are consumed (and, except for ``json``, printed) as they come."""
+    if fmt == "json":
+        out.write("[")
+        for i, row in enumerate(rows):
+            out.write(("," if i else "") + "\n  " + json.dumps(row, ensure_ascii=False))
+        out.write("\n]\n")
+    elif fmt == "jsonl":
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+    elif fmt == "csv":
+        _write_csv(rows, out, factors)
+    else:
+        _write_table(rows, out, factors)
+
+
+class Progress:
+    """A one-line ``done/total`` counter on stderr, redrawn at most every 0.1 s."""
+
+    def __init__(self, total: int, *, enabled: bool, label: str, stream: IO[str] | None = None) -> None:
+        self.total, self.enabled, self.label = total, enabled, label
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self._last = 0.0
+
+    def advance(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if self.enabled and (now - self._last >= 0.1 or self.done == self.total):
+            self._last = now
+            self.stream.write(f"\r{self.label} {self.done}/{self.total}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.done:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def tracked(rows: Iterable[dict[str, Any]], progress: Progress, on_row: Callable[[dict[str, Any]], None]) -> Iterator[dict[str, Any]]:
+    """Pass rows through, advancing the progress bar and calling ``on_row`` (e.g. to count errors)."""
+    for row in rows:
+        progress.advance()
+        on_row(row)
+        yield row
