@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from .errors import ImageError
 
@@ -137,14 +137,19 @@ def describe_input(x: Any) -> str:
     return f"<{type(x).__name__}>"
 
 
-def _is_heif(head: bytes) -> bool:
-    return len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+def _heif_brand(head: bytes) -> bytes | None:
+    """The ISO BMFF brand of HEIC/HEIF/AVIF data, else None."""
+    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return head[8:12]
+    return None
 
 
-def _register_heif(name: str) -> None:
+def _register_heif(name: str, brand: bytes) -> None:
     try:
         import pillow_heif  # type: ignore[import-not-found]
     except ImportError:
+        if brand.startswith(b"avi") and features.check("avif"):
+            return  # this Pillow decodes AVIF itself
         raise ImageError(f"{name}: HEIC/HEIF/AVIF image needs pillow-heif: pip install 'redaes-lite[heif]'") from None
     pillow_heif.register_heif_opener()
 
@@ -173,8 +178,9 @@ def _open(x: ImageInput, name: str) -> Image.Image:
             raise ImageError(f"{name}: empty input (0 bytes)")
         head = data[:16]
         source = io.BytesIO(data)
-    if _is_heif(head):
-        _register_heif(name)
+    brand = _heif_brand(head)
+    if brand is not None:
+        _register_heif(name, brand)
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check below replaces Pillow's bomb warning; its hard error still counts.

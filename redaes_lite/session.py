@@ -81,8 +81,6 @@ def _session_options(threads: int | None) -> Any:
     if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         threads = int(os.environ["OMP_NUM_THREADS"])  # the environment fills only what the caller left unset
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     return opts
@@ -144,8 +142,9 @@ def _create(path: Path, embedded: bool, providers: tuple[str, ...], threads: int
     import onnxruntime as ort
 
     _check_sha256(path, embedded=embedded)
+    opts = _session_options(threads)
     try:
-        session = ort.InferenceSession(str(path), sess_options=_session_options(threads), providers=list(providers))
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
     except PermissionError:
         raise ModelError(f"{path}: permission denied") from None
     except Exception as e:  # noqa: BLE001 - ORT raises its own untyped errors for unreadable models
@@ -165,6 +164,8 @@ def open_session(
     providers: Sequence[str] | None = None,
 ) -> ModelSession:
     """The cached :class:`ModelSession` for a model; created (and verified) on first use."""
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     path, embedded = resolve_model(model)
     chosen = _providers(providers)
     try:
