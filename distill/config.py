@@ -152,6 +152,7 @@ class TrainConfig:
     """A whole training run."""
 
     name: str = "run"
+    version: str = "0.1.0"  # model version, exported as redaes.version
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     steps: int = 1000  # ignored when stages are given (their steps add up)
@@ -279,8 +280,11 @@ def _build_value(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config {where}: expected a list, got {value!r}")
         return [_build_value(args[0], v, f"{where}.{i}") for i, v in enumerate(value)]
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if tp is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
+        except ValueError:
+            raise ConfigError(f"config {where}: expected float, got {value!r}") from None
     if tp in (int, float, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"config {where}: expected {tp.__name__}, got {value!r}")
     return value
