@@ -14,9 +14,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from .results import Comparison, Failure, Score
+if TYPE_CHECKING:  # the results module pulls in numpy and Pillow; `--version` must not
+    from .results import Comparison, Failure, Score
 
 __all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Progress", "Source", "compare_row", "expand", "score_row", "write_rows"]
 
@@ -60,6 +61,8 @@ def expand(args: Sequence[str], *, recursive: bool) -> list[Source]:
 
 
 def score_row(path: str, result: Score | Failure) -> dict[str, Any]:
+    from .results import Failure
+
     if isinstance(result, Failure):
         return {"path": path, "score": None, "utility": None, "factors": None, "error": result.error}
     return {"path": path, **result.to_dict(), "error": None}
