@@ -159,10 +159,12 @@ def plcc_logistic(pred: ArrayLike, label: ArrayLike) -> float:
     x, y = _pair(pred, label)
     if x.size < 2 or x.std() == 0.0 or y.std() == 0.0:
         return math.nan
-    # The fit can only improve the linear agreement; take the raw value should it fail to converge.
+    # At the least-squares optimum Pearson(fit, y) = sqrt(1 - SSE / SST), and a straight line is the
+    # limit of wide logistics, so the optimum is never below |raw|: where the fit stops short of that
+    # limit (e.g. evenly spaced, nearly linear data), |raw| is the better estimate of the optimum.
     fitted = _pearson(logistic_fit(x, y)(x), y)
-    raw = _pearson(x, y)
-    return fitted if not math.isnan(fitted) and fitted >= abs(raw) - 1e-12 else abs(raw)
+    raw = abs(_pearson(x, y))
+    return raw if math.isnan(fitted) else max(fitted, raw)
 
 
 # ---------------------------------------------------------------------------------------------- pair counts
