@@ -54,12 +54,16 @@ def _brightness(im: Image.Image) -> float:
 
 # -- the real model ---------------------------------------------------------------------------------
 def test_random_model_from_local_folder_is_retried_then_recorded_as_failed(tiny_vlm, photos):
-    engine = TransformersEngine.load(str(tiny_vlm), device="cpu", batch_size=4)
-    assert engine.name == "tiny-vlm" and next(engine.model.parameters()).dtype.is_floating_point
+    import torch
+
+    teacher = MLLMTeacher.from_pretrained(
+        str(tiny_vlm), root=photos, retries=1, max_new_tokens=6, engine_options={"device": "cpu"}
+    )
+    engine = teacher.engine
+    assert engine.name == "tiny-vlm" and next(engine.model.parameters()).dtype == torch.float32  # fp32 on CPU
     calls: list[int] = []
     real = engine.generate
     engine.generate = lambda prompts, sampling: calls.append(len(prompts)) or real(prompts, sampling)
-    teacher = MLLMTeacher(engine, root=photos, retries=1, sampling=Sampling(max_new_tokens=6))
     reqs = [PairRequest("src.png", "bright.png", group="g"), PairRequest("src.png", "grey.png", group="g")]
     recs = list(teacher.label(reqs))
     assert [r.status for r in recs] == ["failed", "failed"]  # random weights never close an <answer>

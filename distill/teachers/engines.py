@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+import inspect
+from typing import Any, Protocol, Sequence
 
 from PIL import Image
 
@@ -53,11 +54,6 @@ def model_name(name_or_path: str | os.PathLike) -> str:
     return os.path.basename(os.path.normpath(str(name_or_path))).lower() or "mllm"
 
 
-def _chunks(items: Sequence[Prompt], n: int) -> Iterator[Sequence[Prompt]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
 def _render(processor: Any, prompt: Prompt) -> str:
     """The chat text of ``prompt`` with the model's own template (image placeholders included)."""
     if getattr(processor, "chat_template", None) is None:
@@ -75,25 +71,21 @@ def _load_processor(name_or_path: str) -> Any:
 
 
 class TransformersEngine:
-    """``AutoModelForImageTextToText`` (Qwen2-VL, Qwen2.5-VL, ...) generating ``batch_size`` prompts at a time."""
+    """``AutoModelForImageTextToText`` (Qwen2-VL, Qwen2.5-VL, ...): each ``generate`` call is one padded batch."""
 
-    def __init__(self, model: Any, processor: Any, *, name: str, batch_size: int = 8) -> None:
+    #: Pairs per round when the caller does not say; a round generates pairs x samples sequences at once.
+    default_batch_size = 8
+
+    def __init__(self, model: Any, processor: Any, *, name: str) -> None:
         self.model = model
         self.processor = processor
         self.name = name
-        self.batch_size = batch_size
         # Decoder-only generation continues the last token: pad on the left so every row ends in its prompt.
         processor.tokenizer.padding_side = "left"
 
     @classmethod
     def load(
-        cls,
-        name_or_path: str,
-        *,
-        device: str | None = None,
-        dtype: str | None = None,
-        batch_size: int = 8,
-        seed: int | None = 0,
+        cls, name_or_path: str, *, device: str | None = None, dtype: str | None = None, seed: int | None = 0
     ) -> "TransformersEngine":
         """Load a local folder or hub id: bf16 on a GPU, fp32 on the CPU unless ``dtype`` says otherwise."""
         import torch
@@ -110,13 +102,10 @@ class TransformersEngine:
             )
         except (OSError, ValueError) as e:
             raise ModelError(f"{name_or_path}: cannot load the model ({str(e).splitlines()[0]})") from None
-        return cls(model.eval(), processor, name=model_name(name_or_path), batch_size=batch_size)
+        return cls(model.eval(), processor, name=model_name(name_or_path))
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str]:
-        answers: list[str] = []
-        for chunk in _chunks(prompts, self.batch_size):
-            answers.extend(self._generate_batch(chunk, sampling))
-        return answers
+        return self._generate_batch(prompts, sampling) if prompts else []
 
     def _generate_batch(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str]:
         import torch
@@ -137,6 +126,8 @@ class TransformersEngine:
 
 class VLLMEngine:
     """vLLM offline inference for large jobs: the same prompts and answers, batched by vLLM's scheduler."""
+
+    default_batch_size = 256  # vLLM keeps the GPU full by scheduling many requests at once
 
     def __init__(self, llm: Any, processor: Any, *, name: str, seed: int | None) -> None:
         self.llm = llm
@@ -189,4 +180,9 @@ def load_engine(kind: str, name_or_path: str, **options: Any) -> Engine:
     """Load ``name_or_path`` with the engine called ``kind``; options left ``None`` keep the engine's defaults."""
     if kind not in ENGINES:
         raise ValueError(f"unknown engine {kind!r}; known: {', '.join(ENGINES)}")
-    return ENGINES[kind].load(name_or_path, **{k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    known = inspect.signature(ENGINES[kind].load).parameters
+    wrong = [f"--{k.replace('_', '-')}" for k in options if k not in known]
+    if wrong:
+        raise ValueError(f"{' '.join(wrong)}: not an option of --engine {kind}")
+    return ENGINES[kind].load(name_or_path, **options)

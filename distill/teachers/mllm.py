@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from PIL import Image
 
@@ -30,7 +30,7 @@ from redaes_lite.pairs import PairLabel, content_hash, pair_id
 from redaes_lite.preprocess import PreprocessSpec, load_image
 
 from .base import PairRequest
-from .engines import Engine, Prompt, Sampling
+from .engines import ENGINES, Engine, Prompt, Sampling, load_engine
 from .parsing import Answer, MalformedAnswer, parse_answer
 from .prompts import DEFAULT_PROMPT, PromptTemplate, get_prompt
 
@@ -97,6 +97,34 @@ class MLLMTeacher:
         self._decode_spec = PreprocessSpec(size=(side, side))
         self._hashes: dict[str, str] = {}
         self._ratings: OrderedDict[str, _Rating] = OrderedDict()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        engine: str = "transformers",
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        engine_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> "MLLMTeacher":
+        """Load a checkpoint folder or hub id with ``engine``; ``options`` are this class's keywords.
+
+        ``engine_options`` go to the engine's ``load`` (``device``, ``dtype``, ``seed``,
+        ``tensor_parallel_size``, ...); ``None`` values everywhere keep the defaults.
+        """
+        loaded = load_engine(engine, name_or_path, **(engine_options or {}))
+        given = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        sampling = Sampling(**{k: v for k, v in given.items() if v is not None})
+        return cls(
+            loaded,
+            sampling=sampling,
+            batch_size=batch_size or ENGINES[engine].default_batch_size,
+            **{k: v for k, v in options.items() if v is not None},
+        )
 
     # -- keys ---------------------------------------------------------------------------------------
     def image_key(self, ref: str) -> str:
