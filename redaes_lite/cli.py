@@ -31,13 +31,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# -- eval sub-app ---------------------------------------------------------------------------------
-# MOUNT POINT: `redaes-lite eval` is the evaluation engineer's typer app in redaes_lite/eval/cli.py.
-# When that file exists, mount it here:
-#     from .eval.cli import app as eval_app
-#     app.add_typer(eval_app, name="eval")
-
-
 class Format(str, Enum):
     table = "table"
     json = "json"
@@ -242,6 +235,13 @@ def info(
     for key, value in doc.items():
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         typer.echo(f"{key:<24} {text}")
+
+
+# `redaes-lite eval`: the evaluation commands live in redaes_lite/eval/cli.py (they reuse _scorer, _progress,
+# _sink and _fail from this module, imported lazily inside their commands).
+from .eval.cli import app as eval_app  # noqa: E402 - mounted after this module's commands exist
+
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:
