@@ -1,0 +1,203 @@
+"""``export_all``: checkpoint -> fp32 (+ int8, fp16, ``.ort``) files that passed their gates, plus the report.
+
+Layout of ``out`` (each folder is what an app embeds, e.g. as ``redaes_lite/models/<name>/``)::
+
+    fp32/model.onnx  fp32/model.json
+    int8/model.onnx  int8/model.json          --int8 (mode chosen by measurement with "auto")
+    fp16/model.onnx  fp16/model.json          --fp16 (weights stored fp16, computed fp32)
+    fp32-ort/, int8-ort/: model.ort  model.json  required_operators.config     --ort
+    export_report.json  export_report.md
+
+Files are built in a staging folder inside ``out`` and moved into place only after every gate passed:
+a failed gate leaves the report (status ``failed``, the figures that failed) and no model files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from redaes_lite.preprocess import ImageInput
+
+from .checkpoint import read_checkpoint
+from .errors import ExportError, ParityError
+from .onnx import DEFAULT_OPSET, export_onnx
+from .parity import MIN_IMAGES, Gate, PhotoSet, Photos, identical_ranking_gate, ranking_gate, torch_gate
+from .quantize import INT8_MODES, fp16_weights, quantize_int8
+from .report import describe_file, latency_ms, machine, measure_latencies, write_report
+
+__all__ = ["ExportOptions", "INT8_CHOICES", "choose_int8", "export_all"]
+
+#: ``--int8`` values: ``auto`` measures both modes and keeps the fastest that passes its gate.
+INT8_CHOICES = ("auto", "dynamic", "qdq", "none")
+MODEL_FILE = "model.onnx"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``export_all`` builds and how hard it checks; the defaults are the issue's numbers."""
+
+    int8: str = "auto"
+    fp16: bool = False
+    ort: bool = False
+    ort_target: str = "arm"
+    exporter: str = "dynamo"
+    opset: int = DEFAULT_OPSET
+    calibration: tuple[ImageInput, ...] = ()  # photos for int8-qdq; never among ``parity``
+    parity: tuple[ImageInput, ...] = ()  # held-out photos for the ranking gates (>= 200 by default)
+    torch_images: int = 32  # of ``parity``, for the torch-vs-ONNX gate (torch is the slow side)
+    min_parity: int = MIN_IMAGES
+    threads: tuple[int, ...] = (1, 2)
+    batches: tuple[int, ...] = (1, 32)
+    repeats: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in the report as given (e.g. photo sources)
+
+    def __post_init__(self) -> None:
+        if self.int8 not in INT8_CHOICES:
+            raise ExportError(f"--int8 must be one of {', '.join(INT8_CHOICES)}, got {self.int8!r}")
+        if len(self.parity) < self.min_parity:
+            raise ExportError(f"parity gates need >= {self.min_parity} held-out photos, got {len(self.parity)}")
+        overlap = {str(p) for p in self.calibration} & {str(p) for p in self.parity}
+        if overlap:
+            raise ExportError(f"{len(overlap)} calibration photos are also parity photos, e.g. {sorted(overlap)[0]}")
+        if self.int8 in ("auto", "qdq") and not self.calibration:
+            raise ExportError("int8 qdq needs calibration photos (none given)")
+
+
+def choose_int8(
+    fp32: Path,
+    stage: Path,
+    *,
+    mode: str,
+    calibration: Sequence[ImageInput],
+    parity: Photos,
+    min_images: int = MIN_IMAGES,
+) -> tuple[Path, Gate, dict[str, Any]]:
+    """Quantise with each candidate mode, gate each against fp32 and keep the fastest that passes (1 thread,
+    batch 1). Returns ``(file, its gate, the choice record)``; raises :class:`ParityError` if none passes."""
+    modes = INT8_MODES if mode == "auto" else (f"int8-{mode}",)
+    tried: dict[str, dict[str, Any]] = {}
+    passed: dict[str, tuple[Path, Gate]] = {}
+    for m in modes:
+        path = quantize_int8(fp32, stage / m / MODEL_FILE, mode=m, calibration=calibration)
+        try:
+            gate = ranking_gate(fp32, path, parity, min_images=min_images)
+        except ParityError as e:
+            tried[m] = {"passed": False, "error": str(e), "figures": e.gate.figures if e.gate else {}}
+            continue
+        ms = latency_ms(path, threads=1, batch=1, repeats=5)
+        tried[m] = {"passed": True, "figures": gate.figures, "threads1_batch1_ms": round(ms, 3)}
+        passed[m] = (path, gate)
+    if not passed:
+        errors = "; ".join(t["error"] for t in tried.values())
+        raise ParityError(f"no int8 mode passed its gate: {errors}", gate=None)
+    best = min(passed, key=lambda m: tried[m]["threads1_batch1_ms"])
+    reason = "the only mode asked for" if len(modes) == 1 else (
+        "fastest at 1 thread, batch 1, of the modes that passed the gate" if len(passed) > 1 else "the only mode that passed the gate"
+    )  # fmt: skip
+    return passed[best][0], passed[best][1], {"mode": best, "reason": reason, "candidates": tried}
+
+
+Progress = Callable[[str], None]
+
+
+def _build(
+    checkpoint: Path, stage: Path, opts: ExportOptions, record: dict[str, Any], progress: Progress
+) -> dict[str, Path]:
+    """Every file, each gated as soon as it exists; gates are appended to ``record`` as they pass."""
+    gates: list[dict[str, Any]] = record["gates"]
+    parity = PhotoSet(opts.parity)  # decoded once per spec, shared by every gate
+    progress(f"exporting fp32 ONNX ({opts.exporter}, opset {opts.opset})")
+    files = {"fp32": export_onnx(checkpoint, stage / "fp32" / MODEL_FILE, exporter=opts.exporter, opset=opts.opset)}
+    progress(f"gate torch vs fp32 on {min(opts.torch_images, len(parity))} photos")
+    gates.append(torch_gate(checkpoint, files["fp32"], parity[: opts.torch_images]).to_dict())
+    if opts.int8 != "none":
+        progress(f"int8 ({opts.int8}): quantising, gating on {len(parity)} photos")
+        path, gate, choice = choose_int8(files["fp32"], stage, mode=opts.int8, calibration=opts.calibration,
+                                         parity=parity, min_images=opts.min_parity)  # fmt: skip
+        record["int8_choice"] = choice
+        files["int8"] = path.parent.rename(stage / "int8") / MODEL_FILE
+        gates.append(dataclasses.replace(gate, candidate=str(files["int8"])).to_dict())
+    if opts.fp16:
+        progress("fp16 weights")
+        files["fp16"] = fp16_weights(files["fp32"], stage / "fp16" / MODEL_FILE)
+        gates.append(ranking_gate(files["fp32"], files["fp16"], parity, min_images=opts.min_parity).to_dict())
+    if opts.ort:
+        from .mobile import to_ort
+
+        # Not fp16: the converter's optimiser folds the fp32 casts into the weights, so an fp16 .ort
+        # would be the fp32 .ort under another name.
+        for name in [n for n in files if n != "fp16"]:
+            progress(f"ORT format from {name}")
+            files[f"{name}-ort"] = to_ort(files[name], stage / f"{name}-ort" / "model.ort", target=opts.ort_target)
+            gate = identical_ranking_gate(files[name], files[f"{name}-ort"], parity, min_images=opts.min_parity)
+            gates.append(gate.to_dict())
+    return files
+
+
+def _relative(obj: Any, stage: Path) -> Any:
+    """Paths inside the staging folder, as they will be named once moved into ``out``."""
+    if isinstance(obj, dict):
+        return {k: _relative(v, stage) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relative(v, stage) for v in obj]
+    if isinstance(obj, str) and obj.startswith(str(stage) + os.sep):
+        return obj[len(str(stage)) + 1 :]
+    return obj
+
+
+def _provenance(checkpoint: Path) -> dict[str, Any]:
+    ckpt = read_checkpoint(checkpoint)
+    return {k: ckpt.get(k) for k in ("version", "git_commit", "seed", "data_hashes", "student")}
+
+
+def export_all(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, *, options: ExportOptions, progress: Progress | None = None
+) -> Path:
+    """Build, gate and measure every file ``options`` asks for under ``out``; returns the report's path.
+
+    ``progress`` receives one line per step (the CLI prints them to stderr).
+
+    Raises :class:`ParityError` (after writing a ``failed`` report) when a gate fails, and
+    :class:`ExportError` when the checkpoint cannot be exported.
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "status": "failed",
+        "checkpoint": str(checkpoint),
+        "provenance": _provenance(checkpoint),
+        "exporter": options.exporter,
+        "opset": options.opset,
+        "images": {"calibration": len(options.calibration), "parity": len(options.parity),
+                   "torch": min(options.torch_images, len(options.parity)), **options.extra},  # fmt: skip
+        "gates": [],
+        "machine": machine(),
+    }
+    stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=out))
+    try:
+        progress = progress or (lambda line: None)
+        files = _build(checkpoint, stage, options, record, progress)
+        record["files"] = {name: describe_file(p, root=stage) for name, p in files.items()}
+        progress(f"latency of {len(files)} files ({len(options.threads) * len(options.batches)} settings each)")
+        record["latency_ms"] = {name: measure_latencies(p, threads=options.threads, batches=options.batches,
+                                                        repeats=options.repeats) for name, p in files.items()}  # fmt: skip
+        for name in files:
+            target = out / files[name].parent.name
+            shutil.rmtree(target, ignore_errors=True)
+            files[name].parent.rename(target)
+        record["status"] = "ok"
+    except ExportError as e:
+        if isinstance(e, ParityError) and e.gate is not None:
+            record["gates"].append(e.gate.to_dict())
+        record["error"] = str(e)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        write_report(_relative(record, stage), out)
+    return out / "export_report.json"

@@ -1,0 +1,145 @@
+"""Reduced-precision copies of an fp32 model file: int8 (dynamic or static QDQ) and fp16 weights.
+
+Both int8 modes call ``onnxruntime.quantization`` directly (``optimum`` adds nothing for a plain ONNX file).
+Which one suits a graph is measured, not assumed (``pipeline.choose_int8``): dynamic int8 turns a CNN's
+convolutions into ``ConvInteger``, which ONNX Runtime runs many times slower than fp32, while static QDQ with
+per-channel weights keeps them fast. QDQ is restricted to ``Conv``/``MatMul``/``Gemm``: quantising
+LayerNorm/Softmax/GELU destroyed a ViT's ranking. Calibration pixels come through
+:func:`redaes_lite.preprocess.preprocess` with the model's own spec, like every other pixel.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from redaes_lite.preprocess import ImageInput, PreprocessSpec, preprocess
+
+from .errors import ExportError
+from .metadata import read_info, stamp, with_quantization
+from .onnx import INPUT
+
+__all__ = ["INT8_MODES", "QDQ_OPS", "PixelReader", "fp16_weights", "quantize_int8"]
+
+INT8_MODES = ("int8-dynamic", "int8-qdq")
+QDQ_OPS = ("Conv", "MatMul", "Gemm")
+# Tensors smaller than this (biases, scalars) stay fp32: they cost nothing and fp16 buys nothing there.
+_FP16_MIN_ELEMENTS = 64
+
+
+def _reader_base() -> type:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    return CalibrationDataReader
+
+
+class PixelReader:
+    """Calibration batches ``{pixel_values: float32 [n, 3, H, W]}``, decoded lazily through ``preprocess``.
+
+    Duck-types ``onnxruntime.quantization.CalibrationDataReader`` (``get_next`` returns ``None`` when done);
+    :func:`quantize_int8` wraps it in the real base class so that importing this module needs no onnxruntime.
+    """
+
+    def __init__(self, images: Sequence[ImageInput], spec: PreprocessSpec, *, batch_size: int = 8) -> None:
+        if not images:
+            raise ExportError("int8-qdq needs calibration images (none given)")
+        self.images, self.spec, self.batch_size = list(images), spec, batch_size
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self.images):
+            return None
+        batch = self.images[self._next : self._next + self.batch_size]
+        self._next += len(batch)
+        return {INPUT: preprocess(batch, self.spec)}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def _as_ort_reader(reader: PixelReader) -> Any:
+    class Reader(_reader_base()):  # type: ignore[misc]
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return reader.get_next()
+
+        def rewind(self) -> None:
+            reader.rewind()
+
+    return Reader()
+
+
+def quantize_int8(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    mode: str,
+    calibration: Sequence[ImageInput] = (),
+    batch_size: int = 8,
+) -> Path:
+    """Quantise the fp32 model ``src`` to ``out`` (``mode`` ``int8-dynamic`` or ``int8-qdq``); returns ``out``.
+
+    ``int8-qdq`` calibrates activation ranges (min/max) on ``calibration`` images, which must not be the
+    photos the parity gate later checks. The metadata is copied with ``redaes.quantization`` = ``mode``.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if mode not in INT8_MODES:
+        raise ExportError(f"unknown int8 mode {mode!r}; choose one of {', '.join(INT8_MODES)}")
+    info = read_info(src)
+    reader = PixelReader(calibration, info.preprocess, batch_size=batch_size) if mode == "int8-qdq" else None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="redaes-quant-") as tmp:
+        # Shape inference + graph optimisation first, as onnxruntime recommends before quantising.
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        if reader is None:
+            quantize_dynamic(pre, out, weight_type=QuantType.QInt8, op_types_to_quantize=list(QDQ_OPS))
+        else:
+            quantize_static(pre, out, _as_ort_reader(reader), quant_format=QuantFormat.QDQ, per_channel=True,
+                            op_types_to_quantize=list(QDQ_OPS), activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8)  # fmt: skip
+    stamp(out, with_quantization(info, mode))
+    return out
+
+
+def fp16_weights(src: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Store ``src``'s float weights as fp16, each followed by a ``Cast`` to fp32; returns ``out``.
+
+    The model still computes in fp32 (ONNX Runtime folds the casts when it loads the file), so only the
+    weights are rounded: half the size of fp32 at fp32 speed, for a model that must fit a size budget.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    info = read_info(src)
+    model = onnx.load(str(src))
+    graph = model.graph
+    kept, casts = [], []
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init) if init.data_type == TensorProto.FLOAT else None
+        if arr is None or arr.size < _FP16_MIN_ELEMENTS or np.abs(arr).max() > np.finfo(np.float16).max:
+            kept.append(init)
+            continue
+        half = numpy_helper.from_array(arr.astype(np.float16), f"{init.name}__fp16")
+        kept.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=f"{init.name}__cast"))  # fmt: skip
+    if not casts:
+        raise ExportError(f"{src}: no float weights to store as fp16")
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = [*casts, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    stamp(out, with_quantization(info, "fp16"))
+    return out
