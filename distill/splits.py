@@ -1,0 +1,162 @@
+"""The one committed train/validation split, used by every stage (teacher, student, distillation,
+calibration, temperature and export's parity gates).
+
+- ``photos``: split by *source scene* (the manifest's ``pair_id`` where set, else the file), so the
+  frames of one bracket or the input and expert retouch of one FiveK photo never straddle the split.
+- ``biq2021``: split by image.
+
+Deterministic: inside each stratum, scenes are ordered by ``sha256("<split name>:<scene>")`` and the
+first ``round(15%)`` go to validation. Strata keep small groups represented on both sides: for photos
+(licence permissive or not) x (exposure fault or not), for BIQ2021 its subset. The lists live under
+``distill/splits/<name>_{train,val}.txt`` (one file name a line, sorted); regenerate them with
+``python -m distill.splits`` after the data changes, and commit them.
+
+:func:`is_permissive` marks the photos whose licence allows commercial use, for the model trained on
+permissively licensed photos only (``DESIGN.md``: the embedded ``permissive`` model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+__all__ = [
+    "DATA_ROOT", "SPLIT_DIR", "VAL_FRACTION", "is_permissive", "read_manifest", "scene_of",
+    "split_keys", "make", "load_split",
+]  # fmt: skip
+
+#: Shared data (``../shared/data`` next to the repository); ``REDAES_DATA`` overrides it.
+DATA_ROOT = Path(os.environ.get("REDAES_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SPLIT_DIR = Path(__file__).resolve().parent / "splits"
+VAL_FRACTION = 0.15
+SPLITS = ("photos", "biq2021")
+_FAULTS = {"underexposed", "overexposed"}
+# Licence texts that forbid commercial use or give no licence; checked before the permissive ones,
+# since "CC BY-NC" also contains "CC BY".
+_DENY = re.compile(r"research|non-?commercial|\bnc\b|\bnd\b|unknown|fivek|no licen[cs]e|academic", re.I)
+_ALLOW = re.compile(r"\bcc0\b|public domain|pexels|pixabay|unsplash|kodak|\bcc by\b(-sa)?", re.I)
+
+
+def is_permissive(licence: str) -> bool:
+    """True for licences that allow commercial use and derivatives: CC0 / public domain, the Pexels,
+    Pixabay and Unsplash licences, CC BY and CC BY-SA, Kodak's free use. False for research-only,
+    non-commercial (NC), no-derivatives (ND), unknown or FiveK terms, and for anything unrecognised."""
+    return not _DENY.search(licence) and bool(_ALLOW.search(licence))
+
+
+def read_manifest(path: str | os.PathLike | None = None) -> list[dict]:
+    """Rows of ``photos/manifest.csv`` with ``tags`` as a tuple, ``pair_id`` as str or None, sizes as
+    ints and ``permissive`` from :func:`is_permissive`."""
+    path = Path(path) if path is not None else DATA_ROOT / "photos" / "manifest.csv"
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for lineno, r in enumerate(csv.DictReader(f), 2):
+            try:
+                rows.append({
+                    "file": r["file"], "source": r["source"], "licence": r["licence"],
+                    "tags": tuple(t for t in r["tags"].split(";") if t), "pair_id": r["pair_id"] or None,
+                    "width": int(r["width"]), "height": int(r["height"]), "permissive": is_permissive(r["licence"]),
+                })  # fmt: skip
+            except (KeyError, ValueError) as e:
+                raise ValueError(f"{path}:{lineno}: bad manifest row ({e})") from None
+    return rows
+
+
+def scene_of(row: dict) -> str:
+    """A photo's source scene: its ``pair_id`` where the manifest sets one, else its file."""
+    return row["pair_id"] or row["file"]
+
+
+def _hash_key(name: str, key: str) -> str:
+    return hashlib.sha256(f"{name}:{key}".encode("utf-8")).hexdigest()
+
+
+def split_keys(
+    keys: Iterable[str], *, name: str, stratum: Callable[[str], object], val_fraction: float = VAL_FRACTION
+) -> set[str]:
+    """The validation subset of ``keys``: per stratum, the ``round(val_fraction * n)`` keys (at least
+    one where the stratum has two or more) that come first in hash order."""
+    groups: dict[object, list[str]] = {}
+    for k in sorted(set(keys)):
+        groups.setdefault(stratum(k), []).append(k)
+    val: set[str] = set()
+    for members in groups.values():
+        n = round(val_fraction * len(members))
+        n = max(n, 1) if len(members) >= 2 else n
+        val.update(sorted(members, key=lambda k: _hash_key(name, k))[:n])
+    return val
+
+
+def _photo_split(rows: Sequence[dict], val_fraction: float) -> dict[str, list[str]]:
+    by_scene: dict[str, list[dict]] = {}
+    for r in rows:
+        by_scene.setdefault(scene_of(r), []).append(r)
+
+    def stratum(scene: str) -> tuple[bool, bool]:
+        members = by_scene[scene]
+        return all(r["permissive"] for r in members), any(_FAULTS & set(r["tags"]) for r in members)
+
+    val = split_keys(by_scene, name="photos", stratum=stratum, val_fraction=val_fraction)
+    return {
+        "train": sorted(r["file"] for s, m in by_scene.items() if s not in val for r in m),
+        "val": sorted(r["file"] for s in val for r in by_scene[s]),
+    }
+
+
+def _biq_split(labels_csv: Path, val_fraction: float) -> dict[str, list[str]]:
+    with open(labels_csv, newline="", encoding="utf-8") as f:
+        subset = {r["image"]: r["subset"] for r in csv.DictReader(f)}
+    val = split_keys(subset, name="biq2021", stratum=subset.__getitem__, val_fraction=val_fraction)
+    return {"train": sorted(set(subset) - val), "val": sorted(val)}
+
+
+def make(
+    *,
+    data_root: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    val_fraction: float = VAL_FRACTION,
+) -> dict[str, dict[str, list[str]]]:
+    """Compute both splits from the shared data and write ``<out_dir>/<name>_{train,val}.txt``."""
+    root = Path(data_root) if data_root is not None else DATA_ROOT
+    out = Path(out_dir) if out_dir is not None else SPLIT_DIR
+    splits = {
+        "photos": _photo_split(read_manifest(root / "photos" / "manifest.csv"), val_fraction),
+        "biq2021": _biq_split(root / "biq2021" / "labels.csv", val_fraction),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for name, parts in splits.items():
+        for part, files in parts.items():
+            (out / f"{name}_{part}.txt").write_text("".join(f + "\n" for f in files), encoding="utf-8")
+    return splits
+
+
+def load_split(name: str, *, split_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...]}`` file names (relative to ``photos/`` or ``biq2021/images/``)."""
+    if name not in SPLITS:
+        raise KeyError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
+    d = Path(split_dir) if split_dir is not None else SPLIT_DIR
+    out = {}
+    for part in ("train", "val"):
+        path = d / f"{name}_{part}.txt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: split list missing; run `python -m distill.splits`")
+        out[part] = [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Regenerate the committed train/validation split lists.")
+    p.add_argument("--data", default=None, help=f"shared data root (default {DATA_ROOT})")
+    p.add_argument("--out", default=None, help=f"output folder (default {SPLIT_DIR})")
+    args = p.parse_args(argv)
+    for name, parts in make(data_root=args.data, out_dir=args.out).items():
+        print(f"{name}: {len(parts['train'])} train, {len(parts['val'])} val")
+
+
+if __name__ == "__main__":
+    main()
