@@ -6,6 +6,7 @@ import io
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,3 +245,24 @@ def test_bad_threads_and_providers(tiny_model):
 
 def test_every_error_is_a_redaes_error():
     assert issubclass(ImageError, RedaesError) and issubclass(ModelError, RedaesError)
+
+
+# -- README ----------------------------------------------------------------------------------------
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_example_runs(tiny_model, tmp_path, monkeypatch, capsys):
+    text = README.read_text()
+    block = text.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    for i, name in enumerate(["a.jpg", "b.jpg", "1.jpg", "2.jpg", "3.jpg"]):
+        photo(seed=i).save(tmp_path / name, quality=90)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block.replace('"model.onnx"', repr(str(tiny_model))), "README.md", "exec"), {})
+    assert "missing.jpg: no such file" in capsys.readouterr().out
+
+
+def test_readme_test_command_is_what_ci_runs():
+    ci = (README.parent / ".ci" / "run").read_text()
+    command = "HF_HUB_OFFLINE=1 python -m pytest -q -p no:cacheprovider"
+    assert command in README.read_text() and '"$PY" -m pytest -q -p no:cacheprovider' in ci
+    assert "HF_HUB_OFFLINE=1" in ci
