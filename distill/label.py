@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib
+import inspect
 import json
 import os
 import signal
@@ -32,8 +34,12 @@ from redaes_lite.pairs import PairLabel, append_pairs, write_pairs
 from .registry import TEACHERS
 from .teachers.base import PairRequest, Teacher
 
-__all__ = ["main", "label", "merge", "read_requests", "read_cache", "in_shard", "parse_shard", "Interrupted", "LabelStats"]
+__all__ = [
+    "main", "label", "merge", "read_requests", "read_cache", "in_shard", "parse_shard", "Interrupted", "LabelStats",
+]  # fmt: skip
 
+# Modules whose import registers a teacher in TEACHERS by name.
+_REGISTERED_TEACHERS = ("distill.teachers.edit_oracle",)
 # Options of the MLLM teacher, split by who takes them; all are refused with a registered teacher.
 _ENGINE_OPTIONS = ("device", "dtype", "seed", "tensor_parallel_size")
 _TEACHER_OPTIONS = (
@@ -51,11 +57,9 @@ class LabelStats:
     failed: int = 0
     skipped: int = 0
     seconds: float = 0.0
-    interrupted: bool = False
 
-    def summary(self, out: Path) -> str:
+    def summary(self, out: Path, state: str) -> str:
         rate = (self.ok + self.failed) / self.seconds if self.seconds > 0 else 0.0
-        state = "interrupted, rerun the same command to resume" if self.interrupted else "done"
         return (
             f"{out}: {state}: {self.ok} ok, {self.failed} failed, {self.skipped} already labelled; "
             f"{self.seconds:.1f} s ({rate:.2f} pairs/s)"
@@ -202,7 +206,7 @@ def label(
 
     A pair is done when ``out`` holds a record with the teacher's key for it (``teacher.key(req)``; for a
     teacher without ``key``, a record of the same teacher for the same ``a`` and ``b``). Raises
-    :class:`~distill._interrupt.Interrupted` on SIGINT/SIGTERM after the line being written is complete.
+    :class:`Interrupted` on SIGINT/SIGTERM after the line being written is complete.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -227,14 +231,11 @@ def label(
             now = time.monotonic()
             if now - last_report >= progress_every:
                 stats.seconds, last_report = now - start, now
-                print(stats.summary(out).replace(": done:", ":"), file=sys.stderr, flush=True)
+                print(stats.summary(out, "labelling"), file=sys.stderr, flush=True)
 
     try:
         with deferred_interrupts() as guard:
             append_pairs(out, guard.protect_writes(counted(teacher.label(todo()))))
-    except Interrupted:
-        stats.interrupted = True
-        raise
     finally:
         stats.seconds = time.monotonic() - start
     return stats
@@ -312,12 +313,17 @@ def _merge_parser() -> argparse.ArgumentParser:
 
 
 def build_teacher(args: argparse.Namespace) -> Teacher:
-    """A registered teacher by name, else an MLLM teacher loaded from a folder or hub id."""
+    """A registered teacher by name (built with ``root=`` if it takes one), else an MLLM teacher loaded
+    from a folder or hub id."""
+    for module in _REGISTERED_TEACHERS:
+        importlib.import_module(module)  # importing a teacher module registers it
     if args.teacher in TEACHERS:
         given = [f"--{k.replace('_', '-')}" for k in _MLLM_ONLY if getattr(args, k) is not None]
         if given:
             raise ValueError(f"{' '.join(given)} only apply to an MLLM teacher, not {args.teacher!r}")
-        return TEACHERS.get(args.teacher)(root=args.root)
+        factory = TEACHERS.get(args.teacher)
+        takes_root = "root" in inspect.signature(factory).parameters
+        return factory(root=args.root) if takes_root else factory()
     if not Path(args.teacher).exists() and "/" not in args.teacher:
         TEACHERS.get(args.teacher)  # neither a folder nor org/name: raises with close matches
     from .teachers.mllm import MLLMTeacher
@@ -333,17 +339,23 @@ def build_teacher(args: argparse.Namespace) -> Teacher:
 
 def _run_label(argv: Sequence[str]) -> int:
     args = _label_parser().parse_args(argv)
-    requests: Iterable[PairRequest] = read_requests(args.pairs)
-    if args.shard:
-        requests = (r for r in requests if in_shard(r, args.shard))
-    teacher = build_teacher(args)
-    print(f"labelling {args.pairs} with {teacher.id} into {args.out}", file=sys.stderr, flush=True)
+    shard = args.shard or (0, 1)
     try:
+        # One validating pass before any model loads: a bad line fails now, not hours into the job.
+        total = mine = 0
+        for req in read_requests(args.pairs):
+            total += 1
+            mine += in_shard(req, shard)
+        teacher = build_teacher(args)
+        where = f" (shard {shard[0]}/{shard[1]}: {mine})" if args.shard else ""
+        print(f"{args.pairs}: {total} pairs{where}; teacher {teacher.id}; out {args.out}", file=sys.stderr, flush=True)
+        requests = (r for r in read_requests(args.pairs) if in_shard(r, shard))
         stats = label(teacher, requests, args.out, retry_failed=args.retry_failed)
-    except Interrupted as e:
-        print(f"{args.out}: interrupted by {e.signame}; finished records are kept, rerun to resume", file=sys.stderr)
-        return 128 + e.signum
-    print(stats.summary(args.out), file=sys.stderr)
+    except KeyboardInterrupt as e:  # Interrupted while labelling, or Ctrl-C while the model loads
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        print(f"{args.out}: interrupted; finished records are kept, rerun to resume", file=sys.stderr)
+        return 128 + signum
+    print(stats.summary(args.out, "done"), file=sys.stderr)
     return 0
 
 

@@ -44,10 +44,10 @@ if "counting-test" not in TEACHERS:
 
 
 def _requests(n: int, *, bad_every: int = 0) -> list[PairRequest]:
-    return [
-        PairRequest(f"src{i % 7}.jpg", f"{'bad' if bad_every and i % bad_every == 0 else 'ed'}{i}.jpg", group=f"g{i % 7}")
-        for i in range(n)
-    ]
+    def b(i: int) -> str:
+        return f"{'bad' if bad_every and i % bad_every == 0 else 'ed'}{i}.jpg"
+
+    return [PairRequest(f"src{i % 7}.jpg", b(i), group=f"g{i % 7}") for i in range(n)]
 
 
 def _write_pairs_file(path: Path, reqs: list[PairRequest]) -> Path:

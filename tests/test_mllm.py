@@ -88,7 +88,8 @@ def test_canned_generation_goes_through_the_processor_and_parser(tiny_vlm, photo
 
     engine.model.generate = fake_generate
     teacher = MLLMTeacher(engine, root=photos, samples=2)
-    (rec,) = teacher.label([PairRequest("src.png", "bright.png", group="g", recipe=({"op": "exposure", "strength": 0.5},))])
+    recipe = ({"op": "exposure", "strength": 0.5},)
+    (rec,) = teacher.label([PairRequest("src.png", "bright.png", group="g", recipe=recipe)])
     assert rec.status == "ok" and rec.delta == -0.5 and rec.samples == [-0.5, -0.5] and rec.spread == 0.0
     assert rec.rationale == "The edit lifts the shadows." and rec.source == "mllm"
     assert rec.recipe == [{"op": "exposure", "strength": 0.5}] and rec.group == "g"
@@ -149,7 +150,7 @@ def test_unreadable_image_fails_only_its_pair(photos):
 
 
 def test_pointwise_takes_the_difference_and_rates_a_shared_source_once(photos):
-    engine = ScriptedEngine(lambda p, i: f"<think>looked</think><answer>{1 + 4 * _brightness(p.images[0]):.2f}</answer>")
+    engine = ScriptedEngine(lambda p, i: f"<think>looked</think><answer>{1 + 4 * _brightness(p.images[0])}</answer>")
     teacher = MLLMTeacher(engine, root=photos, mode="pointwise", batch_size=1)
     reqs = [PairRequest("src.png", "bright.png", group="g"), PairRequest("src.png", "grey.png", group="g")]
     recs = list(teacher.label(reqs))
@@ -172,7 +173,8 @@ def test_pointwise_failure_names_the_side(photos):
 def test_large_images_are_shrunk_to_the_pixel_budget(photos):
     Image.new("RGB", (1200, 900), (90, 90, 90)).save(photos / "big.jpg", quality=90)
     engine = ScriptedEngine(lambda p, i: "<answer>0</answer>")
-    MLLMTeacher(engine, root=photos, image_max_pixels=100_000).label([PairRequest("big.jpg", "src.png", group="g")]).__next__()
+    teacher = MLLMTeacher(engine, root=photos, image_max_pixels=100_000)
+    next(teacher.label([PairRequest("big.jpg", "src.png", group="g")]))
     big, small = engine.prompts[0].images
     assert big.size[0] * big.size[1] <= 100_000 and abs(big.size[0] / big.size[1] - 4 / 3) < 0.01
     assert small.size == (40, 30)
@@ -206,3 +208,14 @@ def test_bad_options_are_refused(photos):
         MLLMTeacher(engine, mode="triplet")
     with pytest.raises(ValueError, match="samples"):
         MLLMTeacher(engine, samples=0)
+
+
+def test_generated_images_are_found_by_their_sha256_name(photos):
+    (photos / "00ff.png").write_bytes((photos / "bright.png").read_bytes())  # how `distill edits` stores them
+    engine = ScriptedEngine(lambda p, i: f"<answer>{_brightness(p.images[1]) - _brightness(p.images[0])}</answer>")
+    teacher = MLLMTeacher(engine, root=photos)
+    ok, missing = teacher.label(
+        [PairRequest("src.png", "sha256:00ff", group="g"), PairRequest("src.png", "sha256:beef", group="g")]
+    )
+    assert ok.status == "ok" and ok.delta == pytest.approx(100 / 255, abs=0.01) and ok.b == "sha256:00ff"
+    assert missing.status == "failed" and "sha256:beef" in missing.error

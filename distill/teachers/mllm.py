@@ -221,19 +221,20 @@ class MLLMTeacher:
             self._ratings.popitem(last=False)
 
     def _read(self, ref: str) -> bytes:
-        path = self.root / ref
+        """The bytes of ``ref``: a path under ``root``, or ``sha256:<hex>`` stored as ``root/<hex>.<ext>``."""
+        from distill.data import resolve_image  # the trainer's rule for references; imports torch
+
         try:
+            path = resolve_image(self.root, ref)
             return path.read_bytes()
         except OSError as e:
-            raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+            raise ImageError(f"{e.filename or ref}: cannot read ({e.strerror or e})") from None
 
     def _prompt(self, *refs: str) -> Prompt:
         return Prompt(self.prompt.messages(), tuple(self._image(r) for r in refs))
 
     def _image(self, ref: str) -> Image.Image:
         """Decode ``ref`` (EXIF applied, RGB) and shrink it to ``image_max_pixels``, keeping its aspect."""
-        if ref.startswith("sha256:"):
-            raise ImageError(f"{ref}: generated image not on disk; write it under the root and use its path")
         im = load_image(self._read(ref), self._decode_spec)
         w, h = im.size
         if w * h > self.image_max_pixels:
