@@ -1,0 +1,88 @@
+"""``python -m distill train|label|edits``: the training tool chain's command line (thin).
+
+    python -m distill train distill/configs/tiny.yaml --set steps=200 --out runs/tiny
+    python -m distill train distill/configs/tiny.yaml --out runs/tiny --resume
+    torchrun --nproc_per_node 4 -m distill train distill/configs/teacher.yaml
+    python -m distill label --teacher PATH_OR_ID --pairs pairs.jsonl --out labels.jsonl
+    python -m distill edits --out runs/edit-pairs --groups 100 --split train
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+
+def _train(args: argparse.Namespace) -> int:
+    from distill.config import load_config
+    from distill.trainer import train
+
+    overrides = list(args.set or [])
+    if args.out:
+        overrides.append(f"out={args.out}")
+    cfg = load_config(args.config, overrides=overrides)
+    final = train(cfg, resume=args.resume, until=args.until)
+    if final is not None:
+        print(final)
+    return 0
+
+
+def _edits(args: argparse.Namespace) -> int:
+    from distill.edit_pairs import write_edit_pairs
+
+    n = write_edit_pairs(args.out, groups=args.groups, group_size=args.group_size, split=args.split,
+                         seed=args.seed, size=args.size)  # fmt: skip
+    print(json.dumps({"pairs": n, "out": str(args.out)}))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m distill", description="redaes-lite training tool chain")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a student from a YAML config", description=(
+        "Train a student. Output folder: config.yaml, metrics.jsonl, last.pt (resume), best.pt, final.pt "
+        "(export). Ctrl-C stops cleanly and writes last.pt. Multi-GPU: torchrun --nproc_per_node N -m distill train ..."
+    ))  # fmt: skip
+    t.add_argument("config", help="YAML config (see distill/configs/)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set steps=500 --set sources.edit.weight=0.5")  # fmt: skip
+    t.add_argument("--out", help="output folder (overrides the config's out)")
+    t.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.pt")
+    t.add_argument("--until", type=int, metavar="STEP",
+                   help="stop at this step and write last.pt (for sessions shorter than the run)")  # fmt: skip
+    t.set_defaults(func=_train)
+    sub.add_parser("label", help="label pairs with a teacher (see: python -m distill label --help)", add_help=False)
+    e = sub.add_parser("edits", help="write edit pairs (images + oracle pair-label JSONL) for other teachers",
+                       description="Write source photos and random edits as PNGs plus edit-oracle labels "
+                                   "(pairs.jsonl, images referenced as sha256:<hex> files in OUT).")  # fmt: skip
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--groups", type=int, default=100, help="source photos drawn (with replacement)")
+    e.add_argument("--group-size", type=int, default=4, help="source + this many minus one edits")
+    e.add_argument("--split", choices=("train", "val"), default="train", help="photos split to draw from")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--size", type=int, default=512, help="long side of the written images")
+    e.set_defaults(func=_edits)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["label"]:
+        # The labelling CLI owns its own arguments (distill/label.py).
+        from distill.label import main as label_main
+
+        return int(label_main(argv[1:]) or 0)
+    args = _parser().parse_args(argv)
+    from redaes_lite.errors import RedaesError
+
+    try:
+        return args.func(args)
+    except (RedaesError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,473 @@
+"""Training data as GROUPS of images whose teacher utilities share one scale.
+
+A batch holds ``G`` groups of ``M`` images from one source::
+
+    {"images": [G, M, 3, H, W], "target": [G, M], "mask": [G, M], "factor_target": [G, M, K],
+     "weight": [G], "source": str}
+
+``target`` is in utility units (teacher units times the source's ``scale``); only differences inside a
+group carry meaning. ``factor_target`` is NaN where unknown; ``mask`` marks members with a finite target.
+
+Sources (each a :class:`GroupSource`):
+
+- :class:`EditGroups`: a training photo plus ``M - 1`` random edit recipes; targets ``[0, d1, ...]`` from
+  the edit oracle, factor targets for single-edit members (the edited factor's delta, 0 elsewhere).
+- :class:`MosGroups`: ``M`` BIQ2021 training images (cross-content); target = MOS.
+- :class:`LabelledPairs`: any pair-label JSONL (edit, mos, mllm or model teacher); groups ``[a, b]``
+  with targets ``[0, delta]``.
+- :class:`CrossGroups`: ``M`` unrelated training images without labels, for a teacher to judge.
+- :class:`TeacherGroups`: wraps any source; a trained teacher checkpoint relabels its groups on the fly
+  (:class:`TeacherLabeller`, run by the trainer on its device).
+
+Determinism: batch ``i`` of a source is a pure function of ``(seed, source name, i)``, whatever the
+number of workers, so ``--resume`` at step ``s`` continues with exactly the batches of an unbroken run.
+Validation sources never enter a training stream (split by source scene, ``distill.splits``).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import hashlib
+import os
+import random
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from distill.config import ConfigError
+from redaes_lite.pairs import read_pairs
+from redaes_lite.preprocess import PreprocessSpec, load_image, to_array
+
+__all__ = [
+    "CrossGroups",
+    "DataContext",
+    "EditGroups",
+    "Group",
+    "GroupSource",
+    "ImageCache",
+    "LabelledPairs",
+    "MosGroups",
+    "TeacherGroups",
+    "TeacherLabeller",
+    "batch_loader",
+    "build_source",
+    "resolve_image",
+]
+
+Transform = Callable[..., torch.Tensor]  # TrainTransform(imgs: list[PIL], *, rng) -> [M, 3, H, W]
+
+
+def stable_key(text: str) -> int:
+    """A process-independent 32-bit integer for a string (Python's ``hash`` is salted per process)."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "little")
+
+
+class ImageCache:
+    """LRU cache of decoded images shrunk to a working size (long side ``long_side``), per process.
+
+    Edits run on these small images, and the 2 cores are not spent decoding the same JPEG again.
+    """
+
+    def __init__(self, *, long_side: int, spec: PreprocessSpec, capacity: int = 1024) -> None:
+        self.long_side = long_side
+        self.spec = spec
+        self.capacity = capacity
+        self._items: collections.OrderedDict[str, Image.Image] = collections.OrderedDict()
+
+    def get(self, path: str | os.PathLike) -> Image.Image:
+        key = str(path)
+        im = self._items.get(key)
+        if im is not None:
+            self._items.move_to_end(key)
+            return im
+        im = load_image(key, self.spec)
+        if max(im.size) > self.long_side:
+            s = self.long_side / max(im.size)
+            im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.Resampling.BILINEAR)
+        self._items[key] = im
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return im
+
+
+@dataclass
+class DataContext:
+    """What every source shares: split lists, labels, the student's pixel spec and the image cache."""
+
+    photos_root: Path
+    photos: dict[str, list[dict[str, Any]]]  # split -> manifest rows
+    biq_root: Path
+    biq: dict[str, list[tuple[str, float, str]]]  # split -> (image, mos, subset)
+    factors: list[str]
+    cache: ImageCache
+    val_names: frozenset[str] = field(default_factory=frozenset)  # every validation file name
+
+    @classmethod
+    def from_config(cls, cfg: Any, spec: PreprocessSpec) -> "DataContext":
+        """Read the committed splits (``distill.splits``), the photo manifest and BIQ2021 labels."""
+        from distill.splits import load_split, read_manifest
+
+        photos_root, biq_root = Path(cfg.data.photos), Path(cfg.data.biq2021)
+        rows = {r["file"]: r for r in read_manifest(photos_root / "manifest.csv")}
+        photo_split = load_split("photos")
+        subsets = _biq_subsets(biq_root / "labels.csv")
+        biq_split = load_split("biq2021")
+        long_side = round(cfg.data.working_scale * max(spec.size))
+        return cls(
+            photos_root=photos_root,
+            photos={k: [rows[f] for f in photo_split[k]] for k in ("train", "val")},
+            biq_root=biq_root,
+            biq={k: [(f, *subsets[f]) for f in biq_split[k]] for k in ("train", "val")},
+            factors=list(cfg.factors),
+            cache=ImageCache(long_side=long_side, spec=spec, capacity=cfg.data.cache_size),
+            val_names=frozenset([*photo_split["val"], *biq_split["val"]]),
+        )
+
+    def photo(self, row: dict[str, Any]) -> Image.Image:
+        return self.cache.get(self.photos_root / row["file"])
+
+    def biq_image(self, name: str) -> Image.Image:
+        return self.cache.get(self.biq_root / "images" / name)
+
+
+def _biq_subsets(labels_csv: Path) -> dict[str, tuple[float, str]]:
+    """image -> (MOS, subset) from BIQ2021's ``labels.csv`` (MOS through ``distill.teachers.mos``)."""
+    from distill.teachers.mos import read_mos
+
+    mos = read_mos(labels_csv)
+    with open(labels_csv, newline="", encoding="utf-8") as f:
+        subset = {r["image"]: r.get("subset", "") for r in csv.DictReader(f)}
+    return {name: (float(m), subset.get(name, "")) for name, m in mos.items()}
+
+
+def photo_tags(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(t for t in str(row.get("tags", "")).split(";") if t)
+
+
+@dataclass
+class Group:
+    """One group: ``M`` images, their targets ``[M]`` (NaN: unknown) and factor targets ``[M, K]``."""
+
+    images: list[Image.Image]
+    target: np.ndarray
+    factor_target: np.ndarray
+    weight: float = 1.0
+
+
+class GroupSource:
+    """Base class: ``group(rng)`` makes one group; :meth:`batch` makes batch ``index`` deterministically."""
+
+    kind = "base"
+
+    def __init__(self, name: str, *, group_size: int, groups: int, seed: int, factors: Sequence[str],
+                 scale: float = 1.0) -> None:  # fmt: skip
+        self.name = name
+        self.group_size = group_size
+        self.groups = groups
+        self.seed = seed
+        self.factors = list(factors)
+        self.scale = scale
+
+    def group(self, rng: np.random.Generator) -> Group:
+        raise NotImplementedError
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, stable_key(self.name), index])
+
+    def batch(self, index: int, transform: Transform) -> dict[str, Any]:
+        rng = self.rng(index)
+        return self.collate([self.group(rng) for _ in range(self.groups)], transform, rng)
+
+    def collate(self, groups: list[Group], transform: Transform, rng: np.random.Generator) -> dict[str, Any]:
+        target = torch.tensor(np.stack([g.target for g in groups]) * self.scale, dtype=torch.float32)
+        # The student's TrainTransform draws its crop/flip from a random.Random: seed it from this batch.
+        aug = random.Random(int(rng.integers(2**63)))
+        return {
+            "images": torch.stack([transform(g.images, rng=aug) for g in groups]),
+            "target": target,
+            "mask": torch.isfinite(target),
+            "factor_target": torch.tensor(np.stack([g.factor_target for g in groups]), dtype=torch.float32),
+            "weight": torch.tensor([g.weight for g in groups], dtype=torch.float32),
+            "source": self.name,
+        }
+
+    def unknown_factors(self, m: int) -> np.ndarray:
+        return np.full((m, len(self.factors)), np.nan)
+
+
+class EditGroups(GroupSource):
+    """Edits of one training photo: ``[source, edit_1, ..., edit_{M-1}]`` judged by the edit oracle."""
+
+    kind = "edit"
+
+    def __init__(self, name: str, ctx: DataContext, oracle: Any, *, split: str = "train",
+                 n_ops: int | None = None, **kw: Any) -> None:  # fmt: skip
+        super().__init__(name, factors=ctx.factors, **kw)
+        self.ctx, self.oracle, self.n_ops = ctx, oracle, n_ops
+        self.rows = ctx.photos[split]
+        if not self.rows:
+            raise ConfigError(f"source {name!r}: the photos {split} split is empty")
+
+    def group(self, rng: np.random.Generator) -> Group:
+        from distill import edits
+
+        row = self.rows[int(rng.integers(len(self.rows)))]
+        tags = photo_tags(row)
+        recipes = [edits.random_recipe(rng, n_ops=self.n_ops, tags=tags) for _ in range(self.group_size - 1)]
+        return edit_group(self.ctx, row, recipes, self.oracle, rng, factors=self.factors)
+
+
+def edit_group(ctx: DataContext, row: dict[str, Any], recipes: list[list[dict]], oracle: Any,
+               rng: np.random.Generator, *, factors: Sequence[str]) -> Group:  # fmt: skip
+    """The source photo and its edits, with oracle targets; shared by training and validation sets."""
+    from distill import edits
+
+    src = ctx.photo(row)
+    tags = photo_tags(row)
+    images, target = [src], [0.0]
+    ftarget = np.full((len(recipes) + 1, len(factors)), np.nan)
+    ftarget[0] = 0.0
+    for i, recipe in enumerate(recipes, 1):
+        images.append(edits.apply(src, recipe, seed=int(rng.integers(2**31))))
+        delta, by_factor = oracle.judge(recipe, tags=tags)
+        target.append(float(delta))
+        if len(recipe) == 1:
+            # A single edit moves one factor: its delta there, none elsewhere (teaches specific heads).
+            ftarget[i] = 0.0
+            for name, d in by_factor.items():
+                if name in factors:
+                    ftarget[i, factors.index(name)] = float(d)
+    return Group(images, np.asarray(target), ftarget)
+
+
+class MosGroups(GroupSource):
+    """``M`` BIQ2021 training images of different content; target = MOS (times ``scale``)."""
+
+    kind = "mos"
+
+    def __init__(self, name: str, ctx: DataContext, *, within_fraction: float = 0.5, **kw: Any) -> None:
+        super().__init__(name, factors=ctx.factors, **kw)
+        self.ctx, self.within_fraction = ctx, within_fraction
+        self.items = ctx.biq["train"]
+        by_subset: dict[str, list[int]] = collections.defaultdict(list)
+        for i, (_, _, subset) in enumerate(self.items):
+            by_subset[subset].append(i)
+        self.subsets = [np.asarray(v) for _, v in sorted(by_subset.items()) if len(v) >= self.group_size]
+        if len(self.items) < self.group_size:
+            raise ConfigError(f"source {name!r}: BIQ2021 train split has fewer than {self.group_size} images")
+
+    def pick(self, rng: np.random.Generator) -> np.ndarray:
+        if self.subsets and rng.random() < self.within_fraction:
+            # Within one subset: same capture conditions, so the ranking is about finer differences.
+            sizes = np.asarray([len(s) for s in self.subsets], np.float64)
+            pool = self.subsets[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
+            return pool[rng.choice(len(pool), self.group_size, replace=False)]
+        return rng.choice(len(self.items), self.group_size, replace=False)
+
+    def group(self, rng: np.random.Generator) -> Group:
+        chosen = [self.items[i] for i in self.pick(rng)]
+        images = [self.ctx.biq_image(name) for name, _, _ in chosen]
+        return Group(images, np.asarray([m for _, m, _ in chosen]), self.unknown_factors(len(chosen)))
+
+
+class CrossGroups(MosGroups):
+    """``M`` unrelated training images (photos and BIQ2021) with no labels: a teacher judges them."""
+
+    kind = "cross"
+
+    def group(self, rng: np.random.Generator) -> Group:
+        n_photos = len(self.ctx.photos["train"])
+        picks = rng.choice(n_photos + len(self.items), self.group_size, replace=False)
+        images = [
+            self.ctx.photo(self.ctx.photos["train"][i]) if i < n_photos else self.ctx.biq_image(self.items[i - n_photos][0])
+            for i in picks
+        ]
+        return Group(images, np.full(len(images), np.nan), self.unknown_factors(len(images)))
+
+
+def resolve_image(root: Path, ref: str) -> Path:
+    """A pair-label image reference -> file: a path relative to ``root``, or ``sha256:<hex>`` stored as
+    ``root/<hex>.<ext>`` (how ``python -m distill edits`` writes generated images)."""
+    if ref.startswith("sha256:"):
+        hexdigest = ref.split(":", 1)[1]
+        for ext in (".png", ".jpg", ".jpeg", ".webp"):
+            if (root / f"{hexdigest}{ext}").exists():
+                return root / f"{hexdigest}{ext}"
+        raise FileNotFoundError(f"{root}: no file for generated image {ref}")
+    return root / ref
+
+
+class LabelledPairs(GroupSource):
+    """Pairs from a pair-label JSONL (any teacher): groups ``[a, b]``, targets ``[0, delta]``.
+
+    Failed records are skipped; records touching a validation file are dropped (split by source).
+    Batches walk a seeded permutation of the records, a new one each epoch.
+    """
+
+    kind = "labels"
+
+    def __init__(self, name: str, ctx: DataContext, *, labels: str, root: str | None = None, **kw: Any) -> None:
+        super().__init__(name, factors=ctx.factors, **kw)
+        self.ctx, self.path = ctx, Path(labels)
+        self.root = Path(root) if root else self.path.parent
+        records = list(read_pairs(self.path, only_ok=True))
+        self.records = [r for r in records if not self._touches_val(r)]
+        self.dropped_val = len(records) - len(self.records)
+        if not self.records:
+            raise ConfigError(f"{labels}: no usable pair records (ok and outside the validation split)")
+        self.teachers = collections.Counter(r.teacher for r in self.records)
+
+    def _touches_val(self, rec: Any) -> bool:
+        return any(Path(ref).name in self.ctx.val_names for ref in (rec.a, rec.b, rec.group))
+
+    def batch(self, index: int, transform: Transform) -> dict[str, Any]:
+        n = len(self.records)
+        groups = []
+        for g in range(self.groups):
+            item = index * self.groups + g
+            epoch, pos = divmod(item, n)
+            order = np.random.default_rng([self.seed, stable_key(self.name), epoch]).permutation(n)
+            groups.append(self.pair_group(self.records[int(order[pos])]))
+        return self.collate(groups, transform, self.rng(index))
+
+    def pair_group(self, rec: Any) -> Group:
+        images = [self.ctx.cache.get(resolve_image(self.root, ref)) for ref in (rec.a, rec.b)]
+        ftarget = self.unknown_factors(2)
+        if rec.factors:
+            ftarget[0] = 0.0
+            ftarget[1] = [rec.factors.get(f, np.nan) for f in self.factors]
+        return Group(images, np.asarray([0.0, float(rec.delta)]), ftarget, weight=float(rec.weight))
+
+
+class TeacherGroups(GroupSource):
+    """Any source's groups relabelled by a trained teacher checkpoint (teacher in the loop).
+
+    Workers add ``teacher_images`` (the un-augmented members in the *teacher's* pixel spec, since the
+    teacher may see another size); the trainer's :class:`TeacherLabeller` fills ``target`` on its device.
+    """
+
+    def __init__(self, teacher_checkpoint: str | os.PathLike, inner: GroupSource, *,
+                 teacher_spec: PreprocessSpec | None = None) -> None:  # fmt: skip
+        super().__init__(inner.name, group_size=inner.group_size, groups=inner.groups, seed=inner.seed,
+                         factors=inner.factors, scale=inner.scale)  # fmt: skip
+        self.inner, self.checkpoint = inner, Path(teacher_checkpoint)
+        self.kind = inner.kind
+        self.teacher_spec = teacher_spec or TeacherLabeller.read_spec(self.checkpoint)
+
+    def group(self, rng: np.random.Generator) -> Group:
+        return self.inner.group(rng)
+
+    def collate(self, groups: list[Group], transform: Transform, rng: np.random.Generator) -> dict[str, Any]:
+        out = super().collate(groups, transform, rng)
+        out["teacher_images"] = torch.stack(
+            [torch.from_numpy(np.stack([to_array(im, self.teacher_spec) for im in g.images])) for g in groups]
+        )
+        return out
+
+
+class TeacherLabeller:
+    """A frozen teacher Student on the trainer's device: fills a :class:`TeacherGroups` batch's targets."""
+
+    def __init__(self, checkpoint: str | os.PathLike, *, factors: Sequence[str], scale: float = 1.0,
+                 use_factors: bool = True, device: torch.device | str = "cpu") -> None:  # fmt: skip
+        from distill.student import load_student
+
+        self.model = load_student(checkpoint).to(device).eval()
+        self.device = torch.device(device)
+        self.scale = scale
+        names = list(self.model.factor_names)
+        # Student factor k <- teacher factor index (or -1: the teacher has no such head).
+        self.factor_index = [names.index(f) if use_factors and f in names else -1 for f in factors]
+
+    @staticmethod
+    def read_spec(checkpoint: str | os.PathLike) -> PreprocessSpec:
+        from distill.student import load_checkpoint
+
+        return PreprocessSpec.from_dict(load_checkpoint(checkpoint)["preprocess"])
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        timg = batch.pop("teacher_images").to(self.device)
+        g, m = timg.shape[:2]
+        utility, factors = self.model(timg.flatten(0, 1))
+        target = (utility.float() * self.scale).view(g, m)
+        ftarget = torch.full((g, m, len(self.factor_index)), float("nan"), device=self.device)
+        for k, j in enumerate(self.factor_index):
+            if j >= 0:
+                ftarget[..., k] = factors[:, j].float().view(g, m) * self.scale
+        batch["target"] = target.to(batch["target"].device)
+        batch["mask"] = torch.isfinite(batch["target"])
+        batch["factor_target"] = ftarget.to(batch["factor_target"].device)
+        return batch
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Batches ``start, start+1, ...`` of a source; this process takes ``index * world + rank``.
+
+    DataLoader workers take turns (worker ``w`` makes every ``n``-th batch) and the loader returns
+    them in turn order, so the stream is identical for any number of workers.
+    """
+
+    def __init__(self, source: GroupSource, transform: Transform, *, start: int, rank: int, world: int) -> None:
+        self.source, self.transform = source, transform
+        self.start, self.rank, self.world = start, rank, world
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        j = wid
+        while True:
+            yield self.source.batch((self.start + j) * self.world + self.rank, self.transform)
+            j += nw
+
+
+def batch_loader(source: GroupSource, transform: Transform, *, start: int, num_workers: int,
+                 rank: int = 0, world: int = 1) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """An endless iterator of batches ``start, start+1, ...`` of ``source``, built by ``num_workers``."""
+    stream = _BatchStream(source, transform, start=start, rank=rank, world=world)
+    loader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        prefetch_factor=2 if num_workers else None,
+        # A private generator: starting workers must not draw from the global torch RNG (exact resume).
+        generator=torch.Generator().manual_seed(source.seed),
+        worker_init_fn=_worker_init,
+    )
+    return iter(loader)
+
+
+def _worker_init(worker_id: int) -> None:
+    # One thread per worker: the cores belong to the training step; decoding and edits are cheap.
+    torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group; only the main process handles it (clean stop, checkpoint).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _edit(name: str, scfg: Any, ctx: DataContext, **kw: Any) -> GroupSource:
+    from distill.teachers.edit_oracle import EditOracle
+
+    return EditGroups(name, ctx, EditOracle(), n_ops=scfg.n_ops, **kw)
+
+
+_BUILDERS: dict[str, Callable[..., GroupSource]] = {
+    "edit": _edit,
+    "mos": lambda name, scfg, ctx, **kw: MosGroups(name, ctx, within_fraction=scfg.within_fraction, **kw),
+    "labels": lambda name, scfg, ctx, **kw: LabelledPairs(name, ctx, labels=scfg.labels, root=scfg.root, **kw),
+    "cross": lambda name, scfg, ctx, **kw: CrossGroups(name, ctx, **kw),
+}
+
+
+def build_source(name: str, scfg: Any, ctx: DataContext, *, seed: int) -> GroupSource:
+    """The source a :class:`distill.config.SourceConfig` describes (wrapped by its teacher, if any)."""
+    kw = {"group_size": scfg.group_size, "groups": scfg.groups, "seed": seed, "scale": scfg.scale}
+    source = _BUILDERS[scfg.kind](name, scfg, ctx, **kw)
+    return TeacherGroups(scfg.teacher, source) if scfg.teacher else source

@@ -1,0 +1,128 @@
+"""What a checkpoint records about where it came from: teachers, training data, licence, data hashes.
+
+Export copies these into ``redaes.teacher``, ``redaes.training_data`` and ``redaes.license``
+(``DESIGN.md``); the model card quotes them. Everything here is derived from the config and the data
+actually used, so a research-only photo in the training split cannot go unmentioned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from distill.data import DataContext, EditGroups, GroupSource, LabelledPairs, MosGroups, TeacherGroups
+
+__all__ = ["describe_data", "data_hashes", "file_sha256"]
+
+BIQ2021_LICENSE = "research use (BIQ2021: no licence stated by its authors; subset ss03 from Unsplash)"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _split_id(teacher_id: str) -> tuple[str, str]:
+    name, _, version = teacher_id.partition("@")
+    return name, version or "1"
+
+
+def _source_weight(cfg: Any, name: str) -> float:
+    """The largest weight a source has in the base config or any stage."""
+    weights = [cfg.sources[name].weight] if name in cfg.sources else []
+    weights += [float(s.sources[name].get("weight", weights[0] if weights else 1.0)) for s in cfg.stages if name in s.sources]
+    return float(max(weights, default=1.0))
+
+
+def _photo_licence(ctx: DataContext) -> tuple[str, bool]:
+    """A one-line licence summary of the training photos and whether all are permissive."""
+    from distill.splits import is_permissive
+
+    rows = ctx.photos["train"]
+    free = sum(1 for r in rows if is_permissive(r["licence"]))
+    if free == len(rows):
+        return f"permissive: all {len(rows)} photos CC0, CC BY, Unsplash, Pexels or Pixabay licensed", True
+    return f"mixed: {free} of {len(rows)} photos permissive, the others research-only or unknown (see manifest)", False
+
+
+def _teacher_of(src: GroupSource) -> list[dict[str, Any]]:
+    if isinstance(src, TeacherGroups):
+        digest = file_sha256(src.checkpoint)[:12]
+        return [{"name": f"model:{src.checkpoint.name}", "version": digest}]
+    if isinstance(src, EditGroups):
+        return [dict(zip(("name", "version"), _split_id(getattr(src.oracle, "id", "edit-oracle@1"))))]
+    if isinstance(src, LabelledPairs):
+        return [dict(zip(("name", "version"), _split_id(t))) for t in sorted(src.teachers)]
+    if isinstance(src, MosGroups) and src.kind == "mos":
+        return [{"name": "biq2021-mos", "version": "1"}]
+    return []
+
+
+def _data_of(src: GroupSource, ctx: DataContext, pairs: int) -> list[dict[str, Any]]:
+    """Training-data records of one source (a teacher checkpoint's own data comes along)."""
+    inner = src.inner if isinstance(src, TeacherGroups) else src
+    out = []
+    if inner.kind in ("edit", "cross"):
+        licence, _ = _photo_licence(ctx)
+        out.append({"name": f"redaes photos, train split ({len(ctx.photos['train'])} photos)", "license": licence})
+    if inner.kind in ("mos", "cross"):
+        out.append({"name": f"BIQ2021 train split ({len(ctx.biq['train'])} images)", "license": BIQ2021_LICENSE})
+    if isinstance(inner, LabelledPairs):
+        out.append({"name": f"pair labels {inner.path.name} ({len(inner.records)} pairs)",
+                    "license": f"that of the images under {inner.root}"})  # fmt: skip
+    if isinstance(src, TeacherGroups):
+        from distill.student import load_checkpoint
+
+        for rec in load_checkpoint(src.checkpoint).get("training_data", []):
+            out.append({**rec, "name": f"via teacher {src.checkpoint.name}: {rec['name']}", "pairs": int(rec["pairs"])})
+    for rec in out:
+        rec.setdefault("pairs", pairs)
+    return out
+
+
+def describe_data(cfg: Any, ctx: DataContext, sources: Mapping[str, GroupSource], pairs_seen: Mapping[str, int]) -> dict[str, Any]:
+    """``teachers``, ``training_data``, ``license`` and ``data_hashes`` checkpoint fields."""
+    teachers: dict[tuple[str, str], float] = {}
+    data: list[dict[str, Any]] = []
+    for name, src in sources.items():
+        weight = _source_weight(cfg, name)
+        for t in _teacher_of(src):
+            key = (t["name"], t["version"])
+            teachers[key] = max(teachers.get(key, 0.0), weight)
+        data += _data_of(src, ctx, int(pairs_seen.get(name, 0)))
+    research = [d["name"] for d in data if not d["license"].startswith(("permissive", "that of"))]
+    license_ = cfg.license or (
+        "research and non-commercial use only: trained on research-use data (" + "; ".join(research) + ")"
+        if research
+        else "Apache-2.0 (trained on permissively licensed photos only)"
+    )
+    inners = [src.inner if isinstance(src, TeacherGroups) else src for src in sources.values()]
+    labels = [str(src.path) for src in inners if isinstance(src, LabelledPairs)]
+    return {
+        "teachers": [{"name": n, "version": v, "weight": w} for (n, v), w in teachers.items()],
+        "training_data": data,
+        "license": license_,
+        "data_hashes": data_hashes(ctx, labels),
+    }
+
+
+def data_hashes(ctx: DataContext, label_files: Sequence[str | os.PathLike] = ()) -> dict[str, str]:
+    """sha256 of what defines the training data: split lists, manifest, MOS labels and JSONL labels."""
+
+    def digest(names: Sequence[str]) -> str:
+        return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
+
+    out = {f"photos.{k}": digest([r["file"] for r in v]) for k, v in ctx.photos.items()}
+    out |= {f"biq2021.{k}": digest([n for n, _, _ in v]) for k, v in ctx.biq.items()}
+    for name, path in (("photos/manifest.csv", ctx.photos_root / "manifest.csv"),
+                       ("biq2021/labels.csv", ctx.biq_root / "labels.csv")):  # fmt: skip
+        if Path(path).exists():
+            out[name] = file_sha256(path)
+    for path in label_files:
+        out[f"labels:{Path(path).name}"] = file_sha256(path)
+    return out

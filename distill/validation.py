@@ -1,0 +1,184 @@
+"""Fixed validation sets, the figures the trainer logs, and the end-of-run fits stored in ``final.pt``.
+
+Validation data never trains: edit groups are made from the *validation* photos (unseen source scenes)
+and the BIQ2021 images are the validation split's (``distill.splits``). Both sets are drawn once from
+``val.seed``, so every validation of every run sees the same pairs.
+
+Figures (``metrics.jsonl``, ``kind: "val"``):
+
+- ``edit_acc``: share of (source, edit) pairs whose utility difference has the oracle's sign (a tie
+  counts half); ``edit_acc.<factor>`` on single-edit pairs by the edited factor;
+- ``edit_srcc``: Spearman between utility and oracle target inside each edit group, averaged;
+- ``explain_acc``: on single-edit pairs, how often the largest factor difference names the edited factor;
+- ``mos_srcc`` / ``mos_plcc``: utility vs MOS on BIQ2021 validation images (``mos_plcc`` after the
+  standard 4-parameter logistic);
+- at the end also ``temperature`` and ECE of ``sigmoid(|delta| / T)`` on edit and MOS pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from distill.calibration import display_calibration, fit_pair_temperature, pair_calibration
+from distill.data import DataContext, Group, edit_group, photo_tags, stable_key
+from distill.registry import EDITS
+from redaes_lite.eval.metrics import plcc_logistic, srcc
+from redaes_lite.preprocess import load_image
+
+__all__ = ["ValSets", "evaluate", "finalize"]
+
+BIQ2021_MOS_RANGE = (0.0, 1.0)
+
+
+@dataclass
+class ValSets:
+    """The fixed edit groups and BIQ2021 images; their pixels are made once and kept as float16."""
+
+    groups: list[Group]
+    single_factor: list[list[str | None]]  # per group and member: the edited factor of a single edit
+    mos_paths: list[Path]
+    mos: np.ndarray
+    _edit_pixels: torch.Tensor | None = None
+    _mos_pixels: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, ctx: DataContext, cfg: Any) -> "ValSets":
+        from distill import edits
+        from distill.teachers.edit_oracle import EditOracle
+
+        v, oracle = cfg.val, EditOracle()
+        n_single = round(v.single_fraction * (v.group_size - 1))
+        groups, single = [], []
+        for row in ctx.photos["val"]:
+            for k in range(v.photos_groups):
+                rng = np.random.default_rng([v.seed, stable_key(row["file"]), k])
+                tags = photo_tags(row)
+                recipes = [
+                    edits.random_recipe(rng, n_ops=1 if i < n_single else None, tags=tags)
+                    for i in range(v.group_size - 1)
+                ]
+                groups.append(edit_group(ctx, row, recipes, oracle, rng, factors=ctx.factors))
+                single.append([None] + [EDITS.get(r[0]["op"]).factor if len(r) == 1 else None for r in recipes])
+        items = ctx.biq["val"]
+        if v.mos_images is not None and v.mos_images < len(items):
+            pick = np.random.default_rng([v.seed, stable_key("biq2021-val")]).choice(len(items), v.mos_images, replace=False)
+            items = [items[i] for i in np.sort(pick)]
+        paths = [ctx.biq_root / "images" / name for name, _, _ in items]
+        return cls(groups, single, paths, np.asarray([m for _, m, _ in items], np.float64))
+
+    def edit_pixels(self, eval_tf: Any) -> torch.Tensor:
+        if self._edit_pixels is None:
+            self._edit_pixels = torch.stack([eval_tf(im).half() for g in self.groups for im in g.images])
+        return self._edit_pixels
+
+    def mos_pixels(self, eval_tf: Any) -> torch.Tensor:
+        if self._mos_pixels is None:
+            # The inference path: decode with the spec's JPEG draft, then the spec's resize.
+            self._mos_pixels = torch.stack([eval_tf(load_image(p, eval_tf.spec)).half() for p in self.mos_paths])
+        return self._mos_pixels
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, pixels: torch.Tensor, *, device: torch.device,
+            batch_size: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Utilities ``[N]`` and factors ``[N, K]`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    us, fs = [], []
+    for i in range(0, len(pixels), batch_size):
+        u, f = model(pixels[i : i + batch_size].to(device).float())
+        us.append(u.float().cpu())
+        fs.append(f.float().cpu())
+    model.train(was_training)
+    return torch.cat(us).numpy().astype(np.float64), torch.cat(fs).numpy().astype(np.float64)
+
+
+def _agree(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """1 where the signs agree, 0.5 for a predicted tie, 0 otherwise."""
+    return np.where(pred == 0, 0.5, (np.sign(pred) == np.sign(true)).astype(np.float64))
+
+
+def edit_metrics(u: np.ndarray, f: np.ndarray, val: ValSets, *, factors: Sequence[str],
+                 min_delta: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:  # fmt: skip
+    """Pair accuracy (overall, per factor), within-group Spearman and factor explanations."""
+    m = len(val.groups[0].images)
+    u, f = u.reshape(-1, m), f.reshape(-1, m, f.shape[-1])
+    target = np.stack([g.target for g in val.groups])
+    d_pred, d_true = u[:, 1:] - u[:, :1], target[:, 1:]
+    scored = np.abs(d_true) > min_delta
+    agree = _agree(d_pred, d_true)
+    out = {"edit_acc": float(agree[scored].mean()) if scored.any() else math.nan, "edit_pairs": int(scored.sum())}
+    rhos = [srcc(u[g], target[g]) for g in range(len(u))]
+    rhos = [r for r in rhos if not math.isnan(r)]
+    out["edit_srcc"] = float(np.mean(rhos)) if rhos else math.nan
+    single = np.asarray([s[1:] for s in val.single_factor], dtype=object)
+    f_delta = np.abs(f[:, 1:] - f[:, :1])  # [G, M-1, K]
+    hits = []
+    for name in sorted({s for s in single.ravel() if s is not None}):
+        sel = (single == name) & scored
+        if sel.any():
+            out[f"edit_acc.{name}"] = float(agree[sel].mean())
+        if name in factors:
+            hit = (f_delta[single == name].argmax(-1) == list(factors).index(name)).astype(np.float64)
+            out[f"explain_acc.{name}"] = float(hit.mean())
+            hits.append(hit)
+    out["explain_acc"] = float(np.concatenate(hits).mean()) if hits else math.nan
+    raw = {"edit_utility": u.ravel(), "edit_dpred": d_pred[scored], "edit_outcome": (d_true[scored] > 0).astype(np.float64)}
+    return out, raw
+
+
+def mos_pairs(u: np.ndarray, mos: np.ndarray, *, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """All validation pairs with ``|dMOS| > margin``: predicted ``u(b) - u(a)`` and 1 where b is better."""
+    i, j = np.triu_indices(len(u), k=1)
+    keep = np.abs(mos[j] - mos[i]) > margin
+    i, j = i[keep], j[keep]
+    return u[j] - u[i], (mos[j] > mos[i]).astype(np.float64)
+
+
+def evaluate(model: torch.nn.Module, eval_tf: Any, val: ValSets, cfg: Any, *,
+             device: torch.device) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # fmt: skip
+    """Validation figures, and the raw predictions the end-of-run fits use."""
+    bs = cfg.val.batch_size
+    u, f = predict(model, val.edit_pixels(eval_tf), device=device, batch_size=bs)
+    metrics, raw = edit_metrics(u, f, val, factors=cfg.factors, min_delta=cfg.val.min_delta)
+    if len(val.mos_paths) >= 2:
+        mu, _ = predict(model, val.mos_pixels(eval_tf), device=device, batch_size=bs)
+        metrics["mos_srcc"] = srcc(mu, val.mos)
+        metrics["mos_plcc"] = plcc_logistic(mu, val.mos)
+        raw["mos_utility"] = mu
+    return {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}, raw
+
+
+def finalize(model: torch.nn.Module, eval_tf: Any, val: ValSets, cfg: Any, *,
+             device: torch.device) -> dict[str, Any]:  # fmt: skip
+    """Temperature (edit + MOS validation pairs) and display calibration (BIQ2021 validation)."""
+    metrics, raw = evaluate(model, eval_tf, val, cfg, device=device)
+    deltas, outcomes = [raw["edit_dpred"]], [raw["edit_outcome"]]
+    if "mos_utility" in raw:
+        md, mo = mos_pairs(raw["mos_utility"], val.mos, margin=cfg.val.mos_pair_margin)
+        deltas.append(md)
+        outcomes.append(mo)
+    temperature = fit_pair_temperature(np.concatenate(deltas), np.concatenate(outcomes))
+    metrics["temperature"] = temperature
+    for kind, d, o in zip(("edit", "mos"), deltas, outcomes):
+        report = pair_calibration(d, o, temperature=temperature)
+        metrics[f"ece_{kind}"], metrics[f"pairs_{kind}"] = report["ece"], report["n"]
+    if "mos_utility" in raw:
+        calibration = display_calibration(
+            raw["mos_utility"], val.mos, mos_range=BIQ2021_MOS_RANGE,
+            fitted_on=f"biq2021 validation split ({len(val.mos)} images): utility quantiles -> MOS x 10 quantiles",
+        )  # fmt: skip
+    else:
+        # No human scores (e.g. the permissive model): validation photos and their edits, spread evenly.
+        u_all = raw["edit_utility"]
+        calibration = display_calibration(
+            u_all, np.linspace(0.05, 0.95, len(u_all)), mos_range=(0.0, 1.0),
+            fitted_on=f"edit validation images ({len(u_all)}): utility quantiles -> uniform 0.5..9.5",
+        )  # fmt: skip
+    return {"temperature": temperature, "calibration": calibration, "metrics": metrics}
