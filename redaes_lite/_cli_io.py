@@ -22,9 +22,10 @@ if TYPE_CHECKING:  # the results module pulls in numpy and Pillow; `--version` m
 __all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Progress", "Source", "compare_row", "expand", "score_row", "write_rows"]
 
 FORMATS = ("table", "json", "jsonl", "csv")
-IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .webp .bmp .tif .tiff .gif .heic .heif .avif .jp2 .ppm .pgm .pnm .tga".split()
-)
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
+    ".heic", ".heif", ".avif", ".jp2", ".ppm", ".pgm", ".pnm", ".tga",
+})  # fmt: skip
 _GLOB_CHARS = frozenset("*?[")
 
 #: One CLI input: the path as shown in its row, and an error found while expanding (else None).
@@ -159,7 +160,9 @@ class Progress:
             self.stream.flush()
 
 
-def tracked(rows: Iterable[dict[str, Any]], progress: Progress, on_row: Callable[[dict[str, Any]], None]) -> Iterator[dict[str, Any]]:
+def tracked(
+    rows: Iterable[dict[str, Any]], progress: Progress, on_row: Callable[[dict[str, Any]], None]
+) -> Iterator[dict[str, Any]]:
     """Pass rows through, advancing the progress bar and calling ``on_row`` (e.g. to count errors)."""
     for row in rows:
         progress.advance()

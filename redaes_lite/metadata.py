@@ -98,7 +98,7 @@ def _check_calibration(value: Any) -> dict[str, Any]:
     _require(len(u) == len(s), "calibration", f"utility has {len(u)} knots but score has {len(s)}")
     _require(all(b > a for a, b in zip(u, u[1:])), "calibration", "utility knots must be strictly ascending")
     _require(all(b >= a for a, b in zip(s, s[1:])), "calibration", "score knots must be ascending")
-    _require(0 <= s[0] and s[-1] <= 10, "calibration", "score knots must lie in [0, 10]")
+    _require(s[0] >= 0 and s[-1] <= 10, "calibration", "score knots must lie in [0, 10]")
     return {**value, "utility": [float(k) for k in u], "score": [float(k) for k in s]}
 
 
@@ -201,7 +201,7 @@ class ModelInfo:
         return {PREFIX + k: v for k, v in self._values().items()}
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str], *, source: str) -> "ModelInfo":
+    def from_props(cls, props: Mapping[str, str], *, source: str) -> ModelInfo:
         """Parse ONNX ``metadata_props``; raises :class:`ModelError` naming ``source`` and the bad key."""
         values: dict[str, Any] = {}
         for name, is_json in _FIELDS.items():
@@ -223,14 +223,14 @@ class ModelInfo:
         return cls._build(values, source)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, source: str) -> "ModelInfo":
+    def from_dict(cls, d: Mapping[str, Any], *, source: str) -> ModelInfo:
         """Parse the structured form (``to_dict``); raises :class:`ModelError` like ``from_props``."""
         if not isinstance(d, Mapping):
             raise ModelError(f"{source}: metadata must be a JSON object")
         return cls._build({k[len(PREFIX):]: v for k, v in d.items() if k.startswith(PREFIX)}, source)
 
     @classmethod
-    def _build(cls, values: dict[str, Any], source: str) -> "ModelInfo":
+    def _build(cls, values: dict[str, Any], source: str) -> ModelInfo:
         missing = [PREFIX + k for k in _FIELDS if k not in values and k not in _OPTIONAL]
         if missing:
             raise ModelError(f"{source}: not a redaes-lite model: metadata lacks {', '.join(missing)}")

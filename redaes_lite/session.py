@@ -29,7 +29,7 @@ EMBEDDED = ("default", "permissive")
 _MODELS_DIR = Path(__file__).parent / "models"
 _INPUT, _OUTPUTS = "pixel_values", ("utility", "factors")
 
-_cache: dict[tuple[Any, ...], "ModelSession"] = {}
+_cache: dict[tuple[Any, ...], ModelSession] = {}
 _cache_lock = threading.Lock()
 
 
@@ -118,7 +118,9 @@ class ModelSession:
         utility = np.asarray(utility, np.float32).reshape(-1)
         factors = np.asarray(factors, np.float32)
         if utility.shape != (n,) or factors.shape != (n, k):
-            raise ModelError(f"{self.path}: outputs have shapes {utility.shape}, {factors.shape}; expected ({n},), ({n}, {k})")
+            raise ModelError(
+                f"{self.path}: outputs have shapes {utility.shape}, {factors.shape}; expected ({n},), ({n}, {k})"
+            )
         if not (np.isfinite(utility).all() and np.isfinite(factors).all()):
             raise ModelError(f"{self.path}: the model produced non-finite outputs")
         return utility, factors
@@ -135,7 +137,8 @@ def _check_signature(path: Path, session: Any, info: ModelInfo) -> None:
     want = [3, *info.preprocess.size]
     static = [d if isinstance(d, int) else None for d in shape[1:]]
     if len(shape) != 4 or any(s is not None and s != w for s, w in zip(static, want)):
-        raise ModelError(f"{path}: input {_INPUT} has shape {shape}, but redaes.preprocess says [N, {', '.join(map(str, want))}]")
+        expected = f"[N, 3, {want[1]}, {want[2]}]"
+        raise ModelError(f"{path}: input {_INPUT} has shape {shape}, but redaes.preprocess says {expected}")
 
 
 def _create(path: Path, embedded: bool, providers: tuple[str, ...], threads: int | None) -> ModelSession:
@@ -186,7 +189,7 @@ def load(
     threads: int | None = None,
     providers: Sequence[str] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-) -> "Scorer":
+) -> Scorer:
     """Load a model and return a :class:`~redaes_lite.api.Scorer`.
 
     ``model``: ``None`` or ``"default"`` (the embedded default model), ``"permissive"``, or a path to

@@ -201,7 +201,8 @@ def _bomb_png(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height pixels."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -216,7 +217,7 @@ def _write(tmp_path: Path, name: str, data: bytes) -> Path:
         (lambda d: d / "missing.jpg", "no such file"),
         (lambda d: d, "is a directory"),
         (lambda d: _write(d, "empty.jpg", b""), "empty file"),
-        (lambda d: _write(d, "text.jpg", b"these are not the pixels you are looking for\n" * 4), "not a recognised image"),
+        (lambda d: _write(d, "text.jpg", b"not the pixels you are looking for\n" * 4), "not a recognised image"),
         (lambda d: _write(d, "bomb.png", _bomb_png(30000, 30000)), "decompression bomb|exceeds max_pixels"),
         (lambda d: _write(d, "big.png", _bomb_png(11000, 11000)), "exceeds max_pixels"),
     ],
