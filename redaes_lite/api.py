@@ -8,7 +8,8 @@ absolute size; ``rank`` is best first by utility, ties in input order, failures 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -23,6 +24,8 @@ from .session import ModelSession, load
 __all__ = ["Scorer", "compare", "rank", "score"]
 
 _ON_ERROR = ("raise", "record")
+# Decoding threads for score_many: JPEG decode and resize release the GIL; more than 4 rarely pays.
+_DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 class Scorer:
@@ -63,17 +66,14 @@ class Scorer:
             factors={n: float(v) for n, v in zip(names, factors)},
         )
 
-    def _decode(self, items: Sequence[tuple[int, Any]], on_error: str) -> tuple[list[int], list[Any]]:
-        """Decode one batch: (indices, pixel arrays or Failures), failures recorded or raised."""
-        out: list[Any] = []
-        for i, x in items:
-            try:
-                out.append(self._pixels(x))
-            except RedaesError as e:
-                if on_error == "raise":
-                    raise
-                out.append(Failure(input=x, index=i, error=str(e)))
-        return [i for i, _ in items], out
+    def _decode(self, i: int, x: ImageInput, on_error: str) -> np.ndarray | Failure:
+        """Pixels of one input, or its Failure when errors are recorded."""
+        try:
+            return self._pixels(x)
+        except RedaesError as e:
+            if on_error == "raise":
+                raise
+            return Failure(input=x, index=i, error=str(e))
 
     # -- public API --------------------------------------------------------------------------------
     def score(self, x: ImageInput) -> Score:
@@ -103,21 +103,25 @@ class Scorer:
     ) -> Iterator[Score | Failure]:
         """Like :meth:`score_many` but yields results in input order as batches finish.
 
-        The next batch is decoded in a background thread while the current one runs through the
-        model; decoding is pure, so results equal scoring one batch at a time.
+        Images are decoded by a few threads (Pillow releases the GIL), and the next batch is decoded
+        while the current one runs through the model; decoding is pure and batches keep input order,
+        so results equal scoring the images one by one.
         """
         if on_error not in _ON_ERROR:
             raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         batches = _chunks(enumerate(xs), batch_size)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="redaes-decode") as pool:
-            first = next(batches, None)
-            pending = pool.submit(self._decode, first, on_error) if first else None
+        workers = min(batch_size, _DECODE_THREADS)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="redaes-decode") as pool:
+
+            def submit(chunk: list[tuple[int, Any]] | None) -> list[Future] | None:
+                return [pool.submit(self._decode, i, x, on_error) for i, x in chunk] if chunk else None
+
+            pending = submit(next(batches, None))
             while pending is not None:
-                _, decoded = pending.result()
-                nxt = next(batches, None)
-                pending = pool.submit(self._decode, nxt, on_error) if nxt else None
+                decoded = [f.result() for f in pending]  # in input order: the first bad input raises
+                pending = submit(next(batches, None))
                 yield from self._run_batch(decoded)
 
     def _run_batch(self, decoded: list[Any]) -> Iterator[Score | Failure]:
