@@ -51,11 +51,11 @@ FormatOpt = Annotated[ReportFormat, typer.Option("--format", "-f", help="Report 
 OutputOpt = Annotated[
     Optional[Path], typer.Option("--output", "-o", help="Write the report here (atomically).", dir_okay=False)
 ]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads [default: all].")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads (default: all cores).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per inference batch.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.")]
 ProgressOpt = Annotated[
-    Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr [default: if a terminal].")
+    Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: if a terminal).")
 ]
 MaxPixelsOpt = Annotated[
     int, typer.Option("--max-pixels", min=0, help="Refuse images with more pixels (from the header); 0: no limit.")
@@ -209,7 +209,7 @@ def dataset(
     name: Annotated[str, typer.Argument(help=f"Data set: {', '.join(list_datasets())}.", show_default=False)],
     root: Annotated[Path, typer.Option("--root", help="The data set's folder, as unpacked.", file_okay=False,
                                        show_default=False)],  # fmt: skip
-    split: Annotated[Optional[str], typer.Option("--split", help="Split [default: the set's test split].")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split (default: the set's test split).")] = None,
     id_list: Annotated[
         Optional[Path], typer.Option("--list", help="File of image names/ids (one a line) to keep, e.g. a test list.")
     ] = None,
