@@ -56,6 +56,8 @@ RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend i
 MaxPixelsOpt = Annotated[
     int, typer.Option("--max-pixels", min=0, help="Refuse images with more pixels (from the header); 0: no limit.")
 ]
+# = redaes_lite.preprocess.DEFAULT_MAX_PIXELS (tested); not imported, so that `--version` stays light.
+DEFAULT_MAX_PIXELS = 120_000_000
 PathsArg = Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)]
 
 
@@ -119,6 +121,8 @@ def _emit(rows: Any, *, total: int, fmt: Format, output: Path | None, factors: A
     try:
         with _sink(output) as out:
             write_rows(tracked(rows, bar, count), out, fmt=fmt.value, factors=factors)
+    except RedaesError as e:  # inputs are recorded as rows; what reaches here is a model failing mid-run
+        raise _fail(str(e)) from None
     finally:
         bar.close()
     if errors:
@@ -148,7 +152,7 @@ def score(
     quiet: QuietOpt = False,
     progress: ProgressOpt = None,
     recursive: RecursiveOpt = False,
-    max_pixels: MaxPixelsOpt = 120_000_000,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Score images: display score 0..10, raw utility and factor utilities, one row per input."""
     scorer = _scorer(model, threads, max_pixels)
@@ -170,7 +174,7 @@ def rank(
     quiet: QuietOpt = False,
     progress: ProgressOpt = None,
     recursive: RecursiveOpt = False,
-    max_pixels: MaxPixelsOpt = 120_000_000,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Rank images best first (ties keep input order; failed inputs last, always listed)."""
     from .api import ranking
@@ -198,7 +202,7 @@ def compare(
     output: OutputOpt = None,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
-    max_pixels: MaxPixelsOpt = 120_000_000,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Compare two images: which is preferred, with what probability, delta = u(b) - u(a), and why."""
     scorer = _scorer(model, threads, max_pixels)

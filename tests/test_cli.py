@@ -15,7 +15,7 @@ from PIL import Image
 from test_preprocess import photo
 from typer.testing import CliRunner
 
-from redaes_lite import load
+from redaes_lite import cli, load, preprocess
 from redaes_lite.cli import app
 
 SCORE_FIELDS = ["path", "score", "utility", "factors", "error"]
@@ -139,6 +139,7 @@ def test_output_is_written_atomically(tiny_model, images, tmp_path):
 
 
 def test_max_pixels_option(tiny_model, images):
+    assert cli.DEFAULT_MAX_PIXELS == preprocess.DEFAULT_MAX_PIXELS
     r = run("score", images / "dark.png", "--model", tiny_model, "--max-pixels", "100", "-f", "jsonl")
     assert r.exit_code == 1 and "max_pixels" in json.loads(r.stdout)["error"]
 
