@@ -12,6 +12,7 @@ implementation. See ``DESIGN.md`` ("The model file contract").
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -156,7 +157,10 @@ class ModelInfo:
         _require(self.format == FORMAT, "format", f"this runtime reads format {FORMAT!r}, got {self.format!r}")
         _require(isinstance(self.version, str) and bool(self.version), "version", "must be a non-empty string")
         if isinstance(self.preprocess, Mapping):
-            put("preprocess", PreprocessSpec.from_dict(dict(self.preprocess)))
+            try:
+                put("preprocess", PreprocessSpec.from_dict(dict(self.preprocess)))
+            except (ValueError, TypeError) as e:
+                _require(False, "preprocess", str(e))
         _require(isinstance(self.preprocess, PreprocessSpec), "preprocess", "expected a preprocessing spec")
         factors = tuple(self.factors) if isinstance(self.factors, (list, tuple)) else ()
         _require(len(factors) > 0, "factors", "expected a non-empty JSON list of factor names")
@@ -186,7 +190,7 @@ class ModelInfo:
                 v = v.to_dict()
             elif isinstance(v, tuple):
                 v = list(v)
-            out[name] = v
+            out[name] = copy.deepcopy(v)  # callers may edit the result; this info stays as it was
         return out
 
     def to_props(self) -> dict[str, str]:

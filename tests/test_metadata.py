@@ -56,6 +56,7 @@ def test_missing_key_names_file_and_key(key):
         ("redaes.factors", '["exposure", "exposure"]', "duplicate"),
         ("redaes.preprocess", "{not json", "not valid JSON"),
         ("redaes.preprocess", '{"resize": "stretch"}', "resize"),
+        ("redaes.preprocess", '{"size": 5}', "redaes.preprocess"),
         ("redaes.calibration", '{"method":"x","utility":[1,0],"score":[0,10],"fitted_on":"v"}', "ascending"),
         ("redaes.calibration", '{"method":"x","utility":[0,1],"score":[0,11],"fitted_on":"v"}', r"\[0, 10\]"),
         ("redaes.student", '{"backbone":"resnet","pretrained":"x","params":1,"input":[32,32]}', "timm:"),
@@ -72,6 +73,12 @@ def test_bad_values_name_file_key_and_cause(key, value, cause):
         ModelInfo.from_props(props, source="bad.onnx")
     assert str(e.value).startswith("bad.onnx: ") and key.split(".")[1] in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_to_dict_is_a_copy():
+    info = make_info()
+    info.to_dict()["redaes.calibration"]["score"][0] = 99.0
+    assert info.calibration["score"][0] == 0.0
 
 
 def test_constructor_validates_too():
