@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 __all__ = [
-    "DATA_ROOT", "SPLIT_DIR", "VAL_FRACTION", "is_permissive", "read_manifest", "scene_of",
+    "DATA_ROOT", "SPLIT_DIR", "VAL_FRACTION", "is_permissive", "read_manifest", "tags_of", "scene_of",
     "split_keys", "make", "load_split",
 ]  # fmt: skip
 
@@ -50,8 +50,8 @@ def is_permissive(licence: str) -> bool:
 
 
 def read_manifest(path: str | os.PathLike | None = None) -> list[dict]:
-    """Rows of ``photos/manifest.csv`` with ``tags`` as a tuple, ``pair_id`` as str or None, sizes as
-    ints and ``permissive`` from :func:`is_permissive`."""
+    """Rows of ``photos/manifest.csv``: ``tags`` as in the file (``;``-separated; :func:`tags_of` splits
+    them), ``pair_id`` as str or None, sizes as ints, and ``permissive`` from :func:`is_permissive`."""
     path = Path(path) if path is not None else DATA_ROOT / "photos" / "manifest.csv"
     rows = []
     with open(path, newline="", encoding="utf-8") as f:
@@ -59,12 +59,18 @@ def read_manifest(path: str | os.PathLike | None = None) -> list[dict]:
             try:
                 rows.append({
                     "file": r["file"], "source": r["source"], "licence": r["licence"],
-                    "tags": tuple(t for t in r["tags"].split(";") if t), "pair_id": r["pair_id"] or None,
+                    "tags": r["tags"], "pair_id": r["pair_id"] or None,
                     "width": int(r["width"]), "height": int(r["height"]), "permissive": is_permissive(r["licence"]),
                 })  # fmt: skip
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{path}:{lineno}: bad manifest row ({e})") from None
     return rows
+
+
+def tags_of(row: dict) -> tuple[str, ...]:
+    """A manifest row's tags, e.g. ``("well_made", "landscape")``."""
+    tags = row.get("tags") or ""
+    return tuple(t for t in tags.split(";") if t) if isinstance(tags, str) else tuple(tags)
 
 
 def scene_of(row: dict) -> str:
@@ -99,7 +105,7 @@ def _photo_split(rows: Sequence[dict], val_fraction: float) -> dict[str, list[st
 
     def stratum(scene: str) -> tuple[bool, bool]:
         members = by_scene[scene]
-        return all(r["permissive"] for r in members), any(_FAULTS & set(r["tags"]) for r in members)
+        return all(r["permissive"] for r in members), any(_FAULTS & set(tags_of(r)) for r in members)
 
     val = split_keys(by_scene, name="photos", stratum=stratum, val_fraction=val_fraction)
     return {

@@ -70,6 +70,8 @@ def denoise(img: Image.Image, strength: float, rng: np.random.Generator) -> Imag
     blend that backs off where the pixel differs from its blur by more than noise does), blended in by
     ``|s|``: removes grain and colour blotches at the price of some fine texture."""
     a = abs(strength)
+    if a == 0:  # the YCbCr round trip alone moves colours by a level or two
+        return img.copy()
     y, cb, cr = img.convert("YCbCr").split()
     radius = max(1.0, 0.006 * short_side(img))
     cb, cr = (Image.blend(c, c.filter(ImageFilter.GaussianBlur(radius)), a) for c in (cb, cr))
