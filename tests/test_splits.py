@@ -1,0 +1,78 @@
+"""Committed splits: no source scene on both sides, up to date with the data, permissive subset marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distill import splits
+
+DATA = splits.DATA_ROOT
+needs_data = pytest.mark.skipif(not (DATA / "photos" / "manifest.csv").is_file(), reason="shared data not present")
+
+
+@pytest.mark.parametrize(
+    ("licence", "ok"),
+    [("CC0 (Pexels)", True), ("Pexels License", True), ("Pixabay License", True), ("Unsplash License", True),
+     ("Unsplash (stated public domain by pop-os/wallpapers)", True), ("public domain (NASA photograph)", True),
+     ("CC BY 4.0 (Alan Diggs)", True), ("CC BY-SA 2.0 (Probably Okay!, Flickr)", True),
+     ("Kodak: free use (released by Eastman Kodak for unrestricted usage)", True), ("CC0 1.0", True),
+     ("CC BY-NC 2.0 (julochka, Flickr)", False), ("CC BY-NC-SA 2.0 (frostnip907, Flickr)", False),
+     ("CC BY-ND 4.0", False), ("MIT-Adobe FiveK licence (research use)", False),
+     ("research-only (SICE dataset, no explicit licence)", False),
+     ("unknown (academic low-light test set, no licence stated)", False), ("", False), ("all rights reserved", False)],
+)  # fmt: skip
+def test_is_permissive(licence: str, ok: bool) -> None:
+    assert splits.is_permissive(licence) is ok
+
+
+def test_split_keys_is_deterministic_and_stratified() -> None:
+    keys = [f"k{i}" for i in range(200)]
+    stratum = lambda k: int(k[1:]) % 4 == 0  # noqa: E731
+    val = splits.split_keys(keys, name="t", stratum=stratum)
+    assert val == splits.split_keys(reversed(keys), name="t", stratum=stratum)
+    assert len(val) == 30 and sum(stratum(k) for k in val) == round(0.15 * 50)
+    assert val != splits.split_keys(keys, name="other", stratum=stratum)
+
+
+def test_load_split_errors(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="photos"):
+        splits.load_split("imagenet")
+    with pytest.raises(FileNotFoundError, match="python -m distill.splits"):
+        splits.load_split("photos", split_dir=tmp_path)
+
+
+def test_tags_of_accepts_manifest_strings_and_sequences() -> None:
+    assert splits.tags_of({"tags": "well_made;night"}) == ("well_made", "night")
+    assert splits.tags_of({"tags": ("underexposed",)}) == ("underexposed",) and splits.tags_of({}) == ()
+
+
+@needs_data
+def test_committed_lists_match_the_data(tmp_path: Path) -> None:
+    fresh = splits.make(out_dir=tmp_path)
+    for name in splits.SPLITS:
+        assert splits.load_split(name) == fresh[name], f"distill/splits/{name}_*.txt are stale: run python -m distill.splits"
+
+
+@needs_data
+def test_photos_split_by_scene_without_leak() -> None:
+    rows = splits.read_manifest()
+    split = splits.load_split("photos")
+    train, val = set(split["train"]), set(split["val"])
+    assert not train & val and train | val == {r["file"] for r in rows}
+    scene_side = {}
+    for r in rows:
+        side = r["file"] in val
+        assert scene_side.setdefault(splits.scene_of(r), side) == side, f"scene {splits.scene_of(r)} on both sides"
+    assert 0.12 < len(val) / len(rows) < 0.18
+    permissive = [r for r in rows if r["permissive"]]
+    assert len(permissive) == 209  # photos/README.md: commercial use allowed
+    assert 0.1 < sum(r["file"] in val for r in permissive) / len(permissive) < 0.2
+
+
+@needs_data
+def test_biq2021_split_by_image_without_leak() -> None:
+    split = splits.load_split("biq2021")
+    train, val = set(split["train"]), set(split["val"])
+    assert not train & val and len(train | val) == 3000 and len(val) == 450
