@@ -14,7 +14,9 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Annotated, Any, Iterator, List, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from ._atomic import atomic_open
@@ -23,7 +25,23 @@ from .errors import RedaesError
 
 __all__ = ["app", "main"]
 
+class _Commands(TyperGroup):
+    """The root command group; ``eval`` (redaes_lite/eval/cli.py, which pulls in numpy and the metrics)
+    is imported only when it is called or listed, so that ``--version`` and the other commands start fast."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "eval" and "eval" not in self.commands:
+            from .eval.cli import app as eval_app  # reuses _scorer, _progress, _sink, _fail from this module
+
+            self.add_command(typer.main.get_command(eval_app), "eval")
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.commands, *(["eval"] if "eval" not in self.commands else [])]
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="redaes-lite",
     help="Relative photo aesthetics: which photo is better, by how much, and why.",
     no_args_is_help=True,
@@ -239,13 +257,6 @@ def info(
     for key, value in doc.items():
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         typer.echo(f"{key:<24} {text}")
-
-
-# `redaes-lite eval`: the evaluation commands live in redaes_lite/eval/cli.py (they reuse _scorer, _progress,
-# _sink and _fail from this module, imported lazily inside their commands).
-from .eval.cli import app as eval_app  # noqa: E402 - mounted after this module's commands exist
-
-app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:

@@ -188,6 +188,12 @@ def test_model_errors_are_one_line(tmp_path):
 
 def test_console_script_version_is_fast_and_light():
     code = "import sys; sys.argv = ['redaes-lite', '--version']; from redaes_lite.cli import main; main(); " \
-           "print(sorted(m for m in ('onnxruntime', 'torch') if m in sys.modules))"  # fmt: skip
+           "print(sorted(m for m in ('onnxruntime', 'torch', 'numpy', 'PIL') if m in sys.modules))"  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["redaes-lite 0.1.0", "[]"]
+
+
+def test_eval_is_mounted():
+    r = run("--help")
+    assert r.exit_code == 0 and "eval" in r.stdout and "score" in r.stdout
+    assert run("eval", "--help").exit_code == 0
