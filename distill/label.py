@@ -186,6 +186,13 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _shard_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def in_shard(req: PairRequest, shard: tuple[int, int]) -> bool:
     """Whether ``req`` belongs to shard ``i`` of ``n``: a hash of its image references, the same on every machine."""
     i, n = shard
@@ -281,7 +288,7 @@ def _label_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", required=True, type=Path, help="JSONL of pairs: a, b, group (+ recipe, tags)")
     p.add_argument("--root", type=Path, default=Path("."), help="folder the pairs' image paths are relative to")
     p.add_argument("--out", required=True, type=Path, help="label cache: appended to, resumed from")
-    p.add_argument("--shard", type=parse_shard, help="i/n: label only shard i (0-based) of n")
+    p.add_argument("--shard", type=_shard_arg, help="i/n: label only shard i (0-based) of n")
     p.add_argument("--retry-failed", action="store_true", help="relabel pairs whose record failed")
     g = p.add_argument_group("MLLM teacher")
     g.add_argument("--mode", choices=("pairwise", "pointwise"), help="default pairwise (the RED-Aes way)")

@@ -219,3 +219,11 @@ def test_generated_images_are_found_by_their_sha256_name(photos):
     )
     assert ok.status == "ok" and ok.delta == pytest.approx(100 / 255, abs=0.01) and ok.b == "sha256:00ff"
     assert missing.status == "failed" and "sha256:beef" in missing.error
+
+
+def test_from_pretrained_refuses_bad_options_before_loading(tmp_path):
+    # The checkpoint does not exist: a ModelError would mean the options were checked only after loading.
+    with pytest.raises(ValueError, match="samples"):
+        MLLMTeacher.from_pretrained(str(tmp_path / "nowhere"), samples=0)
+    with pytest.raises(ValueError, match="bad sampling"):
+        MLLMTeacher.from_pretrained(str(tmp_path / "nowhere"), top_p=0.0)

@@ -42,9 +42,14 @@ class Prompt:
 
 
 class Engine(Protocol):
-    """Turns prompts into answers: ``generate`` returns one decoded string per prompt, in order."""
+    """Turns prompts into answers: ``generate`` returns one decoded string per prompt, in order.
+
+    ``name`` is the model's short name (the teacher id's first half); ``default_batch_size`` the number of
+    pairs per round that suits the engine when the user does not choose.
+    """
 
     name: str
+    default_batch_size: int
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str]: ...
 

@@ -59,6 +59,25 @@ class _Rating:
     error: str | None
 
 
+def _checked_prompt(
+    mode: str = "pairwise",
+    prompt: str | None = None,
+    samples: int = 1,
+    retries: int = 2,
+    batch_size: int = 8,
+    image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS,
+) -> PromptTemplate:
+    """The prompt for ``mode`` (``prompt`` or the mode's default), once the numeric options are sane."""
+    if mode not in DEFAULT_PROMPT:
+        raise ValueError(f"mode must be one of {tuple(DEFAULT_PROMPT)}, got {mode!r}")
+    template = get_prompt(prompt or DEFAULT_PROMPT[mode])
+    if template.mode != mode:
+        raise ValueError(f"prompt {template.name} is {template.mode}, not {mode}")
+    if samples < 1 or retries < 0 or batch_size < 1 or image_max_pixels < 28 * 28:
+        raise ValueError("samples and batch_size must be >= 1, retries >= 0, image_max_pixels >= 784")
+    return template
+
+
 class MLLMTeacher:
     """Labels pairs with an :class:`~distill.teachers.engines.Engine`; ``id`` is ``<model>@<prompt name>``."""
 
@@ -76,13 +95,7 @@ class MLLMTeacher:
         image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS,
         name: str | None = None,
     ) -> None:
-        if mode not in DEFAULT_PROMPT:
-            raise ValueError(f"mode must be one of {tuple(DEFAULT_PROMPT)}, got {mode!r}")
-        self.prompt: PromptTemplate = get_prompt(prompt or DEFAULT_PROMPT[mode])
-        if self.prompt.mode != mode:
-            raise ValueError(f"prompt {self.prompt.name} is {self.prompt.mode}, not {mode}")
-        if samples < 1 or retries < 0 or batch_size < 1 or image_max_pixels < 28 * 28:
-            raise ValueError("samples and batch_size must be >= 1, retries >= 0, image_max_pixels >= 784")
+        self.prompt = _checked_prompt(mode, prompt, samples, retries, batch_size, image_max_pixels)
         self.engine = engine
         self.root = Path(root)
         self.mode = mode
@@ -116,15 +129,15 @@ class MLLMTeacher:
         ``engine_options`` go to the engine's ``load`` (``device``, ``dtype``, ``seed``,
         ``tensor_parallel_size``, ...); ``None`` values everywhere keep the defaults.
         """
-        loaded = load_engine(engine, name_or_path, **(engine_options or {}))
         given = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         sampling = Sampling(**{k: v for k, v in given.items() if v is not None})
-        return cls(
-            loaded,
-            sampling=sampling,
-            batch_size=batch_size or ENGINES[engine].default_batch_size,
-            **{k: v for k, v in options.items() if v is not None},
-        )
+        options = {k: v for k, v in options.items() if v is not None}
+        batch_size = batch_size or ENGINES[engine].default_batch_size
+        # Refuse bad options before a multi-gigabyte checkpoint loads, not after.
+        keys = ("mode", "prompt", "samples", "retries", "image_max_pixels")
+        _checked_prompt(batch_size=batch_size, **{k: options[k] for k in keys if k in options})
+        loaded = load_engine(engine, name_or_path, **(engine_options or {}))
+        return cls(loaded, sampling=sampling, batch_size=batch_size, **options)
 
     # -- keys ---------------------------------------------------------------------------------------
     def image_key(self, ref: str) -> str:
@@ -211,7 +224,8 @@ class MLLMTeacher:
                 except MalformedAnswer as e:
                     job.malformed += 1
                     if job.malformed > budget:
-                        job.error = f"malformed answer after {job.malformed} tries ({e}); last: {_excerpt(text)!r}"
+                        tries = f"{job.malformed} {'try' if job.malformed == 1 else 'tries'}"
+                        job.error = f"malformed answer after {tries} ({e}); last: {_excerpt(text)!r}"
             pending = [j for j in pending if j.error is None and len(j.answers) < self.samples]
 
     # -- helpers ------------------------------------------------------------------------------------
