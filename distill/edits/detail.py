@@ -10,7 +10,7 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ._base import luma, register, short_side, to_float, to_image
+from ._base import register, short_side, to_float, to_image
 
 __all__: list[str] = []
 
@@ -55,13 +55,13 @@ def noise(img: Image.Image, strength: float, rng: np.random.Generator) -> Image.
     """Sensor-like noise: luminance grain with sigma ``(0.05 + 0.07 sqrt(L)) |s|`` (stronger in bright
     areas, as shot noise is) plus blotchy chroma noise (sigma ``0.04 |s|`` on a half-resolution grid)."""
     a = abs(strength)
-    arr = to_float(img)
-    h, w = arr.shape[:2]
-    sigma = (0.05 + 0.07 * np.sqrt(luma(arr))) * np.float32(a)
-    grain = rng.standard_normal((h, w), dtype=np.float32) * sigma
+    w, h = img.size
+    sigma = (0.05 + 0.07 * np.sqrt(np.arange(256, dtype=np.float32) / 255)) * np.float32(a)  # by luma code
+    grain = rng.standard_normal((h, w), dtype=np.float32) * sigma[np.asarray(img.convert("L"))]
     chroma = rng.standard_normal(((h + 1) // 2, (w + 1) // 2, 3), dtype=np.float32) * np.float32(0.04 * a)
     chroma = chroma.repeat(2, axis=0).repeat(2, axis=1)[:h, :w]
-    return to_image(arr + grain[..., None] + chroma)
+    chroma += grain[..., None]
+    return to_image(to_float(img) + chroma)
 
 
 @register("denoise", factor="noise", kind="improve", stage=55)

@@ -26,18 +26,21 @@ TILT_DEGREES = 10.0
 
 
 def _rotate_crop(img: Image.Image, degrees: float) -> Image.Image:
-    """Rotate counter-clockwise by ``degrees`` and crop the largest centred rectangle of the same aspect
-    ratio that holds no empty corner."""
+    """Rotate counter-clockwise by ``degrees`` about the centre and keep the largest centred rectangle
+    of the same aspect ratio that holds no empty corner. One affine resampling straight into the crop
+    (the same mapping as ``Image.rotate``), so no pixel outside the kept window is computed."""
     if abs(degrees) < 1e-3:
         return img.copy()
     w, h = img.size
     th = math.radians(abs(degrees))
-    c, s = math.cos(th), math.sin(th)
-    k = min(w / (w * c + h * s), h / (w * s + h * c))
+    k = min(w / (w * math.cos(th) + h * math.sin(th)), h / (w * math.sin(th) + h * math.cos(th)))
     cw, ch = max(1, int(w * k)), max(1, int(h * k))
     left, top = (w - cw) // 2, (h - ch) // 2
-    rot = img.rotate(degrees, resample=Image.Resampling.BICUBIC)
-    return rot.crop((left, top, left + cw, top + ch))
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    # Output pixel (u, v) samples the input at R^-1 ((u + left, v + top) - centre) + centre.
+    x0, y0 = left - w / 2, top - h / 2
+    matrix = (c, -s, c * x0 - s * y0 + w / 2, s, c, s * x0 + c * y0 + h / 2)
+    return img.transform((cw, ch), Image.Transform.AFFINE, matrix, Image.Resampling.BICUBIC)
 
 
 @register("tilt", factor="tilt", kind="degrade", stage=10)

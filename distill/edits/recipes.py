@@ -43,7 +43,7 @@ TAG_FIXES: dict[str, tuple[tuple[str, float, float], ...]] = {
 #: Degrading edit -> the edit that repairs it (sign of the repair's strength is +).
 REPAIRS: dict[str, str] = {
     "noise": "denoise", "defocus_blur": "sharpen", "motion_blur": "sharpen", "tilt": "straighten",
-    "haze": "local_contrast", "off_balance": "thirds_recrop",
+    "haze": "local_contrast",
 }  # fmt: skip
 N_OPS_WEIGHTS = {1: 0.55, 2: 0.3, 3: 0.15}
 FIX_PROB = 0.6
@@ -86,10 +86,12 @@ def random_recipe(rng: Rng, *, n_ops: int | None = None, tags: Sequence[str] = (
     while len(steps) < n - int(repair):
         steps.append(_degrade_step(rng, {s["op"] for s in steps}))
     steps.sort(key=lambda s: EDITS.get(s["op"]).stage)  # stable: a source fix stays before its peers
-    broken = [s["op"] for s in steps if s["op"] in REPAIRS]
-    if repair and broken:
-        steps.append({"op": REPAIRS[broken[-1]], "strength": _amount(rng, 0.3)})
-    elif repair:
-        steps.append(_degrade_step(rng, {s["op"] for s in steps}))
-        steps.sort(key=lambda s: EDITS.get(s["op"]).stage)
+    if repair:
+        used = {s["op"] for s in steps}
+        fixable = [REPAIRS[op] for op in used if op in REPAIRS and REPAIRS[op] not in used]
+        if fixable:  # the repair comes last, after everything it has to work through
+            steps.append({"op": sorted(fixable)[0], "strength": _amount(rng, 0.3)})
+        else:
+            steps.append(_degrade_step(rng, used))
+            steps.sort(key=lambda s: EDITS.get(s["op"]).stage)
     return steps
