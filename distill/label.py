@@ -39,7 +39,7 @@ __all__ = [
 ]  # fmt: skip
 
 # Modules whose import registers a teacher in TEACHERS by name.
-_REGISTERED_TEACHERS = ("distill.teachers.edit_oracle",)
+_REGISTERED_TEACHERS = ("distill.teachers.edit_oracle", "distill.teachers.mos")
 # Options of the MLLM teacher, split by who takes them; all are refused with a registered teacher.
 _ENGINE_OPTIONS = ("device", "dtype", "seed", "tensor_parallel_size")
 _TEACHER_OPTIONS = (

@@ -231,3 +231,14 @@ def test_cli_labels_with_a_tiny_local_checkpoint_and_resumes(tmp_path, capsys):
     assert "0 ok, 0 failed, 2 already labelled" in capsys.readouterr().err
     assert lab.main([*argv, "--tensor-parallel-size", "2"]) == 2
     assert "--tensor-parallel-size: not an option of --engine transformers" in capsys.readouterr().err
+
+
+def test_built_in_teachers_are_found_by_name(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    recipe = [{"op": "exposure", "strength": -0.5}]
+    pairs.write_text(json.dumps({"a": "p.jpg", "b": "sha256:00", "group": "p", "recipe": recipe}) + "\n")
+    out = tmp_path / "labels.jsonl"
+    assert lab.main(["--teacher", "edit-oracle", "--pairs", str(pairs), "--out", str(out)]) == 0
+    (rec,) = read_pairs(out)
+    assert rec.ok and rec.teacher == "edit-oracle@1" and rec.delta < 0 and rec.recipe == recipe
+    assert "biq2021-mos" in TEACHERS
