@@ -227,3 +227,35 @@ def test_from_pretrained_refuses_bad_options_before_loading(tmp_path):
         MLLMTeacher.from_pretrained(str(tmp_path / "nowhere"), samples=0)
     with pytest.raises(ValueError, match="bad sampling"):
         MLLMTeacher.from_pretrained(str(tmp_path / "nowhere"), top_p=0.0)
+
+
+def test_vllm_engine_glue_with_a_stand_in_vllm_module(tiny_vlm, photos, monkeypatch):
+    """vLLM is not installable here: a stand-in module checks what the engine hands it and reads back."""
+    import sys
+    import types
+
+    made: dict = {}
+
+    class LLM:
+        def __init__(self, **kw):
+            made["llm"] = kw
+
+        def generate(self, requests, params, use_tqdm):
+            made["requests"], made["params"] = requests, params
+            out = types.SimpleNamespace(text="<think>ok</think><answer>1.25</answer>")
+            return [types.SimpleNamespace(outputs=[out]) for _ in requests]
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    teacher = MLLMTeacher.from_pretrained(str(tiny_vlm), engine="vllm", root=photos, temperature=0.5)
+    assert teacher.batch_size == 256 and teacher.id == "tiny-vlm@pairwise-v1"
+    (rec,) = teacher.label([PairRequest("src.png", "bright.png", group="g")])
+    assert rec.ok and rec.delta == 1.25 and rec.rationale == "ok"
+    assert made["llm"]["limit_mm_per_prompt"] == {"image": 2} and made["llm"]["dtype"] == "bfloat16"
+    (req,) = made["requests"]
+    assert req["prompt"].count("<|image_pad|>") == 2 and req["prompt"].endswith("<|im_start|>assistant\n")
+    assert [im.size for im in req["multi_modal_data"]["image"]] == [(40, 30), (40, 30)]
+    assert made["params"].kw == {"temperature": 0.5, "top_p": 0.9, "max_tokens": 512}
