@@ -23,10 +23,12 @@ from .errors import ExportError
 from .metadata import read_info, stamp, with_quantization
 from .onnx import INPUT
 
-__all__ = ["INT8_MODES", "QDQ_OPS", "PixelReader", "fp16_weights", "quantize_int8"]
+__all__ = ["INT8_MODES", "QDQ_OPS", "PixelReader", "fp16_weights", "head_nodes", "quantize_int8"]
 
 INT8_MODES = ("int8-dynamic", "int8-qdq")
 QDQ_OPS = ("Conv", "MatMul", "Gemm")
+# Ops that only select or reshape values between a head and a graph output.
+_SELECTORS = frozenset({"Gather", "Slice", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Split"})
 # Tensors smaller than this (biases, scalars) stay fp32: they cost nothing and fp16 buys nothing there.
 _FP16_MIN_ELEMENTS = 64
 
@@ -72,6 +74,27 @@ def _as_ort_reader(reader: PixelReader) -> Any:
     return Reader()
 
 
+def head_nodes(model: Any) -> list[str]:
+    """Names of the Conv/MatMul/Gemm nodes whose results reach a graph output through selectors only.
+
+    These are the utility and factor heads: they stay fp32, because quantising their output would round
+    every utility to one of 256 levels, and the heads are a negligible share of the weights and time.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    heads: set[str] = set()
+    pending, seen = [o.name for o in model.graph.output], set()
+    while pending:
+        node = producer.get(pending.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type in QDQ_OPS and node.name:
+            heads.add(node.name)
+        elif node.op_type in _SELECTORS:
+            pending.extend(node.input)
+    return sorted(heads)
+
+
 def quantize_int8(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -83,8 +106,10 @@ def quantize_int8(
     """Quantise the fp32 model ``src`` to ``out`` (``mode`` ``int8-dynamic`` or ``int8-qdq``); returns ``out``.
 
     ``int8-qdq`` calibrates activation ranges (min/max) on ``calibration`` images, which must not be the
-    photos the parity gate later checks. The metadata is copied with ``redaes.quantization`` = ``mode``.
+    photos the parity gate later checks. The heads (:func:`head_nodes`) stay fp32. The metadata is copied
+    with ``redaes.quantization`` = ``mode``.
     """
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -98,12 +123,13 @@ def quantize_int8(
         # Shape inference + graph optimisation first, as onnxruntime recommends before quantising.
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        keep = head_nodes(onnx.load(str(pre)))
+        common = {"op_types_to_quantize": list(QDQ_OPS), "nodes_to_exclude": keep, "weight_type": QuantType.QInt8}
         if reader is None:
-            quantize_dynamic(pre, out, weight_type=QuantType.QInt8, op_types_to_quantize=list(QDQ_OPS))
+            quantize_dynamic(pre, out, **common)
         else:
             quantize_static(pre, out, _as_ort_reader(reader), quant_format=QuantFormat.QDQ, per_channel=True,
-                            op_types_to_quantize=list(QDQ_OPS), activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8)  # fmt: skip
+                            activation_type=QuantType.QUInt8, **common)  # fmt: skip
     stamp(out, with_quantization(info, mode))
     return out
 
