@@ -54,13 +54,15 @@ def main() -> None:
     for name in EDITS.names():
         fn = EDITS.get(name).fn
         samples = [
-            _ms(lambda: fn(img, s, np.random.default_rng(0)), args.repeat) for img in photos for s in (-1, -0.5, 0.5, 1)
+            _ms(lambda fn=fn, img=img, s=s: fn(img, s, np.random.default_rng(0)), args.repeat)
+            for img in photos
+            for s in (-1, -0.5, 0.5, 1)
         ]
         result[name] = statistics.median(samples)
     rng = random.Random(0)
     recipes = [edits.random_recipe(rng) for _ in range(50)]
     result["random_recipe"] = statistics.median(
-        _ms(lambda: edits.apply(photos[i % len(photos)], r, seed=i), 1) for i, r in enumerate(recipes)
+        _ms(lambda i=i, r=r: edits.apply(photos[i % len(photos)], r, seed=i), 1) for i, r in enumerate(recipes)
     )
     for name, ms in sorted(result.items(), key=lambda kv: -kv[1]):
         print(f"{name:16s} {ms:6.1f} ms")

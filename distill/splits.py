@@ -22,12 +22,12 @@ import csv
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 __all__ = [
-    "DATA_ROOT", "SPLIT_DIR", "VAL_FRACTION", "is_permissive", "read_manifest", "tags_of", "scene_of",
-    "split_keys", "make", "load_split",
+    "DATA_ROOT", "SPLIT_DIR", "VAL_FRACTION", "is_permissive", "load_split", "make", "read_manifest",
+    "scene_of", "split_keys", "tags_of",
 ]  # fmt: skip
 
 #: Shared data (``../shared/data`` next to the repository); ``REDAES_DATA`` overrides it.
@@ -38,8 +38,8 @@ SPLITS = ("photos", "biq2021")
 _FAULTS = {"underexposed", "overexposed"}
 # Licence texts that forbid commercial use or give no licence; checked before the permissive ones,
 # since "CC BY-NC" also contains "CC BY".
-_DENY = re.compile(r"research|non-?commercial|\bnc\b|\bnd\b|unknown|fivek|no licen[cs]e|academic", re.I)
-_ALLOW = re.compile(r"\bcc0\b|public domain|pexels|pixabay|unsplash|kodak|\bcc by\b(-sa)?", re.I)
+_DENY = re.compile(r"research|non-?commercial|\bnc\b|\bnd\b|unknown|fivek|no licen[cs]e|academic", re.IGNORECASE)
+_ALLOW = re.compile(r"\bcc0\b|public domain|pexels|pixabay|unsplash|kodak|\bcc by\b(-sa)?", re.IGNORECASE)
 
 
 def is_permissive(licence: str) -> bool:
@@ -79,7 +79,7 @@ def scene_of(row: dict) -> str:
 
 
 def _hash_key(name: str, key: str) -> str:
-    return hashlib.sha256(f"{name}:{key}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{name}:{key}".encode()).hexdigest()
 
 
 def split_keys(

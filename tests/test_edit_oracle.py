@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -51,7 +52,7 @@ def test_degradations_of_a_well_made_photo_are_strictly_monotone_in_strength(op:
     for sign in (1.0, -1.0):
         deltas = [_d(op, sign * s) for s in GRID]
         assert all(d < 0 for d in deltas)
-        assert all(a > b for a, b in zip(deltas, deltas[1:])), (op, sign, deltas)
+        assert all(a > b for a, b in itertools.pairwise(deltas)), (op, sign, deltas)
 
 
 @pytest.mark.parametrize("op", [n for n in EDITS.names() if EDITS.get(n).kind != "improve"])
@@ -63,7 +64,7 @@ def test_inverted_u_small_changes_matter_little(op: str) -> None:
 @pytest.mark.parametrize("op", [n for n in EDITS.names() if EDITS.get(n).kind == "improve"])
 def test_improvement_edits_never_help_a_well_made_photo(op: str) -> None:
     deltas = [_d(op, s) for s in GRID]
-    assert all(d <= 0 for d in deltas) and all(a >= b for a, b in zip(deltas, deltas[1:]))
+    assert all(d <= 0 for d in deltas) and all(a >= b for a, b in itertools.pairwise(deltas))
 
 
 FAULTS = {"underexposed": ("exposure", -1), "overexposed": ("exposure", 1), "unretouched": ("contrast", -1)}
@@ -102,7 +103,7 @@ def test_chained_edits_combine_sensibly() -> None:
 
 
 def test_utility_is_bounded_and_the_untouched_source_is_the_optimum() -> None:
-    wrecked = [{"op": "exposure", "strength": -1.0}, {"op": "defocus_blur", "strength": 1.0}, {"op": "jpeg", "strength": 1.0}]
+    wrecked = [{"op": op, "strength": 1.0} for op in ("exposure", "defocus_blur", "jpeg")]
     assert -SATURATION_M < ORACLE.utility(wrecked) < ORACLE.utility(wrecked[:1]) < ORACLE.utility([]) == 0
     assert ORACLE.utility([], tags=("underexposed",)) < 0
 

@@ -257,7 +257,9 @@ def test_random_recipe_is_well_formed_and_seeded(make_rng) -> None:
 def test_random_recipe_fixes_faults_the_tags_name() -> None:
     rng = random.Random(0)
     first = [edits.random_recipe(rng, tags=("underexposed", "night"))[0] for _ in range(400)]
-    brighten = [s for s in first if s["op"] in ("shadow_lift", "auto_levels") or (s["op"] == "exposure" and s["strength"] > 0.2)]
+    brighten = [
+        s for s in first if s["op"] in ("shadow_lift", "auto_levels") or (s["op"] == "exposure" and s["strength"] > 0.2)
+    ]
     assert len(brighten) > 0.4 * len(first)
     plain = [edits.random_recipe(rng, tags=("well_made",))[0] for _ in range(400)]
     assert sum(s["op"] in ("shadow_lift", "auto_levels") for s in plain) < 0.05 * len(plain)

@@ -29,7 +29,7 @@ def test_is_permissive(licence: str, ok: bool) -> None:
 
 def test_split_keys_is_deterministic_and_stratified() -> None:
     keys = [f"k{i}" for i in range(200)]
-    stratum = lambda k: int(k[1:]) % 4 == 0  # noqa: E731
+    stratum = lambda k: int(k[1:]) % 4 == 0
     val = splits.split_keys(keys, name="t", stratum=stratum)
     assert val == splits.split_keys(reversed(keys), name="t", stratum=stratum)
     assert len(val) == 30 and sum(stratum(k) for k in val) == round(0.15 * 50)
@@ -52,7 +52,7 @@ def test_tags_of_accepts_manifest_strings_and_sequences() -> None:
 def test_committed_lists_match_the_data(tmp_path: Path) -> None:
     fresh = splits.make(out_dir=tmp_path)
     for name in splits.SPLITS:
-        assert splits.load_split(name) == fresh[name], f"distill/splits/{name}_*.txt are stale: run python -m distill.splits"
+        assert splits.load_split(name) == fresh[name], f"distill/splits/{name}_*.txt stale: python -m distill.splits"
 
 
 @needs_data

@@ -41,7 +41,7 @@ native-resolution crop with the input's aspect ratio (see ``geometry``). A recip
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -52,7 +52,7 @@ from . import detail, geometry, tone  # noqa: F401 - importing registers the edi
 from ._base import KINDS, Edit, check_strength
 from .recipes import random_recipe
 
-__all__ = ["Edit", "KINDS", "apply", "parse_recipe", "random_recipe"]
+__all__ = ["KINDS", "Edit", "apply", "parse_recipe", "random_recipe"]
 
 
 def parse_recipe(recipe: Sequence[Mapping]) -> list[tuple[Edit, float]]:

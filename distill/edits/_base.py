@@ -14,8 +14,8 @@ Conventions (see :mod:`distill.edits` for the full contract):
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -23,7 +23,9 @@ from PIL import Image
 from distill.registry import EDITS
 from redaes_lite.metadata import FACTORS
 
-__all__ = ["Edit", "EditFn", "KINDS", "register", "to_float", "to_image", "luma", "srgb_lut", "short_side", "check_strength"]
+__all__ = [
+    "KINDS", "Edit", "EditFn", "check_strength", "luma", "register", "short_side", "srgb_lut", "to_float", "to_image",
+]  # fmt: skip
 
 EditFn = Callable[[Image.Image, float, np.random.Generator], Image.Image]
 KINDS = ("degrade", "improve", "signed")

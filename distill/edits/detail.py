@@ -47,7 +47,7 @@ def sharpen(img: Image.Image, strength: float, rng: np.random.Generator) -> Imag
     """Unsharp mask, radius 0.4% of the short side (>= 1 px), 250% at ``|s| = 1``: restores a little
     lost crispness; strong amounts give halos and crunchy texture (oversharpening)."""
     radius = max(1.0, 0.004 * short_side(img))
-    return img.filter(ImageFilter.UnsharpMask(radius=radius, percent=int(round(250 * abs(strength))), threshold=1))
+    return img.filter(ImageFilter.UnsharpMask(radius=radius, percent=round(250 * abs(strength)), threshold=1))
 
 
 @register("noise", factor="noise", kind="degrade", stage=50)
@@ -86,7 +86,7 @@ def denoise(img: Image.Image, strength: float, rng: np.random.Generator) -> Imag
 def jpeg(img: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
     """Re-encode as baseline JPEG, quality ``95 - 88 |s|`` (95 .. 7), 4:2:0 chroma subsampling."""
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=int(round(95 - 88 * abs(strength))), subsampling=2)
+    img.save(buf, format="JPEG", quality=round(95 - 88 * abs(strength)), subsampling=2)
     buf.seek(0)
     return Image.open(buf).convert("RGB")
 

@@ -79,8 +79,8 @@ def _place(img: Image.Image, zoom: float, target: tuple[float, float], subject: 
     w, h = img.size
     cw, ch = max(1, round(zoom * w)), max(1, round(zoom * h))
     sx, sy = subject
-    left = int(round(min(max(sx * w - target[0] * cw, 0), w - cw)))
-    top = int(round(min(max(sy * h - target[1] * ch, 0), h - ch)))
+    left = round(min(max(sx * w - target[0] * cw, 0), w - cw))
+    top = round(min(max(sy * h - target[1] * ch, 0), h - ch))
     return img.crop((left, top, left + cw, top + ch))
 
 
@@ -107,7 +107,7 @@ def thirds_recrop(img: Image.Image, strength: float, rng: np.random.Generator) -
     """Re-crop (window ``1 - 0.25 |s|``) putting the subject on the nearest rule-of-thirds point (a
     random one of the two when the subject is centred on an axis)."""
     subject = subject_centre(img)
-    target = tuple(_nearest_third(c, rng) for c in subject)
+    target = (_nearest_third(subject[0], rng), _nearest_third(subject[1], rng))
     return _place(img, 1.0 - 0.25 * abs(strength), target, subject)
 
 

@@ -17,13 +17,13 @@ order (``Edit.stage``). Three kinds of improvement are mixed in:
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from distill.registry import EDITS
 
-__all__ = ["DEGRADE_WEIGHTS", "TAG_FIXES", "REPAIRS", "N_OPS_WEIGHTS", "random_recipe"]
+__all__ = ["DEGRADE_WEIGHTS", "N_OPS_WEIGHTS", "REPAIRS", "TAG_FIXES", "random_recipe"]
 
 Rng = random.Random | np.random.Generator
 
@@ -90,7 +90,7 @@ def random_recipe(rng: Rng, *, n_ops: int | None = None, tags: Sequence[str] = (
         used = {s["op"] for s in steps}
         fixable = [REPAIRS[op] for op in used if op in REPAIRS and REPAIRS[op] not in used]
         if fixable:  # the repair comes last, after everything it has to work through
-            steps.append({"op": sorted(fixable)[0], "strength": _amount(rng, 0.3)})
+            steps.append({"op": min(fixable), "strength": _amount(rng, 0.3)})
         else:
             steps.append(_degrade_step(rng, used))
             steps.sort(key=lambda s: EDITS.get(s["op"]).stage)

@@ -8,7 +8,7 @@ oracle's delta for a well-made source (or for ``--tags``).
 from __future__ import annotations
 
 import argparse
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from PIL import Image, ImageDraw
 
@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for op in args.ops.split(","):
         recipes = [[]] + [[{"op": op, "strength": s}] for s in strengths]
         rows.append(recipes)
-        captions.append([f"source {op}"] + [f"{s:+.1f} d={oracle.judge(r, tags=tags)[0]:+.2f}" for s, r in zip(strengths, recipes[1:])])
+        deltas = [oracle.judge(r, tags=tags)[0] for r in recipes[1:]]
+        captions.append([f"source {op}"] + [f"{s:+.1f} d={d:+.2f}" for s, d in zip(strengths, deltas)])
     contact_sheet(img, rows, captions=captions).save(args.out)
 
 

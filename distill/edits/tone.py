@@ -26,6 +26,10 @@ def _curve(img: Image.Image, y: np.ndarray) -> Image.Image:
     return img.point(lut * 3)
 
 
+def _sigmoid(t: np.ndarray | float) -> np.ndarray | float:
+    return 1.0 / (1.0 + np.exp(-t))
+
+
 def _mean_luma(img: Image.Image) -> float:
     hist = np.asarray(img.convert("L").histogram(), dtype=np.float64)
     return float(hist @ np.arange(256) / hist.sum() / 255)
@@ -47,8 +51,7 @@ def contrast(img: Image.Image, strength: float, rng: np.random.Generator) -> Ima
         k = 10.0 * strength
         if k < 1e-3:
             return img.copy()
-        sig = lambda t: 1.0 / (1.0 + np.exp(-t))  # noqa: E731 - local shorthand
-        y = (sig(k * (x - 0.5)) - sig(-k / 2)) / (sig(k / 2) - sig(-k / 2))
+        y = (_sigmoid(k * (x - 0.5)) - _sigmoid(-k / 2)) / (_sigmoid(k / 2) - _sigmoid(-k / 2))
     else:
         m = _mean_luma(img)
         y = m + (x - m) * (1.0 - 0.7 * abs(strength))
@@ -67,7 +70,8 @@ def vibrance(img: Image.Image, strength: float, rng: np.random.Generator) -> Ima
     """Saturation weighted toward muted colours (weight ``1 - chroma``): + enriches dull colours first,
     - mutes them first; already vivid colours change least."""
     a = np.asarray(img)
-    chroma = np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2]) - np.minimum(np.minimum(a[..., 0], a[..., 1]), a[..., 2])
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
     gain = 1.0 + (1.5 if strength > 0 else 1.0) * strength * (1.0 - np.arange(256, dtype=np.float32) / 255)
     y = np.asarray(img.convert("L"), dtype=np.float32)[..., None] * np.float32(1 / 255)
     return to_image(y + (to_float(img) - y) * gain.astype(np.float32)[chroma][..., None])
@@ -123,4 +127,4 @@ def shadow_lift(img: Image.Image, strength: float, rng: np.random.Generator) -> 
 def local_contrast(img: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
     """"Clarity": unsharp mask with a wide radius (3% of the short side), up to 80% at ``|s| = 1``."""
     radius = 0.03 * short_side(img)
-    return img.filter(ImageFilter.UnsharpMask(radius=radius, percent=int(round(80 * abs(strength))), threshold=0))
+    return img.filter(ImageFilter.UnsharpMask(radius=radius, percent=round(80 * abs(strength)), threshold=0))

@@ -44,14 +44,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping, Sequence
 
 from distill.registry import TEACHERS
 from distill.teachers.base import PairRequest
 from redaes_lite.pairs import PairLabel, pair_id
 
-__all__ = ["EditOracle", "State", "STATES", "OP_EFFECTS", "TAG_STATES", "TAG_GAINS", "SATURATION_M"]
+__all__ = ["OP_EFFECTS", "SATURATION_M", "STATES", "TAG_GAINS", "TAG_STATES", "EditOracle", "State"]
 
 Recipe = Sequence[Mapping]
 
@@ -176,7 +176,9 @@ class EditOracle:
         """Bounded utility ``U`` (<= 0; 0 is the well-made optimum) of the source after ``recipe``."""
         return -SATURATION_M * (1.0 - math.exp(-sum(self.penalties(recipe, tags=tags).values()) / SATURATION_M))
 
-    def compare(self, recipe_a: Recipe, recipe_b: Recipe, *, tags: Sequence[str] = ()) -> tuple[float, dict[str, float]]:
+    def compare(
+        self, recipe_a: Recipe, recipe_b: Recipe, *, tags: Sequence[str] = ()
+    ) -> tuple[float, dict[str, float]]:
         """``(U(b) - U(a), per-factor deltas)`` for two edits ``a`` and ``b`` of one source photo."""
         pa, pb = self.penalties(recipe_a, tags=tags), self.penalties(recipe_b, tags=tags)
         ta, tb = sum(pa.values()), sum(pb.values())

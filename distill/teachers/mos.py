@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Collection, Iterable, Iterator
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from distill.registry import TEACHERS
 from distill.teachers.base import PairRequest
 from redaes_lite.pairs import PairLabel, pair_id
 
-__all__ = ["TEACHER_ID", "MOS_RANGE", "read_labels", "read_mos", "mos_pairs", "BIQ2021MOS"]
+__all__ = ["BIQ2021MOS", "MOS_RANGE", "TEACHER_ID", "mos_pairs", "read_labels", "read_mos"]
 
 TEACHER_ID = "biq2021-mos"
 #: Scale of ``mos`` in labels.csv (a 1-5 rating rescaled to 0-1 by the data set's authors).
@@ -85,7 +85,7 @@ def mos_pairs(
     by_subset = {s: np.array(names) for s, names in groups.items()}
     subsets = sorted(by_subset)
     sizes = np.array([len(by_subset[s]) for s in subsets], dtype=np.float64)
-    n_within = int(round(n_pairs * within_fraction))
+    n_within = round(n_pairs * within_fraction)
     if n_pairs - n_within > 0 and len(subsets) < 2:
         raise ValueError(f"{labels_csv}: cross-subset pairs need two subsets, found {subsets}")
     rng = np.random.default_rng(seed)
