@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         recipes = [[]] + [[{"op": op, "strength": s}] for s in strengths]
         rows.append(recipes)
         deltas = [oracle.judge(r, tags=tags)[0] for r in recipes[1:]]
-        captions.append([f"source {op}"] + [f"{s:+.1f} d={d:+.2f}" for s, d in zip(strengths, deltas)])
+        captions.append([f"source {op}"] + [f"{s:+.2f} d={d:+.2f}" for s, d in zip(strengths, deltas)])
     contact_sheet(img, rows, captions=captions).save(args.out)
 
 
