@@ -97,7 +97,7 @@ def test_canned_generation_goes_through_the_processor_and_parser(tiny_vlm, photo
     image_pad = engine.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert seen["image_grid_thw"].shape[0] == 4  # 2 samples x 2 images
     assert int((seen["input_ids"][0] == image_pad).sum()) >= 2
-    assert seen["do_sample"] is True and seen["temperature"] == 0.7
+    assert seen["do_sample"] is True and seen["temperature"] == 0.7 and seen["top_k"] == 0
 
 
 def test_vllm_engine_fails_clearly_when_vllm_is_missing(tiny_vlm):

@@ -110,11 +110,10 @@ class TransformersEngine:
         return cls(model.eval(), processor, name=model_name(name_or_path))
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str]:
-        return self._generate_batch(prompts, sampling) if prompts else []
-
-    def _generate_batch(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str]:
         import torch
 
+        if not prompts:
+            return []
         texts = [_render(self.processor, p) for p in prompts]
         inputs = self.processor(
             text=texts, images=[list(p.images) for p in prompts], padding=True, return_tensors="pt"
@@ -122,7 +121,9 @@ class TransformersEngine:
         greedy = sampling.temperature == 0
         options: dict[str, Any] = {"do_sample": not greedy, "max_new_tokens": sampling.max_new_tokens}
         if not greedy:
-            options.update(temperature=sampling.temperature, top_p=sampling.top_p)
+            # top_k=0 switches off the checkpoint's own top_k: Qwen2.5-VL-Instruct ships top_k=1, which
+            # would make every "sample" the greedy answer (and every retry a repeat).
+            options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         with torch.inference_mode():
             out = self.model.generate(**inputs, **options, pad_token_id=self.processor.tokenizer.pad_token_id)
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
@@ -134,11 +135,10 @@ class VLLMEngine:
 
     default_batch_size = 256  # vLLM keeps the GPU full by scheduling many requests at once
 
-    def __init__(self, llm: Any, processor: Any, *, name: str, seed: int | None) -> None:
+    def __init__(self, llm: Any, processor: Any, *, name: str) -> None:
         self.llm = llm
         self.processor = processor
         self.name = name
-        self.seed = seed
 
     @classmethod
     def load(
@@ -162,12 +162,13 @@ class VLLMEngine:
             max_model_len=max_model_len,
             limit_mm_per_prompt={"image": 2},  # pairwise prompts carry two images
         )
-        return cls(llm, _load_processor(name_or_path), name=model_name(name_or_path), seed=seed)
+        return cls(llm, _load_processor(name_or_path), name=model_name(name_or_path))
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str]:
         from vllm import SamplingParams
 
-        # No per-request seed: a retry must draw a fresh sample, which a fixed seed would repeat.
+        # No per-request seed: a retry must draw a fresh sample, which a fixed seed would repeat. Explicit
+        # params are used as given (top_k off), not merged with the checkpoint's generation_config.
         params = SamplingParams(
             temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens
         )
