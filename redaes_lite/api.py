@@ -105,7 +105,7 @@ class Scorer:
 
         Images are decoded by a few threads (Pillow releases the GIL), and the next batch is decoded
         while the current one runs through the model; decoding is pure and batches keep input order,
-        so results equal scoring the images one by one.
+        so the threads never change a result.
         """
         if on_error not in _ON_ERROR:
             raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
