@@ -24,9 +24,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from redaes_lite.errors import RedaesError
 from redaes_lite.pairs import PairLabel, append_pairs, write_pairs
@@ -35,7 +35,7 @@ from .registry import TEACHERS
 from .teachers.base import PairRequest, Teacher
 
 __all__ = [
-    "main", "label", "merge", "read_requests", "read_cache", "in_shard", "parse_shard", "Interrupted", "LabelStats",
+    "Interrupted", "LabelStats", "in_shard", "label", "main", "merge", "parse_shard", "read_cache", "read_requests",
 ]  # fmt: skip
 
 # Modules whose import registers a teacher in TEACHERS by name.
@@ -79,7 +79,7 @@ def read_requests(path: str | os.PathLike) -> Iterator[PairRequest]:
             try:
                 d = json.loads(line)
                 if not isinstance(d, dict):
-                    raise ValueError("not a JSON object")
+                    raise TypeError("not a JSON object")
                 missing = [k for k in ("a", "b", "group") if not isinstance(d.get(k), str) or not d[k]]
                 if missing:
                     raise ValueError(f"needs non-empty strings {missing}")
@@ -90,7 +90,7 @@ def read_requests(path: str | os.PathLike) -> Iterator[PairRequest]:
                     a=d["a"], b=d["b"], group=d["group"],
                     recipe=tuple(recipe) if recipe else None, tags=tuple(d.get("tags") or ()),
                 )  # fmt: skip
-            except ValueError as e:
+            except (ValueError, TypeError) as e:
                 raise ValueError(f"{path}:{lineno}: bad pair ({e})") from None
 
 
@@ -196,7 +196,7 @@ def _shard_arg(text: str) -> tuple[int, int]:
 def in_shard(req: PairRequest, shard: tuple[int, int]) -> bool:
     """Whether ``req`` belongs to shard ``i`` of ``n``: a hash of its image references, the same on every machine."""
     i, n = shard
-    digest = hashlib.sha256(f"{req.a}\x1f{req.b}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{req.a}\x1f{req.b}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % n == i
 
 

@@ -4,14 +4,20 @@ parse path, plus a scripted engine for the sampling, retry and pointwise logic."
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pytest
 from PIL import Image
 
 from distill.teachers.base import PairRequest
-from distill.teachers.engines import Prompt, Sampling, TransformersEngine, load_engine, model_name
+from distill.teachers.engines import (
+    Prompt,
+    Sampling,
+    TransformersEngine,
+    load_engine,
+    model_name,
+)
 from distill.teachers.mllm import MLLMTeacher
 from redaes_lite.errors import ModelError
 

@@ -8,10 +8,11 @@ processor chat template in both, so a prompt reads the same to the model whichev
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 import inspect
-from typing import Any, Protocol, Sequence
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -91,7 +92,7 @@ class TransformersEngine:
     @classmethod
     def load(
         cls, name_or_path: str, *, device: str | None = None, dtype: str | None = None, seed: int | None = 0
-    ) -> "TransformersEngine":
+    ) -> TransformersEngine:
         """Load a local folder or hub id: bf16 on a GPU, fp32 on the CPU unless ``dtype`` says otherwise."""
         import torch
         from transformers import AutoModelForImageTextToText
@@ -149,7 +150,7 @@ class VLLMEngine:
         seed: int | None = 0,
         tensor_parallel_size: int = 1,
         max_model_len: int = 8192,
-    ) -> "VLLMEngine":
+    ) -> VLLMEngine:
         try:
             from vllm import LLM
         except ImportError:

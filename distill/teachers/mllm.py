@@ -18,10 +18,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from PIL import Image
 
@@ -34,10 +35,11 @@ from .engines import ENGINES, Engine, Prompt, Sampling, load_engine
 from .parsing import Answer, MalformedAnswer, parse_answer
 from .prompts import DEFAULT_PROMPT, PromptTemplate, get_prompt
 
-__all__ = ["MLLMTeacher", "DEFAULT_IMAGE_MAX_PIXELS"]
+__all__ = ["DEFAULT_IMAGE_MAX_PIXELS", "MLLMTeacher"]
 
 #: Pixels an image is shrunk to before the model sees it: 512 x 512, the budget Aes-R1 was trained with.
 DEFAULT_IMAGE_MAX_PIXELS = 512 * 512
+_DEFAULT_SAMPLING = Sampling()
 _SCORE_CACHE = 4096  # pointwise ratings kept for reuse (edit pairs of one source arrive together)
 
 
@@ -90,7 +92,7 @@ class MLLMTeacher:
         prompt: str | None = None,
         samples: int = 1,
         retries: int = 2,
-        sampling: Sampling = Sampling(),
+        sampling: Sampling = _DEFAULT_SAMPLING,
         batch_size: int = 8,
         image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS,
         name: str | None = None,
@@ -123,7 +125,7 @@ class MLLMTeacher:
         top_p: float | None = None,
         engine_options: dict[str, Any] | None = None,
         **options: Any,
-    ) -> "MLLMTeacher":
+    ) -> MLLMTeacher:
         """Load a checkpoint folder or hub id with ``engine``; ``options`` are this class's keywords.
 
         ``engine_options`` go to the engine's ``load`` (``device``, ``dtype``, ``seed``,
@@ -229,14 +231,16 @@ class MLLMTeacher:
             pending = [j for j in pending if j.error is None and len(j.answers) < self.samples]
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _remember(self, key: str, rating: "_Rating") -> None:
+    def _remember(self, key: str, rating: _Rating) -> None:
         self._ratings[key] = rating
         while len(self._ratings) > _SCORE_CACHE:
             self._ratings.popitem(last=False)
 
     def _read(self, ref: str) -> bytes:
         """The bytes of ``ref``: a path under ``root``, or ``sha256:<hex>`` stored as ``root/<hex>.<ext>``."""
-        from distill.data import resolve_image  # the trainer's rule for references; imports torch
+        from distill.data import (
+            resolve_image,  # the trainer's rule for references; imports torch
+        )
 
         try:
             path = resolve_image(self.root, ref)

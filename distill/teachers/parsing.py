@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 __all__ = ["Answer", "MalformedAnswer", "parse_answer"]
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
-_THINK = re.compile(r"<think>(.*?)</think>", re.S | re.I)
-_OPEN = re.compile(r"<answer>", re.I)
-_TAG = re.compile(r"</?think>", re.I)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
+_OPEN = re.compile(r"<answer>", re.IGNORECASE)
+_TAG = re.compile(r"</?think>", re.IGNORECASE)
 # A signed decimal; the sign must touch the digits.
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 # Typographic minus and dashes that models emit instead of "-".

@@ -16,7 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PromptTemplate", "PROMPTS", "DEFAULT_PROMPT", "get_prompt"]
+__all__ = ["DEFAULT_PROMPT", "PROMPTS", "PromptTemplate", "get_prompt"]
 
 _THINK_ANSWER = (
     "First think it through and put all of your reasoning inside one pair of <think>...</think> tags. "
