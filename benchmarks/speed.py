@@ -1,0 +1,402 @@
+"""Speed of the redaes-lite runtime, its decode floor and peer architectures, on this machine.
+
+    python benchmarks/speed.py --model PATH|random-lite0 [--int8-model PATH] [--quick] [--json OUT] [--markdown OUT]
+
+Every configuration runs in a fresh process (``--child``), warms up, then reports the median of its
+repeated runs; the parent prints a markdown table and writes all figures (with the raw times) as JSON.
+
+- end to end (``Scorer.score`` of a path, one thread, one core) on the camera-like 12 MP JPEG of
+  DESIGN.md ("Speed is measured on") and on the shared photos, timed round-robin in one process with
+  decode + preprocess alone and with the decode floor (``Image.open`` + ``draft("RGB", (2W, 2H))`` +
+  ``load()``), so that ratios to the floor compare like with like on a busy machine;
+- inference alone (the ONNX Runtime session) fp32 and int8 x 1 and 2 threads x batch 1 and 32;
+- ``redaes-lite score FOLDER`` throughput (all cores, its defaults) on camera-like JPEGs and the shared
+  photos, and its peak RSS scoring 1,000 files;
+- peers (``benchmarks/peers.py``): random-weight torch eager models, one thread, batch 1, as ratios to our
+  end-to-end time.
+
+``--model random-lite0`` exports a randomly initialised EfficientNet-Lite0 student into the cache
+(``peers.py student``), labelled as such everywhere: until a trained model ships it stands in for one of
+the same architecture. ``--int8-model`` defaults to an int8-qdq copy made with ``export.quantize``.
+Generated files live in ``--cache`` (default ``/tmp/redaes-bench``), never in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PHOTOS = REPO.parent / "shared" / "data" / "photos"
+CLI = "from redaes_lite.cli import main; main()"  # the console script's entry point, run from the checkout
+
+
+# ---------------------------------------------------------------------------------------------- children
+
+
+def _pin_one_core() -> None:
+    """One-thread figures use one core: the other one stays free for the machine's other work."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+
+def _timed(fn: Callable[[], Any], *, repeat: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def _draft_decode(path: str, size: list[int]) -> None:
+    """The decode floor of DESIGN.md: ``Image.open`` + ``draft("RGB", (2W, 2H))`` + ``load()``."""
+    from PIL import Image
+
+    h, w = size
+    with Image.open(path) as im:
+        im.draft("RGB", (2 * w, 2 * h))
+        im.load()
+
+
+def child_e2e(model: str, images: list[str], repeat: int) -> dict[str, Any]:
+    """Per image, round-robin so that load from other processes hits all three alike: the decode floor,
+    decode + preprocess, and ``Scorer.score(path)``. Medians per image, then over images."""
+    import redaes_lite
+    from redaes_lite.preprocess import load_image, to_array
+
+    _pin_one_core()
+    scorer = redaes_lite.load(model, threads=1)
+    spec = scorer.info.preprocess
+    per: dict[str, list[float]] = {"floor_ms": [], "preprocess_ms": [], "e2e_ms": []}
+    for path in images:
+        cases = {
+            "floor_ms": lambda: _draft_decode(path, list(spec.size)),
+            "preprocess_ms": lambda: to_array(load_image(path, spec), spec),
+            "e2e_ms": lambda: scorer.score(path),
+        }
+        for fn in cases.values():
+            fn()  # warm-up: page cache, Pillow plugins, ORT's first run
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        for _ in range(repeat):
+            for key, fn in cases.items():
+                times[key] += _timed(fn, repeat=1, warmup=0)
+        for key in per:
+            per[key].append(statistics.median(times[key]))
+    return {"images": len(images), **{k: statistics.median(v) for k, v in per.items()},
+            "per_image": per}  # fmt: skip
+
+
+def child_infer(model: str, threads: int, batch: int, repeat: int) -> dict[str, Any]:
+    import numpy as np
+
+    from redaes_lite.session import open_session
+
+    if threads == 1:
+        _pin_one_core()
+    session = open_session(model, threads=threads)
+    x = np.random.default_rng(0).standard_normal((batch, 3, *session.info.preprocess.size)).astype(np.float32)
+    times = _timed(lambda: session.run(x), repeat=repeat, warmup=2)
+    med = statistics.median(times)
+    return {"median_ms": med, "per_image_ms": med / batch, "times_ms": times}
+
+
+def child_int8(src: str, out: str, calibration: list[str]) -> dict[str, Any]:
+    from export.quantize import quantize_int8
+
+    return {"path": str(quantize_int8(src, out, mode="int8-qdq", calibration=calibration))}
+
+
+CHILDREN: dict[str, Callable[..., dict[str, Any]]] = {
+    "e2e": child_e2e,
+    "infer": child_infer,
+    "int8": child_int8,
+}
+
+
+# ---------------------------------------------------------------------------------------------- parent
+
+
+def _env(*, one_thread: bool) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    if one_thread:
+        env["OMP_NUM_THREADS"] = "1"  # numpy/BLAS too
+    return env
+
+
+def _result(proc: subprocess.CompletedProcess[str], what: str) -> dict[str, Any]:
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): " + " | ".join(tail))
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def spawn(kind: str, *, one_thread: bool = True, **params: Any) -> dict[str, Any]:
+    """Run one configuration in a fresh process."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, json.dumps(params)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(one_thread=one_thread))
+    return _result(proc, f"{kind} {params}")
+
+
+def peer(name: str, repeat: int) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE / "peers.py"), "time", name, "--repeat", str(repeat)]
+    return _result(subprocess.run(cmd, capture_output=True, text=True, env=_env(one_thread=True)), f"peer {name}")
+
+
+def run_cli(args: list[str]) -> dict[str, float]:
+    """Wall time and peak RSS of one ``redaes-lite`` run (``wait4`` gives this child's own rusage)."""
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a full pipe would block the child
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", CLI, *args], env=_env(one_thread=False),
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"redaes-lite {' '.join(args)} failed: {err.read().decode().strip()[-300:]}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}  # ru_maxrss is in KiB on Linux
+
+
+def _linked_folder(folder: Path, sources: list[Path], n: int) -> Path:
+    """``n`` links cycling over ``sources``: many distinct files without copying bytes."""
+    if folder.is_dir() and len(list(folder.iterdir())) == n:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        src = sources[i % len(sources)]
+        link = folder / f"{i:05d}{src.suffix.lower()}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(src)
+    return folder
+
+
+def _photos() -> list[Path]:
+    with open(PHOTOS / "manifest.csv", newline="") as f:
+        return [PHOTOS / row["file"] for row in csv.DictReader(f)]
+
+
+def _camera_jpeg(cache: Path) -> Path:
+    """The DESIGN.md camera-like JPEG, shared with ``preprocess_speed.py`` (same maker, same cache file)."""
+    sys.path.insert(0, str(HERE))
+    from preprocess_speed import make_camera_jpeg
+
+    out = cache / "camera_12mp.jpg"
+    if not out.exists():
+        make_camera_jpeg(sorted(PHOTOS.glob("*.jpg"))[0], out)
+    return out
+
+
+def _model_info(model: Path) -> dict[str, Any]:
+    """The model's identity from its own metadata; random-init students say so in ``redaes.version``."""
+    import redaes_lite
+
+    info = redaes_lite.load(model).info
+    random_init = "random-init" in info.version
+    label = (f"RANDOM-INIT (untrained) {info.student.get('backbone', '?')} - speed only"
+             if random_init else f"{model.name} {info.version}")  # fmt: skip
+    return {"path": str(model), "label": label, "random_init": random_init, "version": info.version,
+            "student": info.student, "quantization": info.quantization, "size": list(info.preprocess.size),
+            "bytes": model.stat().st_size}  # fmt: skip
+
+
+def _machine() -> dict[str, Any]:
+    import numpy
+    import onnxruntime
+    import PIL
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "platform": platform.platform(),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "pillow": PIL.__version__,
+            "numpy": numpy.__version__, "nice": os.nice(0), "loadavg_start": os.getloadavg()}  # fmt: skip
+
+
+def _prepare_models(args: argparse.Namespace, photos: list[Path]) -> tuple[Path, Path | None, str | None]:
+    """(fp32 model, int8 model or None, why int8 is missing)."""
+    if args.model == "random-lite0":
+        model = args.cache / "random-lite0" / "model.onnx"
+        if not model.exists():
+            cmd = [sys.executable, str(HERE / "peers.py"), "student", str(model)]
+            _result(subprocess.run(cmd, capture_output=True, text=True, env=_env(one_thread=False)), "student export")
+    else:
+        model = Path(args.model).resolve()
+    if args.int8_model:
+        return model, Path(args.int8_model).resolve(), None
+    int8 = args.cache / f"int8-{hashlib.sha256(model.read_bytes()).hexdigest()[:12]}" / "model.onnx"
+    if not int8.exists():
+        # Calibration photos: the second half of the sorted set (the first photos are the timed sample's start).
+        calibration = [str(p) for p in photos[len(photos) // 2 :: 8]]
+        try:
+            spawn("int8", one_thread=False, src=str(model), out=str(int8), calibration=calibration)
+        except RuntimeError as e:
+            return model, None, f"no int8 model ({e}); pass --int8-model"
+    return model, int8, None
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    q = args.quick
+    photos = _photos()
+    camera = _camera_jpeg(args.cache)
+    model, int8, int8_missing = _prepare_models(args, photos)
+    sample = photos[:: max(1, len(photos) // (12 if q else 60))]
+    doc: dict[str, Any] = {"quick": q, "machine": _machine(), "model": _model_info(model),
+                           "int8_model": str(int8) if int8 else int8_missing,
+                           "camera_jpeg": {"path": str(camera), "bytes": camera.stat().st_size,
+                                           "sha256": hashlib.sha256(camera.read_bytes()).hexdigest()}}  # fmt: skip
+    say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+
+    say("end to end and decode floor ...")
+    doc["e2e_camera"] = spawn("e2e", model=str(model), images=[str(camera)], repeat=10 if q else 30)
+    doc["e2e_photos"] = spawn("e2e", model=str(model), images=[str(p) for p in sample], repeat=3 if q else 5)
+    doc["e2e_photos"]["megapixels_median"] = statistics.median(_megapixels(sample))
+    say("inference ...")
+    doc["inference"] = []
+    for label, path in (("fp32", model), ("int8", int8)):
+        for threads in (1, 2):
+            for batch in (1, 32):
+                row = {"precision": label, "threads": threads, "batch": batch}
+                if path is None:
+                    doc["inference"].append({**row, "error": int8_missing})
+                    continue
+                reps = (5 if batch == 1 else 3) if q else (30 if batch == 1 else 8)
+                doc["inference"].append({**row, **spawn("infer", one_thread=threads == 1, model=str(path),
+                                                        threads=threads, batch=batch, repeat=reps)})  # fmt: skip
+    say("folder throughput and memory ...")
+    doc["cli"] = _cli_figures(args, model, camera, photos)
+    if not args.skip_peers:
+        say("peers ...")
+        doc["peers"] = [peer(name, 3 if q else 7) for name in _peer_names()]
+    doc["machine"]["loadavg_end"] = os.getloadavg()
+    return doc
+
+
+def _megapixels(paths: list[Path]) -> list[float]:
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            out.append(im.width * im.height / 1e6)
+    return out
+
+
+def _peer_names() -> list[str]:
+    sys.path.insert(0, str(HERE))
+    from peers import PEERS
+
+    return list(PEERS)
+
+
+def _cli_figures(args: argparse.Namespace, model: Path, camera: Path, photos: list[Path]) -> dict[str, Any]:
+    n_camera = 48 if args.quick else 200
+    out = str(args.cache / "cli-out.jsonl")
+    common = ["--model", str(model), "--format", "jsonl", "--output", out, "--quiet"]
+    cam_dir = _linked_folder(args.cache / f"camera-x{n_camera}", [camera], n_camera)
+    rss_dir = _linked_folder(args.cache / "photos-x1000", photos, 1000)
+    rss_small = _linked_folder(args.cache / "photos-x100", photos, 100)
+    startup = run_cli(["score", str(photos[0]), *common])
+    figures = {"startup_one_file": startup}
+    for key, folder, n in (("camera_folder", cam_dir, n_camera), ("photos_folder", PHOTOS, len(photos)),
+                           ("rss_100", rss_small, 100), ("rss_1000", rss_dir, 1000)):  # fmt: skip
+        r = run_cli(["score", str(folder), *common])
+        r.update(files=n, images_per_s=n / r["wall_s"], images_per_s_after_startup=n / (r["wall_s"] - startup["wall_s"]))
+        figures[key] = r
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    m, cam, ph = doc["machine"], doc["e2e_camera"], doc["e2e_photos"]
+    floor = cam["floor_ms"]
+    cli = doc["cli"]
+    lines = [
+        f"Model: **{doc['model']['label']}** (`{doc['model']['path']}`, {doc['model']['bytes'] / 2**20:.1f} MiB); "
+        f"int8: `{doc['int8_model']}`",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; onnxruntime {m['onnxruntime']}, "
+        f"Pillow {m['pillow']}; nice {m['nice']}; load average {m['loadavg_start'][0]:.2f} at start, "
+        f"{m['loadavg_end'][0]:.2f} at end (a shared machine: other work runs beside these figures)."
+        + (" **--quick run: few repeats.**" if doc["quick"] else ""),
+        "",
+        "| measurement | median | x decode floor | target |",
+        "|---|---:|---:|---|",
+        f"| decode floor, 12 MP JPEG (open + draft + load), 1 core | {floor:.1f} ms | 1.00 | |",
+        f"| end to end `Scorer.score`, 12 MP JPEG, 1 thread | {cam['e2e_ms']:.1f} ms | {cam['e2e_ms'] / floor:.2f} | <= 1.5 |",
+        f"| decode + preprocess alone, 12 MP JPEG | {cam['preprocess_ms']:.1f} ms | {cam['preprocess_ms'] / floor:.2f} | |",
+        f"| end to end, {ph['images']} shared photos (median {ph['megapixels_median']:.2f} MP), 1 thread "
+        f"| {ph['e2e_ms']:.1f} ms | | |",
+        f"| decode + preprocess alone, shared photos | {ph['preprocess_ms']:.1f} ms | | |",
+        f"| decode floor, shared photos | {ph['floor_ms']:.1f} ms | | |",
+    ]
+    for r in doc["inference"]:
+        what = f"| inference {r['precision']}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}, batch {r['batch']}"
+        lines.append(f"{what} | n/a | | |" if "error" in r else
+                     f"{what} | {r['median_ms']:.1f} ms ({r['per_image_ms']:.1f} ms/image) | | |")  # fmt: skip
+    lines += [
+        f"| `redaes-lite score` folder, {cli['camera_folder']['files']} camera JPEGs, all cores | "
+        f"{cli['camera_folder']['images_per_s']:.1f} images/s ({cli['camera_folder']['images_per_s_after_startup']:.1f} "
+        f"after startup) | | >= 30 images/s |",
+        f"| `redaes-lite score` folder, {cli['photos_folder']['files']} shared photos, all cores | "
+        f"{cli['photos_folder']['images_per_s']:.1f} images/s | | |",
+        f"| `redaes-lite score` startup + 1 file | {cli['startup_one_file']['wall_s'] * 1000:.0f} ms | | |",
+        f"| peak RSS, `redaes-lite score` 1,000 files (shared photos) | {cli['rss_1000']['peak_rss_mb']:.0f} MB "
+        f"(100 files: {cli['rss_100']['peak_rss_mb']:.0f} MB; 1 file: {cli['startup_one_file']['peak_rss_mb']:.0f} MB) "
+        "| | <= 300 MB |",
+    ]
+    if doc.get("peers"):
+        targets = {"laion-vit-l14": ">= 100x", "nima-irv2": ">= 20x"}
+        lines += ["", "Peers: random weights, torch eager, 1 thread, batch 1; ratio = peer time / our end-to-end time.",
+                  "", "| peer | input | params | median | x ours, shared photos | x ours, 12 MP JPEG | target |",
+                  "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+        for p in doc["peers"]:
+            lines.append(f"| {p['description']} | {p['input']} | {p['params'] / 1e6:.1f} M | {p['median_ms']:.0f} ms "
+                         f"| {p['median_ms'] / ph['e2e_ms']:.1f}x | {p['median_ms'] / cam['e2e_ms']:.1f}x "
+                         f"| {targets.get(p['name'], '')} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        print("RESULT " + json.dumps(CHILDREN[sys.argv[2]](**json.loads(sys.argv[3]))), flush=True)
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model .onnx, or 'random-lite0' (random-init student)")
+    parser.add_argument("--int8-model", help="int8 model [default: int8-qdq copy of --model via export.quantize]")
+    parser.add_argument("--quick", action="store_true", help="few repeats and files (a few minutes)")
+    parser.add_argument("--skip-peers", action="store_true", help="leave out the torch peer models")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "redaes-bench")
+    parser.add_argument("--json", type=Path, help="write all figures here [default: CACHE/speed.json]")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = parser.parse_args()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    doc = measure(args)
+    table = markdown(doc)
+    print(table)
+    json_path = args.json or args.cache / "speed.json"
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(table)
+    if not args.quiet:
+        print(f"wrote {json_path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
