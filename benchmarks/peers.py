@@ -23,8 +23,9 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
@@ -108,7 +109,8 @@ def export_random_student(out: Path, *, backbone: str = "timm:tf_efficientnet_li
 
     out.parent.mkdir(parents=True, exist_ok=True)
     example = (torch.zeros(2, 3, *student.spec.size),)  # batch 2 keeps N symbolic
-    names: dict[str, Any] = {"input_names": ["pixel_values"], "output_names": ["utility", "factors"], "opset_version": 18}
+    names: dict[str, Any] = {"input_names": ["pixel_values"], "output_names": ["utility", "factors"],
+                             "opset_version": 18}  # fmt: skip
     with torch.no_grad():
         torch.onnx.export(Contract().eval(), example, str(out), dynamo=True, external_data=False,
                           dynamic_shapes=({0: torch.export.Dim("N")},), **names)  # fmt: skip

@@ -34,8 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -49,7 +50,7 @@ CLI = "from redaes_lite.cli import main; main()"  # the console script's entry p
 def _pin_one_core() -> None:
     """One-thread figures use one core: the other one stays free for the machine's other work."""
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
 def _timed(fn: Callable[[], Any], *, repeat: int, warmup: int) -> list[float]:
@@ -84,10 +85,10 @@ def child_e2e(model: str, images: list[str], repeat: int) -> dict[str, Any]:
     spec = scorer.info.preprocess
     per: dict[str, list[float]] = {"floor_ms": [], "preprocess_ms": [], "e2e_ms": []}
     for path in images:
-        cases = {
-            "floor_ms": lambda: _draft_decode(path, list(spec.size)),
-            "preprocess_ms": lambda: to_array(load_image(path, spec), spec),
-            "e2e_ms": lambda: scorer.score(path),
+        cases = {  # default arguments bind this iteration's path
+            "floor_ms": lambda p=path: _draft_decode(p, list(spec.size)),
+            "preprocess_ms": lambda p=path: to_array(load_image(p, spec), spec),
+            "e2e_ms": lambda p=path: scorer.score(p),
         }
         for fn in cases.values():
             fn()  # warm-up: page cache, Pillow plugins, ORT's first run
@@ -95,8 +96,8 @@ def child_e2e(model: str, images: list[str], repeat: int) -> dict[str, Any]:
         for _ in range(repeat):
             for key, fn in cases.items():
                 times[key] += _timed(fn, repeat=1, warmup=0)
-        for key in per:
-            per[key].append(statistics.median(times[key]))
+        for key, values in per.items():
+            values.append(statistics.median(times[key]))
     return {"images": len(images), **{k: statistics.median(v) for k, v in per.items()},
             "per_image": per}  # fmt: skip
 
@@ -138,7 +139,7 @@ def _env(*, one_thread: bool) -> dict[str, str]:
     return env
 
 
-def _result(proc: subprocess.CompletedProcess[str], what: str) -> dict[str, Any]:
+def _result(proc: subprocess.CompletedProcess, what: str) -> dict[str, Any]:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
@@ -146,16 +147,21 @@ def _result(proc: subprocess.CompletedProcess[str], what: str) -> dict[str, Any]
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+def _run_python(args: list[str], what: str, *, one_thread: bool) -> dict[str, Any]:
+    """Run ``python ARGS`` in a fresh process and return its ``RESULT`` line."""
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False,
+                          env=_env(one_thread=one_thread))  # fmt: skip
+    return _result(proc, what)
+
+
 def spawn(kind: str, *, one_thread: bool = True, **params: Any) -> dict[str, Any]:
     """Run one configuration in a fresh process."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, json.dumps(params)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(one_thread=one_thread))
-    return _result(proc, f"{kind} {params}")
+    return _run_python([str(Path(__file__).resolve()), "--child", kind, json.dumps(params)], f"{kind} {params}",
+                       one_thread=one_thread)  # fmt: skip
 
 
 def peer(name: str, repeat: int) -> dict[str, Any]:
-    cmd = [sys.executable, str(HERE / "peers.py"), "time", name, "--repeat", str(repeat)]
-    return _result(subprocess.run(cmd, capture_output=True, text=True, env=_env(one_thread=True)), f"peer {name}")
+    return _run_python([str(HERE / "peers.py"), "time", name, "--repeat", str(repeat)], f"peer {name}", one_thread=True)
 
 
 def run_cli(args: list[str]) -> dict[str, float]:
@@ -198,7 +204,7 @@ def _camera_jpeg(cache: Path) -> Path:
 
     out = cache / "camera_12mp.jpg"
     if not out.exists():
-        make_camera_jpeg(sorted(PHOTOS.glob("*.jpg"))[0], out)
+        make_camera_jpeg(min(PHOTOS.glob("*.jpg")), out)
     return out
 
 
@@ -232,8 +238,7 @@ def _prepare_models(args: argparse.Namespace, photos: list[Path]) -> tuple[Path,
     if args.model == "random-lite0":
         model = args.cache / "random-lite0" / "model.onnx"
         if not model.exists():
-            cmd = [sys.executable, str(HERE / "peers.py"), "student", str(model)]
-            _result(subprocess.run(cmd, capture_output=True, text=True, env=_env(one_thread=False)), "student export")
+            _run_python([str(HERE / "peers.py"), "student", str(model)], "student export", one_thread=False)
     else:
         model = Path(args.model).resolve()
     if args.int8_model:
@@ -315,7 +320,8 @@ def _cli_figures(args: argparse.Namespace, model: Path, camera: Path, photos: li
     for key, folder, n in (("camera_folder", cam_dir, n_camera), ("photos_folder", PHOTOS, len(photos)),
                            ("rss_100", rss_small, 100), ("rss_1000", rss_dir, 1000)):  # fmt: skip
         r = run_cli(["score", str(folder), *common])
-        r.update(files=n, images_per_s=n / r["wall_s"], images_per_s_after_startup=n / (r["wall_s"] - startup["wall_s"]))
+        after = n / (r["wall_s"] - startup["wall_s"])
+        r.update(files=n, images_per_s=n / r["wall_s"], images_per_s_after_startup=after)
         figures[key] = r
     return figures
 
@@ -323,52 +329,60 @@ def _cli_figures(args: argparse.Namespace, model: Path, camera: Path, photos: li
 # ---------------------------------------------------------------------------------------------- report
 
 
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def markdown(doc: dict[str, Any]) -> str:
-    m, cam, ph = doc["machine"], doc["e2e_camera"], doc["e2e_photos"]
+    m, cam, ph, cli = doc["machine"], doc["e2e_camera"], doc["e2e_photos"], doc["cli"]
     floor = cam["floor_ms"]
-    cli = doc["cli"]
+    model = doc["model"]
     lines = [
-        f"Model: **{doc['model']['label']}** (`{doc['model']['path']}`, {doc['model']['bytes'] / 2**20:.1f} MiB); "
-        f"int8: `{doc['int8_model']}`",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; onnxruntime {m['onnxruntime']}, "
-        f"Pillow {m['pillow']}; nice {m['nice']}; load average {m['loadavg_start'][0]:.2f} at start, "
-        f"{m['loadavg_end'][0]:.2f} at end (a shared machine: other work runs beside these figures)."
-        + (" **--quick run: few repeats.**" if doc["quick"] else ""),
+        (f"Model: **{model['label']}** (`{model['path']}`, {model['bytes'] / 2**20:.1f} MiB); "
+         f"int8: `{doc['int8_model']}`"),
+        (f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; onnxruntime {m['onnxruntime']}, "
+         f"Pillow {m['pillow']}; nice {m['nice']}; load average {m['loadavg_start'][0]:.2f} at start, "
+         f"{m['loadavg_end'][0]:.2f} at end (a shared machine: other work runs beside these figures)."
+         + (" **--quick run: few repeats.**" if doc["quick"] else "")),
         "",
-        "| measurement | median | x decode floor | target |",
+        _row("measurement", "median", "x decode floor", "target"),
         "|---|---:|---:|---|",
-        f"| decode floor, 12 MP JPEG (open + draft + load), 1 core | {floor:.1f} ms | 1.00 | |",
-        f"| end to end `Scorer.score`, 12 MP JPEG, 1 thread | {cam['e2e_ms']:.1f} ms | {cam['e2e_ms'] / floor:.2f} | <= 1.5 |",
-        f"| decode + preprocess alone, 12 MP JPEG | {cam['preprocess_ms']:.1f} ms | {cam['preprocess_ms'] / floor:.2f} | |",
-        f"| end to end, {ph['images']} shared photos (median {ph['megapixels_median']:.2f} MP), 1 thread "
-        f"| {ph['e2e_ms']:.1f} ms | | |",
-        f"| decode + preprocess alone, shared photos | {ph['preprocess_ms']:.1f} ms | | |",
-        f"| decode floor, shared photos | {ph['floor_ms']:.1f} ms | | |",
-    ]
+        _row("decode floor, 12 MP JPEG (open + draft + load), 1 core", f"{floor:.1f} ms", "1.00", ""),
+        _row("end to end `Scorer.score`, 12 MP JPEG, 1 thread", f"{cam['e2e_ms']:.1f} ms",
+             f"{cam['e2e_ms'] / floor:.2f}", "<= 1.5"),
+        _row("decode + preprocess alone, 12 MP JPEG", f"{cam['preprocess_ms']:.1f} ms",
+             f"{cam['preprocess_ms'] / floor:.2f}", ""),
+        _row(f"end to end, {ph['images']} shared photos (median {ph['megapixels_median']:.2f} MP), 1 thread",
+             f"{ph['e2e_ms']:.1f} ms", "", ""),
+        _row("decode + preprocess alone, shared photos", f"{ph['preprocess_ms']:.1f} ms", "", ""),
+        _row("decode floor, shared photos", f"{ph['floor_ms']:.1f} ms", "", ""),
+    ]  # fmt: skip
     for r in doc["inference"]:
-        what = f"| inference {r['precision']}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}, batch {r['batch']}"
-        lines.append(f"{what} | n/a | | |" if "error" in r else
-                     f"{what} | {r['median_ms']:.1f} ms ({r['per_image_ms']:.1f} ms/image) | | |")  # fmt: skip
+        what = f"inference {r['precision']}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}, batch {r['batch']}"
+        value = "n/a" if "error" in r else f"{r['median_ms']:.1f} ms ({r['per_image_ms']:.1f} ms/image)"
+        lines.append(_row(what, value, "", ""))
+    cam_dir, photo_dir, one = cli["camera_folder"], cli["photos_folder"], cli["startup_one_file"]
     lines += [
-        f"| `redaes-lite score` folder, {cli['camera_folder']['files']} camera JPEGs, all cores | "
-        f"{cli['camera_folder']['images_per_s']:.1f} images/s ({cli['camera_folder']['images_per_s_after_startup']:.1f} "
-        f"after startup) | | >= 30 images/s |",
-        f"| `redaes-lite score` folder, {cli['photos_folder']['files']} shared photos, all cores | "
-        f"{cli['photos_folder']['images_per_s']:.1f} images/s | | |",
-        f"| `redaes-lite score` startup + 1 file | {cli['startup_one_file']['wall_s'] * 1000:.0f} ms | | |",
-        f"| peak RSS, `redaes-lite score` 1,000 files (shared photos) | {cli['rss_1000']['peak_rss_mb']:.0f} MB "
-        f"(100 files: {cli['rss_100']['peak_rss_mb']:.0f} MB; 1 file: {cli['startup_one_file']['peak_rss_mb']:.0f} MB) "
-        "| | <= 300 MB |",
-    ]
+        _row(f"`redaes-lite score` folder, {cam_dir['files']} camera JPEGs, all cores",
+             f"{cam_dir['images_per_s']:.1f} images/s ({cam_dir['images_per_s_after_startup']:.1f} after startup)",
+             "", ">= 30 images/s"),
+        _row(f"`redaes-lite score` folder, {photo_dir['files']} shared photos, all cores",
+             f"{photo_dir['images_per_s']:.1f} images/s", "", ""),
+        _row("`redaes-lite score` startup + 1 file", f"{one['wall_s'] * 1000:.0f} ms", "", ""),
+        _row("peak RSS, `redaes-lite score` 1,000 files (shared photos)",
+             f"{cli['rss_1000']['peak_rss_mb']:.0f} MB (100 files: {cli['rss_100']['peak_rss_mb']:.0f} MB; "
+             f"1 file: {one['peak_rss_mb']:.0f} MB)", "", "<= 300 MB"),
+    ]  # fmt: skip
     if doc.get("peers"):
         targets = {"laion-vit-l14": ">= 100x", "nima-irv2": ">= 20x"}
         lines += ["", "Peers: random weights, torch eager, 1 thread, batch 1; ratio = peer time / our end-to-end time.",
-                  "", "| peer | input | params | median | x ours, shared photos | x ours, 12 MP JPEG | target |",
+                  "", _row("peer", "input", "params", "median", "x ours, shared photos", "x ours, 12 MP JPEG",
+                           "target"),
                   "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
         for p in doc["peers"]:
-            lines.append(f"| {p['description']} | {p['input']} | {p['params'] / 1e6:.1f} M | {p['median_ms']:.0f} ms "
-                         f"| {p['median_ms'] / ph['e2e_ms']:.1f}x | {p['median_ms'] / cam['e2e_ms']:.1f}x "
-                         f"| {targets.get(p['name'], '')} |")  # fmt: skip
+            lines.append(_row(p["description"], p["input"], f"{p['params'] / 1e6:.1f} M", f"{p['median_ms']:.0f} ms",
+                              f"{p['median_ms'] / ph['e2e_ms']:.1f}x", f"{p['median_ms'] / cam['e2e_ms']:.1f}x",
+                              targets.get(p["name"], "")))  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

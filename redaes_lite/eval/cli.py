@@ -14,9 +14,10 @@ command runs, through the runtime CLI's own model loading, output and progress h
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -44,18 +45,18 @@ RootOpt = Annotated[
     Path, typer.Option("--root", help="Folder the image paths are relative to.", file_okay=False, show_default=False)
 ]
 ModelOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--model", "-m", help="Model file (.onnx/.ort), folder with model.onnx, or 'default'/'permissive'."),
 ]
 FormatOpt = Annotated[ReportFormat, typer.Option("--format", "-f", help="Report format.")]
 OutputOpt = Annotated[
-    Optional[Path], typer.Option("--output", "-o", help="Write the report here (atomically).", dir_okay=False)
+    Path | None, typer.Option("--output", "-o", help="Write the report here (atomically).", dir_okay=False)
 ]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads (default: all cores).")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads (default: all cores).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per inference batch.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.")]
 ProgressOpt = Annotated[
-    Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: if a terminal).")
+    bool | None, typer.Option("--progress/--no-progress", help="Progress on stderr (default: if a terminal).")
 ]
 MaxPixelsOpt = Annotated[
     int, typer.Option("--max-pixels", min=0, help="Refuse images with more pixels (from the header); 0: no limit.")
@@ -141,15 +142,19 @@ def _scores_report(run: _Run, records: list[LabelledImage], *, by_group: bool) -
 
 @app.command()
 def scores(
-    labels: Annotated[Path, typer.Argument(help="CSV/TSV/XLSX with an image column and a human score column.",
-                                           dir_okay=False, show_default=False)],  # fmt: skip
+    labels: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV/TSV/XLSX with an image column and a human score column.", dir_okay=False, show_default=False
+        ),
+    ],
     root: RootOpt,
-    image_col: Annotated[str, typer.Option("--image-col", help="Column of image paths (relative to --root).")] = "image",
+    image_col: Annotated[str, typer.Option("--image-col", help="Column of image paths, relative to --root.")] = "image",
     label_col: Annotated[str, typer.Option("--label-col", help="Column of human scores.")] = "mos",
     group_col: Annotated[
-        Optional[str], typer.Option("--group-col", help="Also evaluate within each group (e.g. scene) and average.")
+        str | None, typer.Option("--group-col", help="Also evaluate within each group (e.g. scene) and average.")
     ] = None,
-    lower_better: Annotated[bool, typer.Option("--lower-better", help="Labels are DMOS-like: lower is better.")] = False,
+    lower_better: Annotated[bool, typer.Option("--lower-better", help="Lower labels are better (DMOS).")] = False,
     model: ModelOpt = None,
     fmt: FormatOpt = ReportFormat.table,
     output: OutputOpt = None,
@@ -174,10 +179,17 @@ def scores(
 
 @app.command()
 def pairs(
-    pairs_file: Annotated[Path, typer.Argument(metavar="PAIRS", help="CSV of preferred/other paths, or pair-label JSONL.",
-                                               dir_okay=False, show_default=False)],  # fmt: skip
+    pairs_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PAIRS",
+            help="CSV of preferred/other paths, or pair-label JSONL.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ],
     root: RootOpt,
-    preferred_col: Annotated[str, typer.Option("--preferred-col", help="CSV column of the preferred image.")] = "preferred",
+    preferred_col: Annotated[str, typer.Option("--preferred-col", help="Column of the preferred image.")] = "preferred",
     other_col: Annotated[str, typer.Option("--other-col", help="CSV column of the other image.")] = "other",
     model: ModelOpt = None,
     fmt: FormatOpt = ReportFormat.table,
@@ -207,13 +219,14 @@ def pairs(
 @app.command()
 def dataset(
     name: Annotated[str, typer.Argument(help=f"Data set: {', '.join(list_datasets())}.", show_default=False)],
-    root: Annotated[Path, typer.Option("--root", help="The data set's folder, as unpacked.", file_okay=False,
-                                       show_default=False)],  # fmt: skip
-    split: Annotated[Optional[str], typer.Option("--split", help="Split (default: the set's test split).")] = None,
+    root: Annotated[
+        Path, typer.Option("--root", help="The data set's folder, as unpacked.", file_okay=False, show_default=False)
+    ],
+    split: Annotated[str | None, typer.Option("--split", help="Split (default: the set's test split).")] = None,
     id_list: Annotated[
-        Optional[Path], typer.Option("--list", help="File of image names/ids (one a line) to keep, e.g. a test list.")
+        Path | None, typer.Option("--list", help="File of image names/ids (one a line) to keep, e.g. a test list.")
     ] = None,
-    by_group: Annotated[bool, typer.Option("--by-group", help="Also evaluate within the set's groups and average.")] = False,
+    by_group: Annotated[bool, typer.Option("--by-group", help="Also evaluate within the set's groups.")] = False,
     model: ModelOpt = None,
     fmt: FormatOpt = ReportFormat.table,
     output: OutputOpt = None,

@@ -32,10 +32,10 @@ from __future__ import annotations
 import difflib
 import math
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Iterator, Mapping
 
 from ..errors import RedaesError
 from .matfile import load_mat
@@ -305,6 +305,8 @@ def read_labels(
 
 # ---------------------------------------------------------------------------------------------- entries
 
+_KONIQ_SCORES = ("koniq10k_scores_and_distributions.csv",)
+
 register_dataset(
     DatasetSpec(
         name="ava",
@@ -330,7 +332,8 @@ register_dataset(
         parser="table",
         splits={
             split: Split(
-                labels=("koniq10k_distributions_sets.csv",) + (() if where else ("koniq10k_scores_and_distributions.csv",)),
+                # Only the "sets" file has the official split; the scores file serves "all" as well.
+                labels=("koniq10k_distributions_sets.csv",) + (() if where else _KONIQ_SCORES),
                 images=("1024x768", "512x384"),
                 where=("set", where) if where else None,
             )

@@ -17,19 +17,20 @@ hundreds of thousands of items are fast.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = [
-    "srcc",
+    "expected_calibration_error",
+    "krcc",
+    "logistic_fit",
+    "pair_accuracy",
     "plcc",
     "plcc_logistic",
-    "logistic_fit",
-    "krcc",
-    "pair_accuracy",
-    "expected_calibration_error",
     "score_metrics",
+    "srcc",
 ]
 
 ArrayLike = Sequence[float] | np.ndarray

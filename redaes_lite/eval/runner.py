@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,9 @@ def _utilities(scorer: Any, paths: Sequence[Path], batch_size: int, tick: Tick |
 # ---------------------------------------------------------------------------------------------- scores
 
 
-def score_report(records: Sequence[LabelledImage], utilities: Sequence[float | str], *, by_group: bool) -> dict[str, Any]:
+def score_report(
+    records: Sequence[LabelledImage], utilities: Sequence[float | str], *, by_group: bool
+) -> dict[str, Any]:
     """Agreement of ``utilities`` (a float, or the error text of a failed image) with the records' labels."""
     failed = [{"path": str(r.path), "error": u} for r, u in zip(records, utilities) if isinstance(u, str)]
     ok = [(r, float(u)) for r, u in zip(records, utilities) if not isinstance(u, str)]
