@@ -30,9 +30,11 @@ from torch import nn
 
 from distill.registry import LOSSES
 
-__all__ = ["RelativeLoss", "RankingLoss", "FactorLoss", "TemperatureLoss", "fit_temperature", "pair_nll"]
+__all__ = ["GroupLoss", "RelativeLoss", "RankingLoss", "FactorLoss", "TemperatureLoss", "fit_temperature", "pair_nll"]
 
 Out = dict[str, torch.Tensor]
+# What a loss computes per pair: (per-pair terms reduced like the loss, pairs that count, extra scalars).
+Terms = tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]
 
 
 def _pairs(
@@ -41,7 +43,9 @@ def _pairs(
     """(pred diffs, target diffs, valid) for all pairs i < j of dim 1; non-finite targets count as missing."""
     if pred.dim() != dims or pred.shape != target.shape:
         want = "[G, M]" if dims == 2 else "[G, M, K]"
-        raise ValueError(f"{what}: pred and target must both be {want}, got {list(pred.shape)} and {list(target.shape)}")
+        raise ValueError(
+            f"{what}: pred and target must both be {want}, got {list(pred.shape)} and {list(target.shape)}"
+        )
     g, m = pred.shape[:2]
     if mask is not None and mask.shape != (g, m):
         raise ValueError(f"{what}: mask must be [G, M] = {[g, m]}, got {list(mask.shape)}")
@@ -79,11 +83,37 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
 
 
-class RelativeLoss(nn.Module):
+class GroupLoss(nn.Module):
+    """Base of the group losses: pairs are formed here, :meth:`terms` scores them.
+
+    ``terms(dp, dt, valid)`` returns per-pair tensors (``"loss"`` plus diagnostics, each reduced like the
+    loss), the pairs that count, and extra scalars. ``forward`` is the same for every loss.
+    """
+
+    name = "group"
+    dims = 2
+
+    def terms(self, dp: torch.Tensor, dt: torch.Tensor, valid: torch.Tensor) -> Terms:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> Out:
+        dp, dt, valid = _pairs(pred, target, mask, dims=self.dims, what=f"{self.name} loss")
+        per_pair, valid, extra = self.terms(dp, dt, valid)
+        out = {k: _reduce(v, valid, weight, self.name) for k, v in per_pair.items()}
+        diagnostics = {k: v.detach() for k, v in out.items() if k != "loss"}
+        return {"loss": out["loss"], **diagnostics, **extra, **_agreement(dp, dt, valid)}
+
+
+class RelativeLoss(GroupLoss):
     """Huber regression of ``u_j - u_i`` onto ``t_j - t_i``; ``delta``: where quadratic turns linear."""
 
     name = "relative"
-    _dims = 2
 
     def __init__(self, *, delta: float = 1.0) -> None:
         super().__init__()
@@ -91,24 +121,19 @@ class RelativeLoss(nn.Module):
             raise ValueError(f"{self.name} loss: delta must be > 0, got {delta}")
         self.delta = delta
 
-    def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, mask: torch.Tensor | None = None
-    ) -> Out:
-        dp, dt, valid = _pairs(pred, target, mask, dims=self._dims, what=f"{self.name} loss")
-        per_pair = F.huber_loss(dp, dt, reduction="none", delta=self.delta)
-        n = valid.sum().clamp_min(1)
-        mae = (torch.where(valid, (dp - dt).abs(), torch.zeros_like(dp)).sum() / n).detach()
-        return {"loss": _reduce(per_pair, valid, weight, self.name), "mae": mae, **_agreement(dp, dt, valid)}
+    def terms(self, dp: torch.Tensor, dt: torch.Tensor, valid: torch.Tensor) -> Terms:
+        huber = F.huber_loss(dp, dt, reduction="none", delta=self.delta)
+        return {"loss": huber, "mae": (dp - dt).abs()}, valid, {}
 
 
 class FactorLoss(RelativeLoss):
     """``relative`` on the factor heads: ``pred/target [G, M, K]``, NaN target = factor unknown there."""
 
     name = "factor"
-    _dims = 3
+    dims = 3
 
 
-class RankingLoss(nn.Module):
+class RankingLoss(GroupLoss):
     """Agreement of the student's order with the teacher's over all pairs of each group.
 
     ``kind``: ``"fidelity"`` (Thurstone: ``q = Phi((u_j - u_i) / (sqrt(2) * scale))``, loss
@@ -121,7 +146,9 @@ class RankingLoss(nn.Module):
     name = "ranking"
     _eps = 1e-8
 
-    def __init__(self, *, kind: str = "fidelity", scale: float = 1.0, tie_margin: float = 0.0, soft: bool = False) -> None:
+    def __init__(
+        self, *, kind: str = "fidelity", scale: float = 1.0, tie_margin: float = 0.0, soft: bool = False
+    ) -> None:
         super().__init__()
         if kind not in ("fidelity", "logistic"):
             raise ValueError(f"ranking loss: kind must be 'fidelity' or 'logistic', got {kind!r}")
@@ -134,21 +161,17 @@ class RankingLoss(nn.Module):
             return 0.5 * (1 + torch.erf(d / (2 * self.scale)))  # Phi(d / (sqrt(2) scale))
         return torch.sigmoid(d / self.scale)
 
-    def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, mask: torch.Tensor | None = None
-    ) -> Out:
-        dp, dt, valid = _pairs(pred, target, mask, dims=2, what="ranking loss")
-        valid = valid & (dt.abs() > self.tie_margin)
+    def terms(self, dp: torch.Tensor, dt: torch.Tensor, valid: torch.Tensor) -> Terms:
         p = self._prob(dt) if self.soft else (dt > 0).to(dp.dtype)
         if self.kind == "fidelity":
             q = self._prob(dp)
-            per_pair = 1 - torch.sqrt(p * q + self._eps) - torch.sqrt((1 - p) * (1 - q) + self._eps)
+            loss = 1 - torch.sqrt(p * q + self._eps) - torch.sqrt((1 - p) * (1 - q) + self._eps)
         else:
-            per_pair = F.binary_cross_entropy_with_logits(dp / self.scale, p, reduction="none") - _entropy(p)
-        return {"loss": _reduce(per_pair, valid, weight, self.name), **_agreement(dp, dt, valid)}
+            loss = F.binary_cross_entropy_with_logits(dp / self.scale, p, reduction="none") - _entropy(p)
+        return {"loss": loss}, valid & (dt.abs() > self.tie_margin), {}
 
 
-class TemperatureLoss(nn.Module):
+class TemperatureLoss(GroupLoss):
     """Bradley-Terry NLL of the teacher's preference under ``sigmoid((u_j - u_i) / T)``, ``T`` learned.
 
     ``T = exp(log_t)`` stays positive; include this module's parameters in the optimiser. The label
@@ -165,7 +188,9 @@ class TemperatureLoss(nn.Module):
     ) -> None:
         super().__init__()
         if init <= 0 or teacher_temperature <= 0:
-            raise ValueError(f"temperature loss: init and teacher_temperature must be > 0, got {init}, {teacher_temperature}")
+            raise ValueError(
+                f"temperature loss: init and teacher_temperature must be > 0, got {init}, {teacher_temperature}"
+            )
         self.log_t = nn.Parameter(torch.tensor(math.log(init)))
         self.soft, self.teacher_temperature, self.detach_pred = soft, teacher_temperature, detach_pred
 
@@ -180,17 +205,12 @@ class TemperatureLoss(nn.Module):
         with torch.no_grad():
             self.log_t.fill_(math.log(value))
 
-    def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, mask: torch.Tensor | None = None
-    ) -> Out:
-        dp, dt, valid = _pairs(pred, target, mask, dims=2, what="temperature loss")
+    def terms(self, dp: torch.Tensor, dt: torch.Tensor, valid: torch.Tensor) -> Terms:
         if self.detach_pred:
             dp = dp.detach()
         p = torch.sigmoid(dt / self.teacher_temperature) if self.soft else (torch.sign(dt) + 1) / 2
         nll = F.binary_cross_entropy_with_logits(dp / self.log_t.exp(), p, reduction="none")
-        loss = _reduce(nll - _entropy(p), valid, weight, self.name)
-        out = {"loss": loss, "nll": _reduce(nll, valid, weight, self.name).detach()}
-        return {**out, "temperature": self.log_t.detach().exp(), **_agreement(dp, dt, valid)}
+        return {"loss": nll - _entropy(p), "nll": nll}, valid, {"temperature": self.log_t.detach().exp()}
 
 
 def _as_1d(x: Any, what: str) -> np.ndarray:

@@ -183,7 +183,12 @@ def test_fit_temperature_accepts_tensors_soft_outcomes_and_hits_bounds() -> None
 
 @pytest.mark.parametrize(
     "deltas, outcomes, match",
-    [([1.0, 2.0], [1.0], "lengths"), ([0.0, 0.0], [1.0, 0.0], "zero"), ([1.0], [2.0], r"\[0, 1\]"), ([np.nan], [1.0], "finite")],
+    [
+        ([1.0, 2.0], [1.0], "lengths"),
+        ([0.0, 0.0], [1.0, 0.0], "zero"),
+        ([1.0], [2.0], r"\[0, 1\]"),
+        ([np.nan], [1.0], "finite"),
+    ],
 )
 def test_fit_temperature_rejects_bad_input(deltas: list, outcomes: list, match: str) -> None:
     with pytest.raises(ValueError, match=match):

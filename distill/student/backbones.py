@@ -207,7 +207,9 @@ class OpenClipSource:
             try:
                 model = open_clip.create_model(ident.name, pretrained=ident.tag, require_pretrained=True, **kwargs)
             except RuntimeError as e:
-                fetch = f"python -c \"import open_clip; open_clip.create_model('{ident.name}', pretrained='{ident.tag}')\""
+                fetch = (
+                    f"python -c \"import open_clip; open_clip.create_model('{ident.name}', pretrained='{ident.tag}')\""
+                )
                 raise RuntimeError(_offline_message(str(ident), fetch) + f" ({e})") from e
         else:
             model = open_clip.create_model(ident.name, pretrained=None, **kwargs)

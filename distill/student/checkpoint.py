@@ -118,7 +118,9 @@ def load_student(path_or_ckpt: PathLike | Mapping[str, Any]) -> Student:
         ckpt, name = load_checkpoint(path_or_ckpt), str(path_or_ckpt)
     student = build_student(ckpt["student"])
     if list(student.factor_names) != list(ckpt["factors"]):
-        raise ModelError(f"{name}: factors {ckpt['factors']} differ from the student config's {list(student.factor_names)}")
+        raise ModelError(
+            f"{name}: factors {ckpt['factors']} differ from the student config's {list(student.factor_names)}"
+        )
     if student.spec.to_dict() != ckpt["preprocess"]:
         raise ModelError(f"{name}: preprocess spec differs from the student config's")
     try:

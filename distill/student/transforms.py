@@ -88,4 +88,5 @@ class TrainTransform:
         return torch.stack([self.apply(img, box, flipped) for img in imgs])
 
     def __repr__(self) -> str:
-        return f"TrainTransform({self.spec.to_json()}, min_area={self.min_area}, max_aspect={self.max_aspect}, flip={self.flip})"
+        options = f"min_area={self.min_area}, max_aspect={self.max_aspect}, flip={self.flip}"
+        return f"TrainTransform({self.spec.to_json()}, {options})"
