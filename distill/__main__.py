@@ -16,13 +16,23 @@ from typing import Sequence
 
 
 def _train(args: argparse.Namespace) -> int:
-    from distill.config import load_config
+    from distill.config import ConfigError, load_config
     from distill.trainer import train
 
     overrides = list(args.set or [])
     if args.out:
         overrides.append(f"out={args.out}")
+    for i, path in enumerate(args.labels or []):
+        # Each --labels file becomes a source of pairs: labels, labels1, ... (weights via --set).
+        name = "labels" if i == 0 else f"labels{i}"
+        overrides += [f"sources.{name}.kind=labels", f"sources.{name}.labels={path}", f"sources.{name}.group_size=2"]
+        if args.labels_root:
+            overrides.append(f"sources.{name}.root={args.labels_root}")
     cfg = load_config(args.config, overrides=overrides)
+    if args.labels_only:
+        if not args.labels or cfg.stages:
+            raise ConfigError("--labels-only needs --labels and a config without stages")
+        cfg.sources = {k: v for k, v in cfg.sources.items() if v.kind == "labels"}
     final = train(cfg, resume=args.resume, until=args.until)
     if final is not None:
         print(final)
@@ -49,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set steps=500 --set sources.edit.weight=0.5")  # fmt: skip
     t.add_argument("--out", help="output folder (overrides the config's out)")
+    t.add_argument("--labels", action="append", metavar="JSONL",
+                   help="also train on this pair-label file (any teacher; repeatable)")  # fmt: skip
+    t.add_argument("--labels-root", metavar="DIR", help="image root of --labels files (default: each file's folder)")
+    t.add_argument("--labels-only", action="store_true", help="train on the --labels files alone")
     t.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.pt")
     t.add_argument("--until", type=int, metavar="STEP",
                    help="stop at this step and write last.pt (for sessions shorter than the run)")  # fmt: skip

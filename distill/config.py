@@ -67,6 +67,8 @@ class DataConfig:
     # side, and kept in an LRU cache: edits run on small images and workers never re-decode.
     working_scale: float = 1.5
     cache_size: int = 1024
+    # Only photos whose manifest licence allows commercial use (train and validation): the permissive model.
+    permissive_only: bool = False
 
 
 @dataclass
@@ -125,7 +127,12 @@ class ValConfig:
     single_fraction: float = 0.7  # share of members made by one edit (per-factor accuracy, explanations)
     mos_images: int | None = None  # cap on BIQ2021 validation images (None: all)
     mos_pair_margin: float = 0.05  # |dMOS| above which a validation MOS pair counts (temperature, ECE)
-    min_delta: float = 0.0  # edit pairs whose |oracle delta| is at most this are not scored
+    # Edit pairs whose |oracle delta| is at most this have no perceptible order (the oracle's changes of
+    # a few hundredths of a unit) and are not scored by edit_acc; edit_acc_all scores every pair.
+    min_delta: float = 0.1
+    # Fit temperature and display calibration on BIQ2021 validation MOS too (False: edit pairs only and
+    # an even spread of validation utilities, for models that must not derive anything from human scores).
+    fit_on_mos: bool = True
     best_metric: str = "edit_acc"
     best_mode: str = "max"
     batch_size: int = 64

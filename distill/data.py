@@ -27,7 +27,6 @@ Validation sources never enter a training stream (split by source scene, ``disti
 from __future__ import annotations
 
 import collections
-import csv
 import hashlib
 import os
 import random
@@ -112,18 +111,22 @@ class DataContext:
     def from_config(cls, cfg: Any, spec: PreprocessSpec) -> "DataContext":
         """Read the committed splits (``distill.splits``), the photo manifest and BIQ2021 labels."""
         from distill.splits import load_split, read_manifest
+        from distill.teachers.mos import read_labels
 
         photos_root, biq_root = Path(cfg.data.photos), Path(cfg.data.biq2021)
         rows = {r["file"]: r for r in read_manifest(photos_root / "manifest.csv")}
         photo_split = load_split("photos")
-        subsets = _biq_subsets(biq_root / "labels.csv")
+        labels = read_labels(biq_root / "labels.csv")  # image -> (MOS, subset)
         biq_split = load_split("biq2021")
         long_side = round(cfg.data.working_scale * max(spec.size))
         return cls(
             photos_root=photos_root,
-            photos={k: [rows[f] for f in photo_split[k]] for k in ("train", "val")},
+            photos={
+                k: [rows[f] for f in photo_split[k] if rows[f]["permissive"] or not cfg.data.permissive_only]
+                for k in ("train", "val")
+            },
             biq_root=biq_root,
-            biq={k: [(f, *subsets[f]) for f in biq_split[k]] for k in ("train", "val")},
+            biq={k: [(f, *labels[f]) for f in biq_split[k]] for k in ("train", "val")},
             factors=list(cfg.factors),
             cache=ImageCache(long_side=long_side, spec=spec, capacity=cfg.data.cache_size),
             val_names=frozenset([*photo_split["val"], *biq_split["val"]]),
@@ -134,16 +137,6 @@ class DataContext:
 
     def biq_image(self, name: str) -> Image.Image:
         return self.cache.get(self.biq_root / "images" / name)
-
-
-def _biq_subsets(labels_csv: Path) -> dict[str, tuple[float, str]]:
-    """image -> (MOS, subset) from BIQ2021's ``labels.csv`` (MOS through ``distill.teachers.mos``)."""
-    from distill.teachers.mos import read_mos
-
-    mos = read_mos(labels_csv)
-    with open(labels_csv, newline="", encoding="utf-8") as f:
-        subset = {r["image"]: r.get("subset", "") for r in csv.DictReader(f)}
-    return {name: (float(m), subset.get(name, "")) for name, m in mos.items()}
 
 
 def photo_tags(row: dict[str, Any]) -> tuple[str, ...]:
@@ -161,9 +154,14 @@ class Group:
 
 
 class GroupSource:
-    """Base class: ``group(rng)`` makes one group; :meth:`batch` makes batch ``index`` deterministically."""
+    """Base class: ``group(rng)`` makes one group; :meth:`batch` makes batch ``index`` deterministically.
+
+    ``datasets`` names the shared data sets whose training split the source draws images from
+    (provenance and licences in the checkpoint); :meth:`teacher_ids` the teachers behind its targets.
+    """
 
     kind = "base"
+    datasets: tuple[str, ...] = ()
 
     def __init__(self, name: str, *, group_size: int, groups: int, seed: int, factors: Sequence[str],
                  scale: float = 1.0) -> None:  # fmt: skip
@@ -176,6 +174,9 @@ class GroupSource:
 
     def group(self, rng: np.random.Generator) -> Group:
         raise NotImplementedError
+
+    def teacher_ids(self) -> list[str]:
+        return []
 
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stable_key(self.name), index])
@@ -205,6 +206,7 @@ class EditGroups(GroupSource):
     """Edits of one training photo: ``[source, edit_1, ..., edit_{M-1}]`` judged by the edit oracle."""
 
     kind = "edit"
+    datasets = ("photos",)
 
     def __init__(self, name: str, ctx: DataContext, oracle: Any, *, split: str = "train",
                  n_ops: int | None = None, **kw: Any) -> None:  # fmt: skip
@@ -221,6 +223,9 @@ class EditGroups(GroupSource):
         tags = photo_tags(row)
         recipes = [edits.random_recipe(rng, n_ops=self.n_ops, tags=tags) for _ in range(self.group_size - 1)]
         return edit_group(self.ctx, row, recipes, self.oracle, rng, factors=self.factors)
+
+    def teacher_ids(self) -> list[str]:
+        return [self.oracle.id]
 
 
 def edit_group(ctx: DataContext, row: dict[str, Any], recipes: list[list[dict]], oracle: Any,
@@ -250,6 +255,7 @@ class MosGroups(GroupSource):
     """``M`` BIQ2021 training images of different content; target = MOS (times ``scale``)."""
 
     kind = "mos"
+    datasets = ("biq2021",)
 
     def __init__(self, name: str, ctx: DataContext, *, within_fraction: float = 0.5, **kw: Any) -> None:
         super().__init__(name, factors=ctx.factors, **kw)
@@ -275,11 +281,20 @@ class MosGroups(GroupSource):
         images = [self.ctx.biq_image(name) for name, _, _ in chosen]
         return Group(images, np.asarray([m for _, m, _ in chosen]), self.unknown_factors(len(chosen)))
 
+    def teacher_ids(self) -> list[str]:
+        from distill.teachers.mos import TEACHER_ID
+
+        return [TEACHER_ID]
+
 
 class CrossGroups(MosGroups):
     """``M`` unrelated training images (photos and BIQ2021) with no labels: a teacher judges them."""
 
     kind = "cross"
+    datasets = ("photos", "biq2021")
+
+    def teacher_ids(self) -> list[str]:
+        return []  # unlabelled: its teacher is the TeacherGroups wrapped around it
 
     def group(self, rng: np.random.Generator) -> Group:
         n_photos = len(self.ctx.photos["train"])
@@ -323,6 +338,9 @@ class LabelledPairs(GroupSource):
             raise ConfigError(f"{labels}: no usable pair records (ok and outside the validation split)")
         self.teachers = collections.Counter(r.teacher for r in self.records)
 
+    def teacher_ids(self) -> list[str]:
+        return sorted(self.teachers)
+
     def _touches_val(self, rec: Any) -> bool:
         return any(Path(ref).name in self.ctx.val_names for ref in (rec.a, rec.b, rec.group))
 
@@ -357,8 +375,15 @@ class TeacherGroups(GroupSource):
         super().__init__(inner.name, group_size=inner.group_size, groups=inner.groups, seed=inner.seed,
                          factors=inner.factors, scale=inner.scale)  # fmt: skip
         self.inner, self.checkpoint = inner, Path(teacher_checkpoint)
-        self.kind = inner.kind
+        self.kind, self.datasets = inner.kind, inner.datasets
         self.teacher_spec = teacher_spec or TeacherLabeller.read_spec(self.checkpoint)
+        from distill.provenance import file_sha256
+
+        # The checkpoint's content names the teacher's version.
+        self.teacher_id = f"model:{self.checkpoint.name}@{file_sha256(self.checkpoint)[:12]}"
+
+    def teacher_ids(self) -> list[str]:
+        return [self.teacher_id]
 
     def group(self, rng: np.random.Generator) -> Group:
         return self.inner.group(rng)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from distill.data import DataContext, EditGroups, GroupSource, LabelledPairs, MosGroups, TeacherGroups
+from distill.data import DataContext, GroupSource, LabelledPairs, TeacherGroups
 
 __all__ = ["describe_data", "data_hashes", "file_sha256"]
 
@@ -39,42 +39,27 @@ def _source_weight(cfg: Any, name: str) -> float:
     return float(max(weights, default=1.0))
 
 
-def _photo_licence(ctx: DataContext) -> tuple[str, bool]:
-    """A one-line licence summary of the training photos and whether all are permissive."""
-    from distill.splits import is_permissive
-
+def _photo_licence(ctx: DataContext) -> str:
+    """A one-line licence summary of the training photos (``permissive: ...`` only when all are)."""
     rows = ctx.photos["train"]
-    free = sum(1 for r in rows if is_permissive(r["licence"]))
+    free = sum(1 for r in rows if r["permissive"])
     if free == len(rows):
-        return f"permissive: all {len(rows)} photos CC0, CC BY, Unsplash, Pexels or Pixabay licensed", True
-    return f"mixed: {free} of {len(rows)} photos permissive, the others research-only or unknown (see manifest)", False
-
-
-def _teacher_of(src: GroupSource) -> list[dict[str, Any]]:
-    if isinstance(src, TeacherGroups):
-        digest = file_sha256(src.checkpoint)[:12]
-        return [{"name": f"model:{src.checkpoint.name}", "version": digest}]
-    if isinstance(src, EditGroups):
-        return [dict(zip(("name", "version"), _split_id(getattr(src.oracle, "id", "edit-oracle@1"))))]
-    if isinstance(src, LabelledPairs):
-        return [dict(zip(("name", "version"), _split_id(t))) for t in sorted(src.teachers)]
-    if isinstance(src, MosGroups) and src.kind == "mos":
-        return [{"name": "biq2021-mos", "version": "1"}]
-    return []
+        return f"permissive: all {len(rows)} photos CC0, CC BY, Unsplash, Pexels, Pixabay or Kodak licensed"
+    return f"mixed: {free} of {len(rows)} photos permissive, the others research-only or unknown (see manifest)"
 
 
 def _data_of(src: GroupSource, ctx: DataContext, pairs: int) -> list[dict[str, Any]]:
     """Training-data records of one source (a teacher checkpoint's own data comes along)."""
     inner = src.inner if isinstance(src, TeacherGroups) else src
     out = []
-    if inner.kind in ("edit", "cross"):
-        licence, _ = _photo_licence(ctx)
-        out.append({"name": f"redaes photos, train split ({len(ctx.photos['train'])} photos)", "license": licence})
-    if inner.kind in ("mos", "cross"):
+    if "photos" in src.datasets:
+        out.append({"name": f"redaes photos, train split ({len(ctx.photos['train'])} photos)",
+                    "license": _photo_licence(ctx)})  # fmt: skip
+    if "biq2021" in src.datasets:
         out.append({"name": f"BIQ2021 train split ({len(ctx.biq['train'])} images)", "license": BIQ2021_LICENSE})
     if isinstance(inner, LabelledPairs):
         out.append({"name": f"pair labels {inner.path.name} ({len(inner.records)} pairs)",
-                    "license": f"that of the images under {inner.root}"})  # fmt: skip
+                    "license": f"unknown: that of the images under {inner.root}"})  # fmt: skip
     if isinstance(src, TeacherGroups):
         from distill.student import load_checkpoint
 
@@ -91,13 +76,14 @@ def describe_data(cfg: Any, ctx: DataContext, sources: Mapping[str, GroupSource]
     data: list[dict[str, Any]] = []
     for name, src in sources.items():
         weight = _source_weight(cfg, name)
-        for t in _teacher_of(src):
-            key = (t["name"], t["version"])
+        for teacher_id in src.teacher_ids():
+            key = _split_id(teacher_id)
             teachers[key] = max(teachers.get(key, 0.0), weight)
         data += _data_of(src, ctx, int(pairs_seen.get(name, 0)))
-    research = [d["name"] for d in data if not d["license"].startswith(("permissive", "that of"))]
+    research = [d["name"] for d in data if not d["license"].startswith("permissive")]
     license_ = cfg.license or (
-        "research and non-commercial use only: trained on research-use data (" + "; ".join(research) + ")"
+        "research and non-commercial use only: trained on data that is not all permissively licensed ("
+        + "; ".join(research) + ")"
         if research
         else "Apache-2.0 (trained on permissively licensed photos only)"
     )

@@ -215,6 +215,7 @@ class Run:
         self.labellers: dict[str, TeacherLabeller] = {}
         self.loaders: dict[str, Iterator[dict[str, Any]]] = {}
         self.stage_index = -1
+        self._evaluated: tuple[int, Any] = (-1, None)  # (step, evaluate() result) of the latest validation
         if resume:
             self.load_resume(self.out / "last.pt")
         if self.dist.main:
@@ -346,7 +347,8 @@ class Run:
         metrics = None
         if self.dist.main:
             assert self.val is not None
-            metrics, _ = evaluate(self.model, self.eval_tf, self.val, self.cfg, device=self.device)
+            metrics, raw = evaluate(self.model, self.eval_tf, self.val, self.cfg, device=self.device)
+            self._evaluated = (self.state.step, (metrics, raw))
             self.log({"kind": "val", "step": self.state.step, **metrics})
             if stage_end:
                 self.state.stage_metrics.append({"stage": stage.name, "step": self.state.step, **metrics})
@@ -368,7 +370,9 @@ class Run:
         if not self.dist.main:
             return None
         assert self.val is not None
-        fields = finalize(self.model, self.eval_tf, self.val, self.cfg, device=self.device)
+        step, evaluated = self._evaluated
+        fields = finalize(self.model, self.eval_tf, self.val, self.cfg, device=self.device,
+                          evaluated=evaluated if step == self.state.step else None)  # fmt: skip
         fields["metrics"]["stages"] = self.state.stage_metrics
         path = self.save("final.pt", **fields)
         (self.out / "final_metrics.json").write_text(json.dumps(fields["metrics"], indent=2) + "\n")

@@ -28,13 +28,11 @@ import torch
 from distill.calibration import display_calibration, fit_pair_temperature, pair_calibration
 from distill.data import DataContext, Group, edit_group, photo_tags, stable_key
 from distill.registry import EDITS
+from distill.teachers.mos import MOS_RANGE as BIQ2021_MOS_RANGE
 from redaes_lite.eval.metrics import plcc_logistic, srcc
 from redaes_lite.preprocess import load_image
 
 __all__ = ["ValSets", "evaluate", "finalize"]
-
-BIQ2021_MOS_RANGE = (0.0, 1.0)
-
 
 @dataclass
 class ValSets:
@@ -113,7 +111,11 @@ def edit_metrics(u: np.ndarray, f: np.ndarray, val: ValSets, *, factors: Sequenc
     d_pred, d_true = u[:, 1:] - u[:, :1], target[:, 1:]
     scored = np.abs(d_true) > min_delta
     agree = _agree(d_pred, d_true)
-    out = {"edit_acc": float(agree[scored].mean()) if scored.any() else math.nan, "edit_pairs": int(scored.sum())}
+    out = {
+        "edit_acc": float(agree[scored].mean()) if scored.any() else math.nan,
+        "edit_acc_all": float(agree[d_true != 0].mean()) if (d_true != 0).any() else math.nan,
+        "edit_pairs": int(scored.sum()),
+    }
     rhos = [srcc(u[g], target[g]) for g in range(len(u))]
     rhos = [r for r in rhos if not math.isnan(r)]
     out["edit_srcc"] = float(np.mean(rhos)) if rhos else math.nan
@@ -155,21 +157,25 @@ def evaluate(model: torch.nn.Module, eval_tf: Any, val: ValSets, cfg: Any, *,
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}, raw
 
 
-def finalize(model: torch.nn.Module, eval_tf: Any, val: ValSets, cfg: Any, *,
-             device: torch.device) -> dict[str, Any]:  # fmt: skip
-    """Temperature (edit + MOS validation pairs) and display calibration (BIQ2021 validation)."""
-    metrics, raw = evaluate(model, eval_tf, val, cfg, device=device)
-    deltas, outcomes = [raw["edit_dpred"]], [raw["edit_outcome"]]
-    if "mos_utility" in raw:
-        md, mo = mos_pairs(raw["mos_utility"], val.mos, margin=cfg.val.mos_pair_margin)
-        deltas.append(md)
-        outcomes.append(mo)
-    temperature = fit_pair_temperature(np.concatenate(deltas), np.concatenate(outcomes))
+def finalize(model: torch.nn.Module, eval_tf: Any, val: ValSets, cfg: Any, *, device: torch.device,
+             evaluated: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Temperature (edit + MOS validation pairs) and display calibration (BIQ2021 validation).
+
+    ``evaluated``: :func:`evaluate`'s result for the current weights, when the caller has it already.
+    """
+    metrics, raw = evaluated or evaluate(model, eval_tf, val, cfg, device=device)
+    metrics = dict(metrics)
+    edit = (raw["edit_dpred"], raw["edit_outcome"])
+    mos = mos_pairs(raw["mos_utility"], val.mos, margin=cfg.val.mos_pair_margin) if "mos_utility" in raw else None
+    use_mos = cfg.val.fit_on_mos and mos is not None
+    fit_on = [edit, mos] if use_mos else [edit]
+    temperature = fit_pair_temperature(np.concatenate([d for d, _ in fit_on]), np.concatenate([o for _, o in fit_on]))
     metrics["temperature"] = temperature
-    for kind, d, o in zip(("edit", "mos"), deltas, outcomes):
-        report = pair_calibration(d, o, temperature=temperature)
-        metrics[f"ece_{kind}"], metrics[f"pairs_{kind}"] = report["ece"], report["n"]
-    if "mos_utility" in raw:
+    for kind, pairs in (("edit", edit), ("mos", mos)):
+        if pairs is not None:  # MOS pairs are measured even when not fitted on
+            report = pair_calibration(*pairs, temperature=temperature)
+            metrics[f"ece_{kind}"], metrics[f"pairs_{kind}"] = report["ece"], report["n"]
+    if use_mos:
         calibration = display_calibration(
             raw["mos_utility"], val.mos, mos_range=BIQ2021_MOS_RANGE,
             fitted_on=f"biq2021 validation split ({len(val.mos)} images): utility quantiles -> MOS x 10 quantiles",
