@@ -267,3 +267,19 @@ def test_readme_test_command_is_what_ci_runs():
     command = "HF_HUB_OFFLINE=1 python -m pytest -q -p no:cacheprovider"
     assert command in README.read_text() and '"$PY" -m pytest -q -p no:cacheprovider' in ci
     assert "HF_HUB_OFFLINE=1" in ci
+
+
+def test_embedded_models_resolve_by_name_and_must_match_their_sha256(tmp_path, monkeypatch):
+    from redaes_lite import session
+
+    monkeypatch.setattr(session, "_MODELS_DIR", tmp_path)
+    path = make_tiny_model(tmp_path / "permissive", license="permissive data only")
+    assert load("permissive").info.license == "permissive data only"
+    sidecar_path(path).unlink()
+    with pytest.raises(ModelError, match="no model.json"):
+        load("permissive", threads=2)  # a new cache key: verified afresh
+    make_tiny_model(tmp_path / "default")
+    other = make_tiny_model(tmp_path / "other", version="9")
+    shutil.copy(sidecar_path(other), sidecar_path(tmp_path / "default" / "model.onnx"))
+    with pytest.raises(ModelError, match="sha256"):
+        load()
