@@ -22,11 +22,10 @@ DEFAULT_PARITY = 200
 
 
 def data_roots() -> tuple[Path, Path]:
-    """``(photos root, BIQ2021 root)`` as the training config names them, so both stages read one place."""
-    from distill.config import DataConfig
+    """``(photos root, BIQ2021 root)`` under the split's data root (``REDAES_DATA`` overrides it)."""
+    from distill.splits import DATA_ROOT
 
-    cfg = DataConfig()
-    return Path(cfg.photos), Path(cfg.biq2021)
+    return DATA_ROOT / "photos", DATA_ROOT / "biq2021"
 
 
 def _spread(items: Sequence[Path], n: int) -> list[Path]:

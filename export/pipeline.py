@@ -3,7 +3,7 @@
 Layout of ``out`` (each folder is what an app embeds, e.g. as ``redaes_lite/models/<name>/``)::
 
     fp32/model.onnx  fp32/model.json
-    int8/model.onnx  int8/model.json          --int8 (mode chosen by measurement with "auto")
+    int8/model.onnx  int8/model.json          --int8 (with "auto": the mode chosen by measurement, if any passes)
     fp16/model.onnx  fp16/model.json          --fp16 (weights stored fp16, computed fp32)
     fp32-ort/, int8-ort/: model.ort  model.json  required_operators.config     --ort
     export_report.json  export_report.md
@@ -77,9 +77,14 @@ def choose_int8(
     calibration: Sequence[ImageInput],
     parity: Photos,
     min_images: int = MIN_IMAGES,
-) -> tuple[Path, Gate, dict[str, Any]]:
+) -> tuple[Path | None, Gate | None, dict[str, Any]]:
     """Quantise with each candidate mode, gate each against fp32 and keep the fastest that passes (1 thread,
-    batch 1). Returns ``(file, its gate, the choice record)``; raises :class:`ParityError` if none passes."""
+    batch 1). Returns ``(file, its gate, the choice record)``.
+
+    A named mode (``dynamic``, ``qdq``) that fails its gate raises :class:`ParityError`. With ``auto`` the
+    choice is a measurement and "no int8" is one of its outcomes: if no mode passes, the result is
+    ``(None, None, record)`` with every candidate's figures, and no int8 file is written.
+    """
     modes = INT8_MODES if mode == "auto" else (f"int8-{mode}",)
     tried: dict[str, dict[str, Any]] = {}
     passed: dict[str, tuple[Path, Gate]] = {}
@@ -88,18 +93,23 @@ def choose_int8(
         try:
             gate = ranking_gate(fp32, path, parity, min_images=min_images)
         except ParityError as e:
-            tried[m] = {"passed": False, "error": str(e), "figures": e.gate.figures if e.gate else {}}
+            if mode != "auto":
+                raise
+            tried[m] = {"passed": False, "error": str(e), "figures": e.gate.figures}
             continue
         ms = latency_ms(path, threads=1, batch=1, repeats=5)
         tried[m] = {"passed": True, "figures": gate.figures, "threads1_batch1_ms": round(ms, 3)}
         passed[m] = (path, gate)
     if not passed:
-        errors = "; ".join(t["error"] for t in tried.values())
-        raise ParityError(f"no int8 mode passed its gate: {errors}", gate=None)
+        return None, None, {"mode": "none", "reason": "no int8 mode passed the gate; no int8 file written",
+                            "candidates": tried}  # fmt: skip
     best = min(passed, key=lambda m: tried[m]["threads1_batch1_ms"])
-    reason = "the only mode asked for" if len(modes) == 1 else (
-        "fastest at 1 thread, batch 1, of the modes that passed the gate" if len(passed) > 1 else "the only mode that passed the gate"
-    )  # fmt: skip
+    if mode != "auto":
+        reason = "the mode asked for"
+    elif len(passed) > 1:
+        reason = "fastest at 1 thread, batch 1, of the modes that passed the gate"
+    else:
+        reason = "the only mode that passed the gate"
     return passed[best][0], passed[best][1], {"mode": best, "reason": reason, "candidates": tried}
 
 
@@ -121,8 +131,11 @@ def _build(
         path, gate, choice = choose_int8(files["fp32"], stage, mode=opts.int8, calibration=opts.calibration,
                                          parity=parity, min_images=opts.min_parity)  # fmt: skip
         record["int8_choice"] = choice
-        files["int8"] = path.parent.rename(stage / "int8") / MODEL_FILE
-        gates.append(dataclasses.replace(gate, candidate=str(files["int8"])).to_dict())
+        if path is None:
+            progress(f"int8: {choice['reason']} (figures in the report)")
+        else:
+            files["int8"] = path.parent.rename(stage / "int8") / MODEL_FILE
+            gates.append(dataclasses.replace(gate, candidate=str(files["int8"])).to_dict())
     if opts.fp16:
         progress("fp16 weights")
         files["fp16"] = fp16_weights(files["fp32"], stage / "fp16" / MODEL_FILE)

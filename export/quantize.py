@@ -3,9 +3,13 @@
 Both int8 modes call ``onnxruntime.quantization`` directly (``optimum`` adds nothing for a plain ONNX file).
 Which one suits a graph is measured, not assumed (``pipeline.choose_int8``): dynamic int8 turns a CNN's
 convolutions into ``ConvInteger``, which ONNX Runtime runs many times slower than fp32, while static QDQ with
-per-channel weights keeps them fast. QDQ is restricted to ``Conv``/``MatMul``/``Gemm``: quantising
-LayerNorm/Softmax/GELU destroyed a ViT's ranking. Calibration pixels come through
-:func:`redaes_lite.preprocess.preprocess` with the model's own spec, like every other pixel.
+per-channel weights keeps them fast. QDQ is restricted to ``Conv``/``MatMul``/``Gemm`` (quantising
+LayerNorm/Softmax/GELU destroyed a ViT's ranking) plus the range-only activations ``Clip``/``Relu``: listing
+them lets the quantiser give a convolution's output the activation's range (ReLU6: [0, 6]) instead of the
+raw min/max, and remove them. On an ImageNet EfficientNet-Lite0 with a MOS-probe head that took the int8
+file's Spearman against fp32 from 0.83 to 0.985 (``python -m export.benchmark``). The utility and factor
+heads stay fp32 (:func:`head_nodes`). Calibration pixels come through :func:`redaes_lite.preprocess.preprocess`
+with the model's own spec, like every other pixel.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from .errors import ExportError
 from .metadata import read_info, stamp, with_quantization
 from .onnx import INPUT
 
-__all__ = ["INT8_MODES", "QDQ_OPS", "PixelReader", "fp16_weights", "head_nodes", "quantize_int8"]
+__all__ = ["INT8_MODES", "QDQ_ACTIVATIONS", "QDQ_OPS", "PixelReader", "fp16_weights", "head_nodes", "quantize_int8"]
 
 INT8_MODES = ("int8-dynamic", "int8-qdq")
 QDQ_OPS = ("Conv", "MatMul", "Gemm")
+# Activations that only clamp a range: quantised together with the op before them, then removed.
+QDQ_ACTIVATIONS = ("Clip", "Relu")
 # Ops that only select or reshape values between a head and a graph output.
 _SELECTORS = frozenset({"Gather", "Slice", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Split"})
 # Tensors smaller than this (biases, scalars) stay fp32: they cost nothing and fp16 buys nothing there.
@@ -124,12 +130,13 @@ def quantize_int8(
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         keep = head_nodes(onnx.load(str(pre)))
-        common = {"op_types_to_quantize": list(QDQ_OPS), "nodes_to_exclude": keep, "weight_type": QuantType.QInt8}
+        common = {"nodes_to_exclude": keep, "weight_type": QuantType.QInt8}
         if reader is None:
-            quantize_dynamic(pre, out, **common)
+            quantize_dynamic(pre, out, op_types_to_quantize=list(QDQ_OPS), **common)
         else:
             quantize_static(pre, out, _as_ort_reader(reader), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, **common)  # fmt: skip
+                            op_types_to_quantize=[*QDQ_OPS, *QDQ_ACTIVATIONS], activation_type=QuantType.QUInt8,
+                            **common)  # fmt: skip
     stamp(out, with_quantization(info, mode))
     return out
 

@@ -109,6 +109,11 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     choice = report.get("int8_choice")
     if choice:
         lines += [f"int8: **{choice.get('mode')}** — {choice.get('reason')}", ""]
+        for mode, c in choice.get("candidates", {}).items():
+            figs = ", ".join(f"{k} {_fmt(v)}" for k, v in c.get("figures", {}).items())
+            ms = f", {_fmt(c['threads1_batch1_ms'])} ms" if "threads1_batch1_ms" in c else ""
+            lines.append(f"- {mode}: {'passed' if c.get('passed') else 'failed'}{ms}; {figs}")
+        lines.append("")
     gates = report.get("gates", [])
     if gates:
         lines += ["| gate | candidate | photos | figures | passed |", "|---|---|---|---|---|"]

@@ -250,6 +250,20 @@ def test_export_all_ships_nothing_when_a_gate_fails(data: dict, tmp_path: Path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export_report.json", "export_report.md"]
 
 
+def test_int8_auto_writes_no_int8_when_no_mode_passes(data: dict, fp32: Path, tmp_path: Path, monkeypatch) -> None:
+    def strict(reference, candidate, images, **kw):
+        return ranking_gate(reference, candidate, images, **{**kw, "min_pairwise": 1.01})
+
+    monkeypatch.setattr(pipeline, "ranking_gate", strict)
+    args = dict(calibration=data["calibration"], parity=data["parity"], min_images=N_PARITY)
+    path, gate, choice = pipeline.choose_int8(fp32, tmp_path, mode="auto", **args)
+    assert (path, gate, choice["mode"]) == (None, None, "none")
+    assert set(choice["candidates"]) == {"int8-dynamic", "int8-qdq"}
+    assert not any(c["passed"] for c in choice["candidates"].values())
+    with pytest.raises(ParityError, match="pairwise agreement"):
+        pipeline.choose_int8(fp32, tmp_path, mode="qdq", **args)
+
+
 def test_cli_exit_codes(data: dict, fp32: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     import export.photos
 
@@ -266,3 +280,15 @@ def test_cli_exit_codes(data: dict, fp32: Path, tmp_path: Path, monkeypatch, cap
     with pytest.raises(SystemExit) as usage:
         main(["quantize", str(fp32), str(tmp_path / "q.onnx"), "--mode", "int4"])
     assert usage.value.code == 2
+
+
+def test_split_photos_are_held_out_and_deterministic() -> None:
+    from export.photos import calibration_photos, data_roots, parity_photos
+
+    if not all(root.is_dir() for root in data_roots()):
+        pytest.skip("shared photo data not present")
+    calibration, parity = calibration_photos(), parity_photos()
+    assert (len(calibration), len(parity)) == (128, 200) and not set(calibration) & set(parity)
+    assert parity == parity_photos() and calibration == calibration_photos()
+    with pytest.raises(ExportError, match="held-out photos"):
+        parity_photos(100_000)
