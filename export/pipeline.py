@@ -27,7 +27,16 @@ from redaes_lite.preprocess import ImageInput
 from .checkpoint import read_checkpoint
 from .errors import ExportError, ParityError
 from .onnx import DEFAULT_OPSET, export_onnx
-from .parity import MIN_IMAGES, Gate, PhotoSet, Photos, identical_ranking_gate, ranking_gate, torch_gate
+from .parity import (
+    MIN_IMAGES,
+    Gate,
+    PhotoSet,
+    Photos,
+    identical_ranking_gate,
+    ranking_gate,
+    stability,
+    torch_gate,
+)
 from .quantize import INT8_MODES, fp16_weights, quantize_int8
 from .report import describe_file, latency_ms, machine, measure_latencies, write_report
 
@@ -126,6 +135,8 @@ def _build(
     files = {"fp32": export_onnx(checkpoint, stage / "fp32" / MODEL_FILE, exporter=opts.exporter, opset=opts.opset)}
     progress(f"gate torch vs fp32 on {min(opts.torch_images, len(parity))} photos")
     gates.append(torch_gate(checkpoint, files["fp32"], parity[: opts.torch_images]).to_dict())
+    if opts.int8 != "none" or opts.fp16:
+        record["fp32_stability"] = stability(files["fp32"], parity)
     if opts.int8 != "none":
         progress(f"int8 ({opts.int8}): quantising, gating on {len(parity)} photos")
         path, gate, choice = choose_int8(files["fp32"], stage, mode=opts.int8, calibration=opts.calibration,

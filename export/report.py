@@ -106,6 +106,10 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             cells = [f"`{f['path']}`", f["quantization"], _fmt(f["mib"]), *(_fmt(lat.get(k, "")) for k in lat_keys)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    stable = report.get("fp32_stability")
+    if stable:
+        figs = ", ".join(f"{k} {_fmt(v)}" for k, v in stable.items())
+        lines += [f"fp32 against itself under invisible input changes (context, not a gate): {figs}", ""]
     choice = report.get("int8_choice")
     if choice:
         lines += [f"int8: **{choice.get('mode')}** — {choice.get('reason')}", ""]

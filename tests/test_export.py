@@ -223,6 +223,7 @@ def test_export_all_writes_gated_files_and_report(data: dict, tmp_path: Path) ->
     assert {g["name"] for g in report["gates"]} == {"torch-onnx", "fp32-reduced", "onnx-ort"}
     assert all(g["passed"] for g in report["gates"])
     assert set(report["latency_ms"]["int8"]) == {"threads1_batch1", "threads1_batch4"}
+    assert 0.5 < report["fp32_stability"]["noise_spearman"] <= 1.0
     for name, f in report["files"].items():
         path = tmp_path / f["path"]
         assert f["bytes"] == path.stat().st_size and read_sidecar(path.with_suffix(".json")).sha256 == f["sha256"]
