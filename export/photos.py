@@ -30,6 +30,8 @@ def data_roots() -> tuple[Path, Path]:
 
 def _spread(items: Sequence[Path], n: int) -> list[Path]:
     """``n`` items evenly spaced over ``items`` (all of them if there are fewer): varied scenes, deterministic."""
+    if n <= 0:
+        return []
     if n >= len(items):
         return list(items)
     step = len(items) / n

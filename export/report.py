@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from redaes_lite._atomic import atomic_open
-from redaes_lite.metadata import sha256_file
+from redaes_lite.metadata import read_sidecar, sha256_file, sidecar_path
 
 from .metadata import read_info
 from .onnx import INPUT
@@ -61,26 +61,32 @@ def measure_latencies(
 
 
 def describe_file(path: str | os.PathLike, *, root: str | os.PathLike) -> dict[str, Any]:
-    """Size, sha256 and quantization of one exported file, its path relative to ``root``."""
+    """Size, sha256, opset and quantization of one exported file, its path relative to ``root``."""
     path = Path(path)
+    side = sidecar_path(path)
     return {
         "path": str(path.relative_to(root)),
         "bytes": path.stat().st_size,
         "mib": round(path.stat().st_size / 2**20, 3),
         "sha256": sha256_file(path),
+        "opset": read_sidecar(side).opset if side.is_file() else None,
         "quantization": read_info(path).quantization,
     }
 
 
 def machine() -> dict[str, Any]:
-    """Where the figures were measured."""
+    """Where and with what the files were made and measured."""
+    import onnx
     import onnxruntime
+    import torch
 
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
 
