@@ -1,18 +1,24 @@
 """``python -m distill train|label|edits``: the training tool chain's command line (thin).
 
-    python -m distill train distill/configs/tiny.yaml --set steps=200 --out runs/tiny
-    python -m distill train distill/configs/tiny.yaml --out runs/tiny --resume
-    torchrun --nproc_per_node 4 -m distill train distill/configs/teacher.yaml
-    python -m distill label --teacher PATH_OR_ID --pairs pairs.jsonl --out labels.jsonl
-    python -m distill edits --out runs/edit-pairs --groups 100 --split train
+python -m distill train distill/configs/tiny.yaml --set steps=200 --out runs/tiny
+python -m distill train distill/configs/tiny.yaml --out runs/tiny --resume
+torchrun --nproc_per_node 4 -m distill train distill/configs/teacher.yaml
+python -m distill label --teacher PATH_OR_ID --pairs pairs.jsonl --out labels.jsonl
+python -m distill edits --out runs/edit-pairs --groups 100 --split train
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+
+# Idle OpenMP threads sleep instead of spinning: on a shared CPU, a spinning torch thread waiting for a
+# descheduled sibling made training steps 4-6x slower here (2 cores, other jobs running). It must be set
+# before torch is imported; a value already in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -42,8 +48,9 @@ def _train(args: argparse.Namespace) -> int:
 def _edits(args: argparse.Namespace) -> int:
     from distill.edit_pairs import write_edit_pairs
 
-    n = write_edit_pairs(args.out, groups=args.groups, group_size=args.group_size, split=args.split,
-                         seed=args.seed, size=args.size)  # fmt: skip
+    n = write_edit_pairs(
+        args.out, groups=args.groups, group_size=args.group_size, split=args.split, seed=args.seed, size=args.size
+    )
     print(json.dumps({"pairs": n, "out": str(args.out)}))
     return 0
 
@@ -51,26 +58,45 @@ def _edits(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m distill", description="redaes-lite training tool chain")
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a student from a YAML config", description=(
-        "Train a student. Output folder: config.yaml, metrics.jsonl, last.pt (resume), best.pt, final.pt "
-        "(export). Ctrl-C stops cleanly and writes last.pt. Multi-GPU: torchrun --nproc_per_node N -m distill train ..."
-    ))  # fmt: skip
+    t = sub.add_parser(
+        "train",
+        help="train a student from a YAML config",
+        description=(
+            "Train a student. Output folder: config.yaml, metrics.jsonl, last.pt (resume), best.pt, final.pt "
+            "(export). Ctrl-C stops cleanly and writes last.pt. Multi-GPU: torchrun --nproc_per_node N -m distill train ..."
+        ),
+    )
     t.add_argument("config", help="YAML config (see distill/configs/)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set steps=500 --set sources.edit.weight=0.5")  # fmt: skip
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set steps=500 --set sources.edit.weight=0.5",
+    )
     t.add_argument("--out", help="output folder (overrides the config's out)")
-    t.add_argument("--labels", action="append", metavar="JSONL",
-                   help="also train on this pair-label file (any teacher; repeatable)")  # fmt: skip
+    t.add_argument(
+        "--labels",
+        action="append",
+        metavar="JSONL",
+        help="also train on this pair-label file (any teacher; repeatable)",
+    )
     t.add_argument("--labels-root", metavar="DIR", help="image root of --labels files (default: each file's folder)")
     t.add_argument("--labels-only", action="store_true", help="train on the --labels files alone")
     t.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.pt")
-    t.add_argument("--until", type=int, metavar="STEP",
-                   help="stop at this step and write last.pt (for sessions shorter than the run)")  # fmt: skip
+    t.add_argument(
+        "--until",
+        type=int,
+        metavar="STEP",
+        help="stop at this step and write last.pt (for sessions shorter than the run)",
+    )
     t.set_defaults(func=_train)
     sub.add_parser("label", help="label pairs with a teacher (see: python -m distill label --help)", add_help=False)
-    e = sub.add_parser("edits", help="write edit pairs (images + oracle pair-label JSONL) for other teachers",
-                       description="Write source photos and random edits as PNGs plus edit-oracle labels "
-                                   "(pairs.jsonl, images referenced as sha256:<hex> files in OUT).")  # fmt: skip
+    e = sub.add_parser(
+        "edits",
+        help="write edit pairs (images + oracle pair-label JSONL) for other teachers",
+        description="Write source photos and random edits as PNGs plus edit-oracle labels "
+        "(pairs.jsonl, images referenced as sha256:<hex> files in OUT).",
+    )
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--groups", type=int, default=100, help="source photos drawn (with replacement)")
     e.add_argument("--group-size", type=int, default=4, help="source + this many minus one edits")

@@ -16,13 +16,14 @@ checkpoint; export copies them into ``redaes.temperature`` and ``redaes.calibrat
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from redaes_lite.eval.metrics import expected_calibration_error
 
-__all__ = ["display_calibration", "pair_calibration", "fit_pair_temperature"]
+__all__ = ["display_calibration", "fit_pair_temperature", "pair_calibration"]
 
 # Quantile levels of the knots: dense at the tails, where a display score is read most critically,
 # and not at 0 / 1 exactly so one outlier cannot set the slope of an end segment.

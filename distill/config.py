@@ -170,8 +170,17 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     factors: list[str] = field(
         default_factory=lambda: [
-            "exposure", "contrast", "saturation", "white_balance", "sharpness", "noise",
-            "compression", "haze", "vignetting", "tilt", "composition",
+            "exposure",
+            "contrast",
+            "saturation",
+            "white_balance",
+            "sharpness",
+            "noise",
+            "compression",
+            "haze",
+            "vignetting",
+            "tilt",
+            "composition",
         ]
     )
     student: StudentConfig = field(default_factory=StudentConfig)

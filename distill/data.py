@@ -31,9 +31,10 @@ import hashlib
 import os
 import random
 import signal
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ class DataContext:
     val_names: frozenset[str] = field(default_factory=frozenset)  # every validation file name
 
     @classmethod
-    def from_config(cls, cfg: Any, spec: PreprocessSpec) -> "DataContext":
+    def from_config(cls, cfg: Any, spec: PreprocessSpec) -> DataContext:
         """Read the committed splits (``distill.splits``), the photo manifest and BIQ2021 labels."""
         from distill.splits import load_split, read_manifest
         from distill.teachers.mos import read_labels
@@ -163,8 +164,9 @@ class GroupSource:
     kind = "base"
     datasets: tuple[str, ...] = ()
 
-    def __init__(self, name: str, *, group_size: int, groups: int, seed: int, factors: Sequence[str],
-                 scale: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, *, group_size: int, groups: int, seed: int, factors: Sequence[str], scale: float = 1.0
+    ) -> None:
         self.name = name
         self.group_size = group_size
         self.groups = groups
@@ -208,8 +210,9 @@ class EditGroups(GroupSource):
     kind = "edit"
     datasets = ("photos",)
 
-    def __init__(self, name: str, ctx: DataContext, oracle: Any, *, split: str = "train",
-                 n_ops: int | None = None, **kw: Any) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, ctx: DataContext, oracle: Any, *, split: str = "train", n_ops: int | None = None, **kw: Any
+    ) -> None:
         super().__init__(name, factors=ctx.factors, **kw)
         self.ctx, self.oracle, self.n_ops = ctx, oracle, n_ops
         self.rows = ctx.photos[split]
@@ -228,8 +231,15 @@ class EditGroups(GroupSource):
         return [self.oracle.id]
 
 
-def edit_group(ctx: DataContext, row: dict[str, Any], recipes: list[list[dict]], oracle: Any,
-               rng: np.random.Generator, *, factors: Sequence[str]) -> Group:  # fmt: skip
+def edit_group(
+    ctx: DataContext,
+    row: dict[str, Any],
+    recipes: list[list[dict]],
+    oracle: Any,
+    rng: np.random.Generator,
+    *,
+    factors: Sequence[str],
+) -> Group:
     """The source photo and its edits, with oracle targets; shared by training and validation sets."""
     from distill import edits
 
@@ -300,7 +310,9 @@ class CrossGroups(MosGroups):
         n_photos = len(self.ctx.photos["train"])
         picks = rng.choice(n_photos + len(self.items), self.group_size, replace=False)
         images = [
-            self.ctx.photo(self.ctx.photos["train"][i]) if i < n_photos else self.ctx.biq_image(self.items[i - n_photos][0])
+            self.ctx.photo(self.ctx.photos["train"][i])
+            if i < n_photos
+            else self.ctx.biq_image(self.items[i - n_photos][0])
             for i in picks
         ]
         return Group(images, np.full(len(images), np.nan), self.unknown_factors(len(images)))
@@ -370,10 +382,17 @@ class TeacherGroups(GroupSource):
     teacher may see another size); the trainer's :class:`TeacherLabeller` fills ``target`` on its device.
     """
 
-    def __init__(self, teacher_checkpoint: str | os.PathLike, inner: GroupSource, *,
-                 teacher_spec: PreprocessSpec | None = None) -> None:  # fmt: skip
-        super().__init__(inner.name, group_size=inner.group_size, groups=inner.groups, seed=inner.seed,
-                         factors=inner.factors, scale=inner.scale)  # fmt: skip
+    def __init__(
+        self, teacher_checkpoint: str | os.PathLike, inner: GroupSource, *, teacher_spec: PreprocessSpec | None = None
+    ) -> None:
+        super().__init__(
+            inner.name,
+            group_size=inner.group_size,
+            groups=inner.groups,
+            seed=inner.seed,
+            factors=inner.factors,
+            scale=inner.scale,
+        )
         self.inner, self.checkpoint = inner, Path(teacher_checkpoint)
         self.kind, self.datasets = inner.kind, inner.datasets
         self.teacher_spec = teacher_spec or TeacherLabeller.read_spec(self.checkpoint)
@@ -399,8 +418,15 @@ class TeacherGroups(GroupSource):
 class TeacherLabeller:
     """A frozen teacher Student on the trainer's device: fills a :class:`TeacherGroups` batch's targets."""
 
-    def __init__(self, checkpoint: str | os.PathLike, *, factors: Sequence[str], scale: float = 1.0,
-                 use_factors: bool = True, device: torch.device | str = "cpu") -> None:  # fmt: skip
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        *,
+        factors: Sequence[str],
+        scale: float = 1.0,
+        use_factors: bool = True,
+        device: torch.device | str = "cpu",
+    ) -> None:
         from distill.student import load_student
 
         self.model = load_student(checkpoint).to(device).eval()
@@ -452,8 +478,9 @@ class _BatchStream(torch.utils.data.IterableDataset):
             j += nw
 
 
-def batch_loader(source: GroupSource, transform: Transform, *, start: int, num_workers: int,
-                 rank: int = 0, world: int = 1) -> Iterator[dict[str, Any]]:  # fmt: skip
+def batch_loader(
+    source: GroupSource, transform: Transform, *, start: int, num_workers: int, rank: int = 0, world: int = 1
+) -> Iterator[dict[str, Any]]:
     """An endless iterator of batches ``start, start+1, ...`` of ``source``, built by ``num_workers``."""
     stream = _BatchStream(source, transform, start=start, rank=rank, world=world)
     loader = torch.utils.data.DataLoader(

@@ -34,8 +34,16 @@ def _store(im: Image.Image, out: Path) -> str:
     return ref
 
 
-def write_edit_pairs(out: str | os.PathLike, *, groups: int, group_size: int = 4, split: str = "train",
-                     seed: int = 0, size: int = 512, photos: str | os.PathLike | None = None) -> int:  # fmt: skip
+def write_edit_pairs(
+    out: str | os.PathLike,
+    *,
+    groups: int,
+    group_size: int = 4,
+    split: str = "train",
+    seed: int = 0,
+    size: int = 512,
+    photos: str | os.PathLike | None = None,
+) -> int:
     """Write ``groups`` edit groups under ``out``; returns the number of pairs in ``pairs.jsonl``."""
     from distill import edits
     from distill.data import photo_tags

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from distill.data import DataContext, GroupSource, LabelledPairs, TeacherGroups
 
-__all__ = ["describe_data", "data_hashes", "file_sha256"]
+__all__ = ["data_hashes", "describe_data", "file_sha256"]
 
 BIQ2021_LICENSE = "research use (BIQ2021: no licence stated by its authors; subset ss03 from Unsplash)"
 
@@ -35,7 +36,9 @@ def _split_id(teacher_id: str) -> tuple[str, str]:
 def _source_weight(cfg: Any, name: str) -> float:
     """The largest weight a source has in the base config or any stage."""
     weights = [cfg.sources[name].weight] if name in cfg.sources else []
-    weights += [float(s.sources[name].get("weight", weights[0] if weights else 1.0)) for s in cfg.stages if name in s.sources]
+    weights += [
+        float(s.sources[name].get("weight", weights[0] if weights else 1.0)) for s in cfg.stages if name in s.sources
+    ]
     return float(max(weights, default=1.0))
 
 
@@ -53,13 +56,18 @@ def _data_of(src: GroupSource, ctx: DataContext, pairs: int) -> list[dict[str, A
     inner = src.inner if isinstance(src, TeacherGroups) else src
     out = []
     if "photos" in src.datasets:
-        out.append({"name": f"redaes photos, train split ({len(ctx.photos['train'])} photos)",
-                    "license": _photo_licence(ctx)})  # fmt: skip
+        out.append(
+            {"name": f"redaes photos, train split ({len(ctx.photos['train'])} photos)", "license": _photo_licence(ctx)}
+        )
     if "biq2021" in src.datasets:
         out.append({"name": f"BIQ2021 train split ({len(ctx.biq['train'])} images)", "license": BIQ2021_LICENSE})
     if isinstance(inner, LabelledPairs):
-        out.append({"name": f"pair labels {inner.path.name} ({len(inner.records)} pairs)",
-                    "license": f"unknown: that of the images under {inner.root}"})  # fmt: skip
+        out.append(
+            {
+                "name": f"pair labels {inner.path.name} ({len(inner.records)} pairs)",
+                "license": f"unknown: that of the images under {inner.root}",
+            }
+        )
     if isinstance(src, TeacherGroups):
         from distill.student import load_checkpoint
 
@@ -70,7 +78,9 @@ def _data_of(src: GroupSource, ctx: DataContext, pairs: int) -> list[dict[str, A
     return out
 
 
-def describe_data(cfg: Any, ctx: DataContext, sources: Mapping[str, GroupSource], pairs_seen: Mapping[str, int]) -> dict[str, Any]:
+def describe_data(
+    cfg: Any, ctx: DataContext, sources: Mapping[str, GroupSource], pairs_seen: Mapping[str, int]
+) -> dict[str, Any]:
     """``teachers``, ``training_data``, ``license`` and ``data_hashes`` checkpoint fields."""
     teachers: dict[tuple[str, str], float] = {}
     data: list[dict[str, Any]] = []
@@ -83,7 +93,8 @@ def describe_data(cfg: Any, ctx: DataContext, sources: Mapping[str, GroupSource]
     research = [d["name"] for d in data if not d["license"].startswith("permissive")]
     license_ = cfg.license or (
         "research and non-commercial use only: trained on data that is not all permissively licensed ("
-        + "; ".join(research) + ")"
+        + "; ".join(research)
+        + ")"
         if research
         else "Apache-2.0 (trained on permissively licensed photos only)"
     )
@@ -105,8 +116,10 @@ def data_hashes(ctx: DataContext, label_files: Sequence[str | os.PathLike] = ())
 
     out = {f"photos.{k}": digest([r["file"] for r in v]) for k, v in ctx.photos.items()}
     out |= {f"biq2021.{k}": digest([n for n, _, _ in v]) for k, v in ctx.biq.items()}
-    for name, path in (("photos/manifest.csv", ctx.photos_root / "manifest.csv"),
-                       ("biq2021/labels.csv", ctx.biq_root / "labels.csv")):  # fmt: skip
+    for name, path in (
+        ("photos/manifest.csv", ctx.photos_root / "manifest.csv"),
+        ("biq2021/labels.csv", ctx.biq_root / "labels.csv"),
+    ):
         if Path(path).exists():
             out[name] = file_sha256(path)
     for path in label_files:

@@ -25,11 +25,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 
 from distill.config import ConfigError, LossConfig, SourceConfig, TrainConfig, dump_config
@@ -37,7 +37,7 @@ from distill.data import DataContext, GroupSource, TeacherGroups, TeacherLabelle
 from distill.provenance import describe_data
 from distill.validation import ValSets, evaluate, finalize
 
-__all__ = ["train", "Run"]
+__all__ = ["Run", "train"]
 
 
 # --- setup ----------------------------------------------------------------------------------------
@@ -56,7 +56,7 @@ class Dist:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls) -> "Dist":
+    def from_env(cls) -> Dist:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls()
@@ -98,8 +98,11 @@ def make_optimizer(model: torch.nn.Module, losses: torch.nn.ModuleDict, cfg: Tra
         if p.requires_grad:
             groups.setdefault((name.startswith("trunk."), p.ndim > 1), []).append(p)
     params = [
-        {"params": ps, "weight_decay": o.weight_decay if decay else 0.0,
-         "lr": o.backbone_lr if trunk and o.backbone_lr is not None else o.lr}  # fmt: skip
+        {
+            "params": ps,
+            "weight_decay": o.weight_decay if decay else 0.0,
+            "lr": o.backbone_lr if trunk and o.backbone_lr is not None else o.lr,
+        }
         for (trunk, decay), ps in sorted(groups.items())
     ]
     if any(True for _ in losses.parameters()):
@@ -129,9 +132,13 @@ def build_student(cfg: TrainConfig) -> tuple[torch.nn.Module, Any, Any]:
 
     s = cfg.student
     return create_student(
-        s.backbone, factors=cfg.factors, pretrained=s.pretrained, img_size=list(s.input_size),
-        resize=s.resize, **s.overrides,
-    )  # fmt: skip
+        s.backbone,
+        factors=cfg.factors,
+        pretrained=s.pretrained,
+        img_size=list(s.input_size),
+        resize=s.resize,
+        **s.overrides,
+    )
 
 
 def git_commit() -> str:
@@ -141,7 +148,8 @@ def git_commit() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "distill", "redaes_lite"], cwd=root).returncode
+        diff = ["git", "diff", "--quiet", "HEAD", "--", "distill", "redaes_lite"]
+        dirty = subprocess.run(diff, cwd=root, check=False).returncode
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty else "")
@@ -167,7 +175,7 @@ class _StopFlag:
         self.stop = False
         self._old: Any = None
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> _StopFlag:
         self._old = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -177,7 +185,7 @@ class _StopFlag:
         self.stop = True
         print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self._old)
 
 
@@ -204,9 +212,10 @@ class Run:
         self.net: torch.nn.Module = self.model
         if self.dist.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,  # a stage may train without factor targets
-            )  # fmt: skip
+            )
         self.state = State()
         self.val = ValSets.build(self.ctx, cfg) if self.dist.main else None
         self.sources: dict[str, GroupSource] = {}
@@ -234,15 +243,24 @@ class Run:
                 self.sources[name] = build_source(name, scfg, self.ctx, seed=self.cfg.seed)
             src = self.sources[name]
             src.groups, src.scale = scfg.groups, scfg.scale
-            if isinstance(src, TeacherGroups) and name not in self.labellers:
+            if name in self.labellers:
+                self.labellers[name].scale = scfg.scale
+            elif isinstance(src, TeacherGroups):
                 self.labellers[name] = TeacherLabeller(
-                    src.checkpoint, factors=self.cfg.factors, scale=scfg.scale,
-                    use_factors=scfg.teacher_factors, device=self.device,
-                )  # fmt: skip
+                    src.checkpoint,
+                    factors=self.cfg.factors,
+                    scale=scfg.scale,
+                    use_factors=scfg.teacher_factors,
+                    device=self.device,
+                )
             self.loaders[name] = batch_loader(
-                src, self.train_tf, start=self.state.step, num_workers=self.cfg.num_workers,
-                rank=self.dist.rank, world=self.dist.world,
-            )  # fmt: skip
+                src,
+                self.train_tf,
+                start=self.state.step,
+                num_workers=self.cfg.num_workers,
+                rank=self.dist.rank,
+                world=self.dist.world,
+            )
         if self.dist.main and stage is not None:
             self.log({"kind": "stage", "step": self.state.step, "stage": stage.name, "sources": list(self.loaders)})
 
@@ -252,16 +270,15 @@ class Run:
             batch = next(it)
             if "teacher_images" in batch:
                 batch = self.labellers[name](batch)
-            batches[name] = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
-                             for k, v in batch.items()}  # fmt: skip
+            batches[name] = {
+                k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
         return batches
 
     # -- step --
 
     def compute_loss(self, batches: dict[str, dict[str, Any]]) -> tuple[torch.Tensor, dict[str, float]]:
         """One forward pass over every source's images; weighted sum of every loss on every source."""
-        from distill.losses import FactorLoss
-
         images = torch.cat([b["images"].flatten(0, 1) for b in batches.values()])
         utility, factors = self.net(images)
         total = utility.new_zeros(())
@@ -278,7 +295,8 @@ class Run:
                 if w == 0:
                     continue
                 fn = self.loss_fns[loss_name]
-                pred, target = (f, b["factor_target"]) if isinstance(fn, FactorLoss) else (u, b["target"])
+                # A loss over [G, M, K] (``dims == 3``) scores the factor heads, one over [G, M] the utility.
+                pred, target = (f, b["factor_target"]) if fn.dims == 3 else (u, b["target"])
                 out = fn(pred, target, weight=b["weight"], mask=b["mask"])
                 total = total + w * out["loss"]
                 parts[f"{name}/{loss_name}"] = float(out["loss"].detach())
@@ -326,8 +344,15 @@ class Run:
                 stage_end = stage is not None and (step == total or cfg.stage_at(step)[0] != index)
                 if self.dist.main and (step % cfg.log_every == 0 or step == total):
                     rate = seen / (time.perf_counter() - t0)
-                    self.log({"kind": "train", "step": step, "lr": self.scheduler.get_last_lr()[0],
-                              "steps_per_s": round(rate, 4), **parts})  # fmt: skip
+                    self.log(
+                        {
+                            "kind": "train",
+                            "step": step,
+                            "lr": self.scheduler.get_last_lr()[0],
+                            "steps_per_s": round(rate, 4),
+                            **parts,
+                        }
+                    )
                 bar.update(step, parts["loss"])
                 if step % cfg.val.every == 0 or step == total or stage_end:
                     self.validate(stage_end=stage_end, stage=stage)  # also writes last.pt
@@ -338,8 +363,9 @@ class Run:
         if self.state.step < total:
             if self.dist.main:
                 self.save("last.pt", resume=True)
-                print(f"stopped at step {self.state.step}: resume with --resume ({self.out / 'last.pt'})",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"stopped at step {self.state.step}: resume with --resume ({self.out / 'last.pt'})", file=sys.stderr
+                )
             return None
         return self.finish()
 
@@ -353,9 +379,13 @@ class Run:
             if stage_end:
                 self.state.stage_metrics.append({"stage": stage.name, "step": self.state.step, **metrics})
             value = metrics.get(self.cfg.val.best_metric)
-            better = value is not None and not math.isnan(value) and (
-                self.state.best is None
-                or (value > self.state.best if self.cfg.val.best_mode == "max" else value < self.state.best)
+            better = (
+                value is not None
+                and not math.isnan(value)
+                and (
+                    self.state.best is None
+                    or (value > self.state.best if self.cfg.val.best_mode == "max" else value < self.state.best)
+                )
             )
             if better:
                 self.state.best = value
@@ -371,8 +401,14 @@ class Run:
             return None
         assert self.val is not None
         step, evaluated = self._evaluated
-        fields = finalize(self.model, self.eval_tf, self.val, self.cfg, device=self.device,
-                          evaluated=evaluated if step == self.state.step else None)  # fmt: skip
+        fields = finalize(
+            self.model,
+            self.eval_tf,
+            self.val,
+            self.cfg,
+            device=self.device,
+            evaluated=evaluated if step == self.state.step else None,
+        )
         fields["metrics"]["stages"] = self.state.stage_metrics
         path = self.save("final.pt", **fields)
         (self.out / "final_metrics.json").write_text(json.dumps(fields["metrics"], indent=2) + "\n")
@@ -385,14 +421,20 @@ class Run:
 
         fields: dict[str, Any] = {
             **describe_data(self.cfg, self.ctx, self.sources, self.state.pairs_seen),
-            "config": dump_config(self.cfg), "seed": self.cfg.seed, "git_commit": git_commit(),
-            "version": self.cfg.version, "step": self.state.step, **extra,
-        }  # fmt: skip
+            "config": dump_config(self.cfg),
+            "seed": self.cfg.seed,
+            "git_commit": git_commit(),
+            "version": self.cfg.version,
+            "step": self.state.step,
+            **extra,
+        }
         if resume:
             fields["optimizer"] = self.optimizer.state_dict()
             fields["scheduler"] = self.scheduler.state_dict()
-            fields["rng"] = {"torch": torch.get_rng_state(),
-                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            fields["rng"] = {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            }
             fields["trainer_state"] = self.state.__dict__
             fields["loss_state"] = self.loss_fns.state_dict()
         path = self.out / name

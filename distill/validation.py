@@ -18,9 +18,10 @@ Figures (``metrics.jsonl``, ``kind: "val"``):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from redaes_lite.preprocess import load_image
 
 __all__ = ["ValSets", "evaluate", "finalize"]
 
+
 @dataclass
 class ValSets:
     """The fixed edit groups and BIQ2021 images; their pixels are made once and kept as float16."""
@@ -46,7 +48,7 @@ class ValSets:
     _mos_pixels: torch.Tensor | None = None
 
     @classmethod
-    def build(cls, ctx: DataContext, cfg: Any) -> "ValSets":
+    def build(cls, ctx: DataContext, cfg: Any) -> ValSets:
         from distill import edits
         from distill.teachers.edit_oracle import EditOracle
 
@@ -65,7 +67,9 @@ class ValSets:
                 single.append([None] + [EDITS.get(r[0]["op"]).factor if len(r) == 1 else None for r in recipes])
         items = ctx.biq["val"]
         if v.mos_images is not None and v.mos_images < len(items):
-            pick = np.random.default_rng([v.seed, stable_key("biq2021-val")]).choice(len(items), v.mos_images, replace=False)
+            pick = np.random.default_rng([v.seed, stable_key("biq2021-val")]).choice(
+                len(items), v.mos_images, replace=False
+            )
             items = [items[i] for i in np.sort(pick)]
         paths = [ctx.biq_root / "images" / name for name, _, _ in items]
         return cls(groups, single, paths, np.asarray([m for _, m, _ in items], np.float64))
@@ -83,8 +87,9 @@ class ValSets:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, pixels: torch.Tensor, *, device: torch.device,
-            batch_size: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def predict(
+    model: torch.nn.Module, pixels: torch.Tensor, *, device: torch.device, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Utilities ``[N]`` and factors ``[N, K]`` in eval mode."""
     was_training = model.training
     model.eval()
@@ -102,8 +107,9 @@ def _agree(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.where(pred == 0, 0.5, (np.sign(pred) == np.sign(true)).astype(np.float64))
 
 
-def edit_metrics(u: np.ndarray, f: np.ndarray, val: ValSets, *, factors: Sequence[str],
-                 min_delta: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:  # fmt: skip
+def edit_metrics(
+    u: np.ndarray, f: np.ndarray, val: ValSets, *, factors: Sequence[str], min_delta: float
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Pair accuracy (overall, per factor), within-group Spearman and factor explanations."""
     m = len(val.groups[0].images)
     u, f = u.reshape(-1, m), f.reshape(-1, m, f.shape[-1])
@@ -131,7 +137,11 @@ def edit_metrics(u: np.ndarray, f: np.ndarray, val: ValSets, *, factors: Sequenc
             out[f"explain_acc.{name}"] = float(hit.mean())
             hits.append(hit)
     out["explain_acc"] = float(np.concatenate(hits).mean()) if hits else math.nan
-    raw = {"edit_utility": u.ravel(), "edit_dpred": d_pred[scored], "edit_outcome": (d_true[scored] > 0).astype(np.float64)}
+    raw = {
+        "edit_utility": u.ravel(),
+        "edit_dpred": d_pred[scored],
+        "edit_outcome": (d_true[scored] > 0).astype(np.float64),
+    }
     return out, raw
 
 
@@ -143,8 +153,9 @@ def mos_pairs(u: np.ndarray, mos: np.ndarray, *, margin: float) -> tuple[np.ndar
     return u[j] - u[i], (mos[j] > mos[i]).astype(np.float64)
 
 
-def evaluate(model: torch.nn.Module, eval_tf: Any, val: ValSets, cfg: Any, *,
-             device: torch.device) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # fmt: skip
+def evaluate(
+    model: torch.nn.Module, eval_tf: Any, val: ValSets, cfg: Any, *, device: torch.device
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Validation figures, and the raw predictions the end-of-run fits use."""
     bs = cfg.val.batch_size
     u, f = predict(model, val.edit_pixels(eval_tf), device=device, batch_size=bs)
@@ -157,8 +168,15 @@ def evaluate(model: torch.nn.Module, eval_tf: Any, val: ValSets, cfg: Any, *,
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}, raw
 
 
-def finalize(model: torch.nn.Module, eval_tf: Any, val: ValSets, cfg: Any, *, device: torch.device,
-             evaluated: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None) -> dict[str, Any]:  # fmt: skip
+def finalize(
+    model: torch.nn.Module,
+    eval_tf: Any,
+    val: ValSets,
+    cfg: Any,
+    *,
+    device: torch.device,
+    evaluated: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None,
+) -> dict[str, Any]:
     """Temperature (edit + MOS validation pairs) and display calibration (BIQ2021 validation).
 
     ``evaluated``: :func:`evaluate`'s result for the current weights, when the caller has it already.
@@ -177,14 +195,18 @@ def finalize(model: torch.nn.Module, eval_tf: Any, val: ValSets, cfg: Any, *, de
             metrics[f"ece_{kind}"], metrics[f"pairs_{kind}"] = report["ece"], report["n"]
     if use_mos:
         calibration = display_calibration(
-            raw["mos_utility"], val.mos, mos_range=BIQ2021_MOS_RANGE,
+            raw["mos_utility"],
+            val.mos,
+            mos_range=BIQ2021_MOS_RANGE,
             fitted_on=f"biq2021 validation split ({len(val.mos)} images): utility quantiles -> MOS x 10 quantiles",
-        )  # fmt: skip
+        )
     else:
         # No human scores (e.g. the permissive model): validation photos and their edits, spread evenly.
         u_all = raw["edit_utility"]
         calibration = display_calibration(
-            u_all, np.linspace(0.05, 0.95, len(u_all)), mos_range=(0.0, 1.0),
+            u_all,
+            np.linspace(0.05, 0.95, len(u_all)),
+            mos_range=(0.0, 1.0),
             fitted_on=f"edit validation images ({len(u_all)}): utility quantiles -> uniform 0.5..9.5",
-        )  # fmt: skip
+        )
     return {"temperature": temperature, "calibration": calibration, "metrics": metrics}

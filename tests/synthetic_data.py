@@ -39,8 +39,16 @@ def make_context(root: Path, *, size: int = 32, n_photos: int = 12, n_biq: int =
         name = f"photo_{i:02d}.jpg"
         _photo(rng, 72, 48).save(photos / name, quality=95)
         tags = "well_made" if i % 4 else "underexposed"
-        rows.append({"file": name, "source": "synthetic", "licence": "CC0 1.0", "tags": tags, "pair_id": None,
-                     "permissive": True})
+        rows.append(
+            {
+                "file": name,
+                "source": "synthetic",
+                "licence": "CC0 1.0",
+                "tags": tags,
+                "pair_id": None,
+                "permissive": True,
+            }
+        )
     items = []
     for i in range(n_biq):
         name = f"ss0{1 + i % 2} ({i}).jpg"

@@ -19,9 +19,13 @@ def write(tmp_path: Path, tree: dict) -> Path:
 
 
 def test_yaml_then_overrides(tmp_path: Path) -> None:
-    path = write(tmp_path, {"steps": 10, "student": {"input_size": [96, 96]},
-                            "sources": {"edit": {"kind": "edit", "group_size": 3}}})  # fmt: skip
-    cfg = load_config(path, overrides=["steps=20", "sources.edit.weight=0.5", "optim.lr=3e-4", "student.pretrained=null"])
+    path = write(
+        tmp_path,
+        {"steps": 10, "student": {"input_size": [96, 96]}, "sources": {"edit": {"kind": "edit", "group_size": 3}}},
+    )
+    cfg = load_config(
+        path, overrides=["steps=20", "sources.edit.weight=0.5", "optim.lr=3e-4", "student.pretrained=null"]
+    )
     assert cfg.steps == 20 and cfg.total_steps == 20
     assert cfg.student.input_size == [96, 96]
     assert cfg.sources["edit"].group_size == 3 and cfg.sources["edit"].weight == 0.5
@@ -69,10 +73,12 @@ def test_unreadable_yaml(tmp_path: Path) -> None:
 
 
 def test_stages_sum_steps_and_update_sources() -> None:
-    cfg = load_config(overrides=[
-        "sources.mos.kind=mos",
-        "stages=[{name: edits, steps: 5, only: [edit]}, {name: both, steps: 7, sources: {mos: {weight: 3}}}]",
-    ])  # fmt: skip
+    cfg = load_config(
+        overrides=[
+            "sources.mos.kind=mos",
+            "stages=[{name: edits, steps: 5, only: [edit]}, {name: both, steps: 7, sources: {mos: {weight: 3}}}]",
+        ]
+    )
     assert cfg.total_steps == 12
     assert cfg.stage_at(0)[0] == 0 and cfg.stage_at(4)[0] == 0 and cfg.stage_at(5)[0] == 1
     first, _ = cfg.stage_config(cfg.stages[0])

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic_data import FACTORS, make_context
 
 from distill.data import (
     EditGroups,
@@ -18,10 +19,9 @@ from distill.data import (
     batch_loader,
 )
 from distill.student import TrainTransform, create_student, save_checkpoint
-from synthetic_data import FACTORS, make_context
 
 pytest.importorskip("distill.teachers.edit_oracle")
-from distill.teachers.edit_oracle import EditOracle  # noqa: E402
+from distill.teachers.edit_oracle import EditOracle
 
 G, M = 3, 4
 
@@ -106,16 +106,45 @@ def test_labelled_pairs_skip_failed_and_validation_records(ctx, tf, tmp_path: Pa
     train = [r["file"] for r in ctx.photos["train"]]
     val = ctx.photos["val"][0]["file"]
     recs = [
-        {"id": "1", "a": train[0], "b": train[1], "delta": 0.5, "source": "mllm", "teacher": "t@1", "group": "g1",
-         "status": "ok", "factors": {"noise": 0.25}, "weight": 2.0},
-        {"id": "2", "a": train[2], "b": train[3], "delta": None, "source": "mllm", "teacher": "t@1", "group": "g2",
-         "status": "failed", "error": "no answer"},
-        {"id": "3", "a": val, "b": train[3], "delta": 1.0, "source": "mllm", "teacher": "t@1", "group": "g3",
-         "status": "ok"},
-    ]  # fmt: skip
+        {
+            "id": "1",
+            "a": train[0],
+            "b": train[1],
+            "delta": 0.5,
+            "source": "mllm",
+            "teacher": "t@1",
+            "group": "g1",
+            "status": "ok",
+            "factors": {"noise": 0.25},
+            "weight": 2.0,
+        },
+        {
+            "id": "2",
+            "a": train[2],
+            "b": train[3],
+            "delta": None,
+            "source": "mllm",
+            "teacher": "t@1",
+            "group": "g2",
+            "status": "failed",
+            "error": "no answer",
+        },
+        {
+            "id": "3",
+            "a": val,
+            "b": train[3],
+            "delta": 1.0,
+            "source": "mllm",
+            "teacher": "t@1",
+            "group": "g3",
+            "status": "ok",
+        },
+    ]
     path = tmp_path / "labels.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    src = LabelledPairs("llm", ctx, labels=str(path), root=str(ctx.photos_root), group_size=2, groups=2, seed=0, scale=2.0)
+    src = LabelledPairs(
+        "llm", ctx, labels=str(path), root=str(ctx.photos_root), group_size=2, groups=2, seed=0, scale=2.0
+    )
     assert len(src.records) == 1 and src.dropped_val == 1
     batch = src.batch(0, tf)
     assert batch["images"].shape == (2, 2, 3, 32, 32)
@@ -127,7 +156,7 @@ def test_labelled_pairs_skip_failed_and_validation_records(ctx, tf, tmp_path: Pa
 
 def test_teacher_groups_are_labelled_by_the_teacher(ctx, tf, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    teacher, _, teacher_eval = create_student("timm:test_efficientnet", factors=FACTORS[:3], img_size=40)
+    teacher, _, _ = create_student("timm:test_efficientnet", factors=FACTORS[:3], img_size=40)
     ckpt = save_checkpoint(tmp_path / "teacher.pt", teacher)
     src = TeacherGroups(ckpt, MosGroups("cross", ctx, group_size=M, groups=G, seed=0))
     batch = src.batch(0, tf)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic_data import FACTORS, make_context
 
 from distill.config import TrainConfig, load_config
 from distill.student import load_checkpoint, load_student
 from distill.trainer import Run, lr_factor
 from redaes_lite.metadata import apply_calibration
-from synthetic_data import FACTORS, make_context
 
 pytest.importorskip("distill.teachers.edit_oracle")
 
@@ -26,14 +26,35 @@ def ctx(tmp_path_factory: pytest.TempPathFactory):
 
 
 def tiny_cfg(out: Path, *overrides: str) -> TrainConfig:
-    return load_config(overrides=[
-        f"out={out}", "student.backbone=timm:test_efficientnet", "student.input_size=[32, 32]",
-        f"factors={json.dumps(FACTORS)}", "num_workers=0", "steps=6", "log_every=1", "checkpoint_every=2",
-        "val.every=3", "val.photos_groups=1", "val.group_size=3", "val.batch_size=16",
-        "sources={mos: {kind: mos, group_size: 3, groups: 3}, edit: {kind: edit, group_size: 3, groups: 2}}",
-        "losses={relative: {}, ranking: {}, factor: {weight: 0.5}, temperature: {weight: 0.1}}",
-        "optim.warmup_steps=1", "optim.lr=0.003", *overrides,
-    ])  # fmt: skip
+    return load_config(
+        overrides=[
+            f"out={out}",
+            "student.backbone=timm:test_efficientnet",
+            "student.input_size=[32, 32]",
+            f"factors={json.dumps(FACTORS)}",
+            "num_workers=0",
+            "steps=6",
+            "log_every=1",
+            "checkpoint_every=2",
+            "val.every=3",
+            "val.photos_groups=1",
+            "val.group_size=3",
+            "val.batch_size=16",
+            "sources={mos: {kind: mos, group_size: 3, groups: 3}, edit: {kind: edit, group_size: 3, groups: 2}}",
+            "losses={relative: {}, ranking: {}, factor: {weight: 0.5}, temperature: {weight: 0.1}}",
+            "optim.warmup_steps=1",
+            "optim.lr=0.003",
+            *overrides,
+        ]
+    )
+
+
+def log_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_losses(out: Path) -> list[float]:
+    return [r["loss"] for r in log_lines(out) if r["kind"] == "train"]
 
 
 def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -43,12 +64,18 @@ def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_lr_schedule_warms_up_then_decays() -> None:
     f = [lr_factor(s, total=100, warmup=10, min_ratio=0.1) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] == pytest.approx(0.1, abs=1e-3)
+    assert np.all(np.diff(f[10:]) <= 0) and f[-1] == pytest.approx(0.1, abs=1e-3)
 
 
 def test_a_few_steps_reduce_the_loss(ctx, tmp_path: Path) -> None:
-    cfg = tiny_cfg(tmp_path / "run", "steps=25", "val.every=1000", "sources={mos: {kind: mos, group_size: 4, groups: 4}}",
-                   "losses={relative: {}, ranking: {}}", "optim.lr=0.01")  # fmt: skip
+    cfg = tiny_cfg(
+        tmp_path / "run",
+        "steps=25",
+        "val.every=1000",
+        "sources={mos: {kind: mos, group_size: 4, groups: 4}}",
+        "losses={relative: {}, ranking: {}}",
+        "optim.lr=0.01",
+    )
     run = Run(cfg, ctx=ctx)
     run.enter_stage(0, None)
     fixed = [{k: v for k, v in run.sources["mos"].batch(i, run.train_tf).items()} for i in range(4)]
@@ -73,8 +100,7 @@ def test_resume_continues_exactly(ctx, tmp_path: Path) -> None:
     resumed.fit()
     a, b = params(straight.model), params(resumed.model)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    trace = lambda d: [r["loss"] for r in map(json.loads, open(d / "metrics.jsonl")) if r["kind"] == "train"]  # noqa: E731
-    assert trace(tmp_path / "a") == trace(tmp_path / "b")
+    assert train_losses(tmp_path / "a") == train_losses(tmp_path / "b")
 
 
 def test_final_checkpoint_has_everything_export_needs(ctx, tmp_path: Path) -> None:
@@ -85,7 +111,12 @@ def test_final_checkpoint_has_everything_export_needs(ctx, tmp_path: Path) -> No
     ckpt = load_checkpoint(final)
     assert ckpt["temperature"] > 0 and ckpt["factors"] == FACTORS
     cal = ckpt["calibration"]
-    assert cal["method"] and cal["fitted_on"] and np.all(np.diff(cal["utility"]) > 0) and np.all(np.diff(cal["score"]) >= 0)
+    assert (
+        cal["method"]
+        and cal["fitted_on"]
+        and np.all(np.diff(cal["utility"]) > 0)
+        and np.all(np.diff(cal["score"]) >= 0)
+    )
     scores = apply_calibration(cal, np.linspace(-100, 100, 50))
     assert np.all(np.diff(scores) >= 0) and scores[0] == 0 and scores[-1] == 10
     names = {t["name"] for t in ckpt["teachers"]}
@@ -95,7 +126,7 @@ def test_final_checkpoint_has_everything_export_needs(ctx, tmp_path: Path) -> No
     assert ckpt["git_commit"] and ckpt["seed"] == 0 and ckpt["config"]["steps"] == 6
     for key in ("edit_acc", "mos_srcc", "explain_acc", "ece_edit", "ece_mos", "temperature"):
         assert key in ckpt["metrics"]
-    kinds = {json.loads(line)["kind"] for line in open(out / "metrics.jsonl")}
+    kinds = {r["kind"] for r in log_lines(out)}
     assert kinds == {"train", "val"}
     student = load_student(final)
     x = torch.randn(2, 3, 32, 32)
