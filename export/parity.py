@@ -16,6 +16,7 @@ weights (say, a wrong normalisation) fails the gate just as wrong weights do.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -119,8 +120,13 @@ def _photos(images: Photos) -> PhotoSet:
 
 
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute difference; infinite when the shapes differ or a value is not finite."""
+    if a.shape != b.shape:
+        return math.inf
     d = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    return float(d.max()) if d.size and np.isfinite(d).all() else float("inf") if d.size else 0.0
+    if not d.size:
+        return 0.0
+    return float(d.max()) if np.isfinite(d).all() else math.inf
 
 
 def torch_gate(
@@ -157,7 +163,7 @@ def _compare(reference: str | os.PathLike, candidate: str | os.PathLike, photos:
     ref_info, cand_info = read_info(reference), read_info(candidate)
     r_u, r_f = run_model(reference, photos.pixels(ref_info.preprocess))
     c_u, c_f = run_model(candidate, photos.pixels(cand_info.preprocess))
-    factor_srcc = [srcc(c_f[:, k], r_f[:, k]) for k in range(r_f.shape[1])] if r_f.shape == c_f.shape else [-1.0]
+    factor_srcc = [srcc(c_f[:, k], r_f[:, k]) for k in range(r_f.shape[1])] if r_f.shape == c_f.shape else []
     return {
         "figures": {
             "spearman": srcc(c_u, r_u) if np.isfinite(c_u).all() else float("nan"),
