@@ -8,6 +8,7 @@ Rows follow DESIGN.md: ``score``/``rank``: ``path, score, utility, factors, erro
 from __future__ import annotations
 
 import csv
+import fnmatch
 import glob
 import json
 import os
@@ -32,26 +33,84 @@ _GLOB_CHARS = frozenset("*?[")
 Source = tuple[str, "str | None"]
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+def _walk(folder: Path, *, recursive: bool, images_only: bool = True) -> tuple[list[Path], list[Source]]:
+    """Files (images only, by extension) under ``folder``, sorted, and an error row for each folder that
+    cannot be listed.
+
+    Symlinked folders are not descended (like ``find`` and ``pathlib``), and each real folder is listed
+    once (by device and inode), so symlink and bind-mount loops end; unreadable folders are reported.
+    """
+    files: list[Path] = []
+    errors: list[Source] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            st = current.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(current) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            errors.append((str(current), f"{current}: cannot list folder ({e.strerror or e})"))
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        stack.append(path)
+                elif (not images_only or path.suffix.lower() in IMAGE_EXTENSIONS) and entry.is_file():
+                    files.append(path)
+            except OSError:
+                continue  # vanished or unreadable entry: not an input we can name
+    return sorted(files), errors
+
+
+def _match(parts: Sequence[str], pattern: Sequence[str]) -> bool:
+    """Glob match by path components; ``**`` matches any number of them (hidden names only explicitly)."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        spans = range(len(parts) + 1)
+        return any(_match(parts[i:], rest) for i in spans if not any(p.startswith(".") for p in parts[:i]))
+    if not parts or (parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], head) and _match(parts[1:], rest)
+
+
+def _glob(arg: str, *, recursive: bool) -> list[str]:
+    """Files matching a pattern, sorted. ``**`` (with ``recursive``) walks with :func:`_walk`, loop-safe:
+    ``glob.glob`` follows symlinked folders and never ends on a folder that links to its parent."""
+    if not recursive or "**" not in arg:
+        return sorted(m for m in glob.glob(arg) if not os.path.isdir(m))
+    parts = Path(arg).parts
+    fixed = next(i for i, p in enumerate(parts) if _GLOB_CHARS & set(p))
+    base = Path(*parts[:fixed]) if fixed else Path(".")
+    found, _ = _walk(base, recursive=True, images_only=False)
+    rel = [(p, p.relative_to(base).parts) for p in found]
+    return sorted(str(p) if fixed else str(Path(*r)) for p, r in rel if _match(r, parts[fixed:]))
 
 
 def expand(args: Sequence[str], *, recursive: bool) -> list[Source]:
     """Files stay as given; folders become their images (sorted; subfolders with ``recursive``);
-    patterns are globbed. Folders without images and patterns without matches become error rows."""
+    patterns are globbed. Folders without images, unlistable folders and patterns without matches
+    become error rows."""
     out: list[Source] = []
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            found = _images_in(path, recursive)
+            found, errors = _walk(path, recursive=recursive)
             hint = "" if recursive else " (use --recursive for subfolders)"
-            if found:
-                out.extend((str(p), None) for p in found)
-            else:
+            out.extend((str(p), None) for p in found)
+            out.extend(errors)
+            if not found and not errors:
                 out.append((arg, f"{arg}: folder contains no images{hint}"))
         elif not path.exists() and _GLOB_CHARS & set(arg):
-            matches = sorted(m for m in glob.glob(arg, recursive=recursive) if not os.path.isdir(m))
+            matches = _glob(arg, recursive=recursive)
             if matches:
                 out.extend((m, None) for m in matches)
             else:

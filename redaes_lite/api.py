@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import RedaesError
 from .metadata import ModelInfo
-from .preprocess import DEFAULT_MAX_PIXELS, ImageInput, load_image, to_array
+from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageInput, load_image, to_array
 from .results import Comparison, Failure, Ranked, Score
 from .session import ModelSession, load
 
@@ -31,11 +31,19 @@ _DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 class Scorer:
     """A loaded model. Build it with :func:`redaes_lite.load`; methods are safe to call from threads."""
 
-    def __init__(self, session: ModelSession, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
-        if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
-            raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
+    def __init__(
+        self,
+        session: ModelSession,
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
+    ) -> None:
+        for name, value in (("max_pixels", max_pixels), ("max_bytes", max_bytes)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
         self._session = session
         self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
 
     @property
     def info(self) -> ModelInfo:
@@ -56,7 +64,7 @@ class Scorer:
     # -- internals ---------------------------------------------------------------------------------
     def _pixels(self, x: ImageInput) -> np.ndarray:
         spec = self.info.preprocess
-        return to_array(load_image(x, spec, max_pixels=self.max_pixels), spec)
+        return to_array(load_image(x, spec, max_pixels=self.max_pixels, max_bytes=self.max_bytes), spec)
 
     def _score(self, utility: np.float32, factors: np.ndarray) -> Score:
         names = self.info.factors
@@ -111,6 +119,12 @@ class Scorer:
             raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        yield from self._score_decoded(self._decode_batches(xs, batch_size, on_error))
+
+    def _decode_batches(
+        self, xs: Iterable[ImageInput], batch_size: int, on_error: str
+    ) -> Iterator[list[np.ndarray | Failure]]:
+        """Decoded batches in input order; the next batch is submitted before this one is handed out."""
         batches = _chunks(enumerate(xs), batch_size)
         workers = min(batch_size, _DECODE_THREADS)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="redaes-decode") as pool:
@@ -122,9 +136,16 @@ class Scorer:
             while pending is not None:
                 decoded = [f.result() for f in pending]  # in input order: the first bad input raises
                 pending = submit(next(batches, None))
-                yield from self._run_batch(decoded)
+                yield decoded
 
-    def _run_batch(self, decoded: list[Any]) -> Iterator[Score | Failure]:
+    def _score_decoded(self, batches: Iterable[Sequence[np.ndarray | Failure]]) -> Iterator[Score | Failure]:
+        """Run batches of preprocessed pixels (float32 ``[3, H, W]`` each, from ``to_array``) through the
+        model; a :class:`Failure` passes through in its place. The CLI's ``--workers`` processes decode
+        elsewhere and come in here, so their results are exactly those of :meth:`iter_scores`."""
+        for decoded in batches:
+            yield from self._run_batch(decoded)
+
+    def _run_batch(self, decoded: Sequence[np.ndarray | Failure]) -> Iterator[Score | Failure]:
         ok = [d for d in decoded if not isinstance(d, Failure)]
         if ok:
             utility, factors = self._session.run(np.stack(ok))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
-from typing import IO, Annotated, Any, Iterator, List, Optional
+from typing import IO, Annotated, Any, Callable, Iterable, Iterator, List, Optional
 
 import click
 import typer
@@ -74,8 +76,21 @@ RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend i
 MaxPixelsOpt = Annotated[
     int, typer.Option("--max-pixels", min=0, help="Refuse images with more pixels (from the header); 0: no limit.")
 ]
-# = redaes_lite.preprocess.DEFAULT_MAX_PIXELS (tested); not imported, so that `--version` stays light.
+MaxBytesOpt = Annotated[
+    int, typer.Option("--max-bytes", min=0, help="Refuse files larger than this many bytes (from stat); 0: no limit.")
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", "-w", min=0, help="Decode in this many worker processes; 0: threads in-process.")
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Keep the rows already scored in --output (jsonl) and score only the rest.")
+]
+# = redaes_lite.preprocess.DEFAULT_MAX_PIXELS / DEFAULT_MAX_BYTES (tested); not imported, so that
+# `--version` stays light.
 DEFAULT_MAX_PIXELS = 120_000_000
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+# Exit status after SIGINT / SIGTERM, as a shell reports a process killed by them.
+_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 PathsArg = Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)]
 
 
@@ -100,11 +115,11 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _scorer(model: str | None, threads: int | None, max_pixels: int) -> Any:
+def _scorer(model: str | None, threads: int | None, max_pixels: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     from .session import load
 
     try:
-        return load(model, threads=threads, max_pixels=max_pixels or None)
+        return load(model, threads=threads, max_pixels=max_pixels or None, max_bytes=max_bytes or None)
     except (RedaesError, ValueError) as e:
         raise _fail(str(e)) from None
 
@@ -126,37 +141,122 @@ def _progress(total: int, *, quiet: bool, progress: bool | None, label: str) -> 
     return Progress(total, enabled=enabled, label=label)
 
 
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[Callable[[], int | None]]:
+    """While active, SIGINT and SIGTERM only ask the run to stop: the caller checks between rows, writes
+    what was done and exits 130 / 143. A second signal aborts at once (an ``--output`` file is then left
+    as it was). Yields a function returning the signal received, else None."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
+        yield lambda: None
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in _SIGNAL_EXIT}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _until(rows: Iterable[dict[str, Any]], stopped: Callable[[], int | None]) -> Iterator[dict[str, Any]]:
+    """Pass rows through until a stop is asked; the row being made when it came is still passed."""
+    for row in rows:
+        yield row
+        if stopped():
+            return
+
+
 def _emit(rows: Any, *, total: int, fmt: Format, output: Path | None, factors: Any, quiet: bool,
           progress: bool | None, label: str) -> None:  # fmt: skip
-    """Write rows (streamed), then exit 1 if any row has an error."""
-    errors = 0
+    """Write rows (streamed), then exit 1 if any row has an error, 130/143 if a signal stopped the run."""
+    errors = written = 0
 
     def count(row: dict[str, Any]) -> None:
-        nonlocal errors
+        nonlocal errors, written
         errors += row["error"] is not None
+        written += 1
 
     bar = _progress(total, quiet=quiet, progress=progress, label=label)
-    try:
-        with _sink(output) as out:
-            write_rows(tracked(rows, bar, count), out, fmt=fmt.value, factors=factors)
-    except RedaesError as e:  # inputs are recorded as rows; what reaches here is a model failing mid-run
-        raise _fail(str(e)) from None
-    finally:
-        bar.close()
+    with _stop_on_signal() as stopped:
+        try:
+            with _sink(output) as out:
+                write_rows(_until(tracked(rows, bar, count), stopped), out, fmt=fmt.value, factors=factors)
+        except RedaesError as e:  # inputs are recorded as rows; what reaches here is a model failing mid-run
+            raise _fail(str(e)) from None
+        finally:
+            bar.close()
+            if hasattr(rows, "close"):
+                rows.close()  # a generator stopped early ends its decoding now, not when collected
+    if stopped():
+        if not quiet:
+            hint = " (run again with --resume to finish)" if fmt is Format.jsonl and output is not None else ""
+            typer.echo(f"redaes-lite: interrupted; wrote {written} of {total} rows{hint}", err=True)
+        raise typer.Exit(_SIGNAL_EXIT[stopped()])
     if errors:
         if not quiet:
             typer.echo(f"redaes-lite: {errors} of {total} inputs failed", err=True)
         raise typer.Exit(1)
 
 
-def _results(scorer: Any, sources: list, batch_size: int) -> Iterator[Any]:
-    """Score the sources in order; inputs that failed expansion become Failures without loading."""
+def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0) -> Iterator[Any]:
+    """Score the sources in order; inputs that failed expansion become Failures without loading. With
+    ``workers``, images are decoded by that many processes (same pixels, same results, same order)."""
     from .results import Failure
 
     good = [path for path, err in sources if err is None]
-    scored = scorer.iter_scores(good, batch_size=batch_size, on_error="record")
-    for i, (path, err) in enumerate(sources):
-        yield Failure(input=path, index=i, error=err) if err is not None else next(scored)
+    with contextlib.ExitStack() as stack:
+        if workers and good:
+            from ._decode_pool import DecodePool
+
+            limits = {"max_pixels": scorer.max_pixels, "max_bytes": scorer.max_bytes}
+            pool = stack.enter_context(DecodePool(workers, spec=scorer.info.preprocess, **limits))
+            scored = scorer._score_decoded(pool.batches(good, batch_size))
+        else:
+            scored = scorer.iter_scores(good, batch_size=batch_size, on_error="record")
+        for i, (path, err) in enumerate(sources):
+            yield Failure(input=path, index=i, error=err) if err is not None else next(scored)
+
+
+def _previous_rows(output: Path | None, fmt: Format) -> dict[str, dict[str, Any]]:
+    """``--resume``: the rows of ``output`` that were scored without error, by path."""
+    if output is None or fmt is not Format.jsonl:
+        raise _fail("--resume needs --format jsonl and --output FILE")
+    done: dict[str, dict[str, Any]] = {}
+    try:
+        with open(output, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a cut line (the file was not written by us): its input is scored again
+                if isinstance(row, dict) and isinstance(row.get("path"), str) and row.get("error") is None:
+                    done[row["path"]] = row
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as e:
+        raise _fail(f"{output}: cannot read for --resume ({getattr(e, 'strerror', None) or e})") from None
+    return done
+
+
+def _score_rows(scorer: Any, sources: list, done: dict[str, dict[str, Any]], *, batch_size: int,
+                workers: int) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """One row per source in order, reusing ``done`` rows; rows of ``done`` for paths not among the
+    sources (an earlier run on other inputs) come first, so ``--resume`` never drops a result."""
+    paths = {path for path, _ in sources}
+    yield from (row for path, row in done.items() if path not in paths)
+    todo = [(path, err) for path, err in sources if path not in done]
+    scored = _results(scorer, todo, batch_size, workers)
+    try:
+        for path, _ in sources:
+            yield done[path] if path in done else score_row(path, next(scored))
+    finally:
+        scored.close()  # on an early stop: end the decoding threads or processes now
 
 
 @app.command()
@@ -171,12 +271,24 @@ def score(
     progress: ProgressOpt = None,
     recursive: RecursiveOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_bytes: MaxBytesOpt = DEFAULT_MAX_BYTES,
+    workers: WorkersOpt = 0,
+    resume: ResumeOpt = False,
 ) -> None:
-    """Score images: display score 0..10, raw utility and factor utilities, one row per input."""
-    scorer = _scorer(model, threads, max_pixels)
+    """Score images: display score 0..10, raw utility and factor utilities, one row per input.
+
+    Ctrl-C stops after the current batch: the rows done so far are written (exit 130); with
+    ``--format jsonl --output FILE``, run the same command with ``--resume`` to score only the rest."""
+    done = _previous_rows(output, fmt) if resume else {}
+    scorer = _scorer(model, threads, max_pixels, max_bytes)
     sources = expand(paths, recursive=recursive)
-    rows = (score_row(path, r) for (path, _), r in zip(sources, _results(scorer, sources, batch_size)))
-    _emit(rows, total=len(sources), fmt=fmt, output=output, factors=scorer.info.factors, quiet=quiet,
+    wanted = {path for path, _ in sources}
+    if done and not quiet:
+        reused = sum(path in done for path in wanted)
+        typer.echo(f"redaes-lite: resuming: {reused} of {len(wanted)} inputs already scored", err=True)
+    rows = _score_rows(scorer, sources, done, batch_size=batch_size, workers=workers)
+    total = len(sources) + sum(path not in wanted for path in done)
+    _emit(rows, total=total, fmt=fmt, output=output, factors=scorer.info.factors, quiet=quiet,
           progress=progress, label="scoring")  # fmt: skip
 
 
@@ -193,15 +305,17 @@ def rank(
     progress: ProgressOpt = None,
     recursive: RecursiveOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_bytes: MaxBytesOpt = DEFAULT_MAX_BYTES,
+    workers: WorkersOpt = 0,
 ) -> None:
     """Rank images best first (ties keep input order; failed inputs last, always listed)."""
     from .api import ranking
 
-    scorer = _scorer(model, threads, max_pixels)
+    scorer = _scorer(model, threads, max_pixels, max_bytes)
     sources = expand(paths, recursive=recursive)
     bar = _progress(len(sources), quiet=quiet, progress=progress, label="scoring")
     results = []
-    for r in _results(scorer, sources, batch_size):
+    for r in _results(scorer, sources, batch_size, workers):
         bar.advance()
         results.append(r)
     bar.close()
@@ -221,9 +335,10 @@ def compare(
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_bytes: MaxBytesOpt = DEFAULT_MAX_BYTES,
 ) -> None:
     """Compare two images: which is preferred, with what probability, delta = u(b) - u(a), and why."""
-    scorer = _scorer(model, threads, max_pixels)
+    scorer = _scorer(model, threads, max_pixels, max_bytes)
     try:
         row = compare_row(a, b, scorer.compare(a, b), None)
     except RedaesError as e:

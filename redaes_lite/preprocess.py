@@ -22,10 +22,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
+import struct
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, BinaryIO, Iterable, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
@@ -33,6 +35,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 from .errors import ImageError
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "ImageInput",
     "PreprocessSpec",
@@ -44,6 +47,8 @@ __all__ = [
 
 #: Default limit on decoded pixels (width x height from the header): enough for 100 MP photos.
 DEFAULT_MAX_PIXELS = 120_000_000
+#: Default limit on the size of an encoded image (file or bytes), checked before it is read.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
@@ -55,6 +60,22 @@ _INTERPOLATION = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
+# The formats we decode (those of the CLI's image extensions; JPEG covers MPO). Pillow would otherwise
+# try every plugin it has on untrusted bytes, EPS (Ghostscript) and a dozen rarely fuzzed decoders included.
+_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF", "JPEG2000", "PPM", "TGA")
+# libjpeg decodes every scan of a progressive JPEG over all blocks of the full-size image (draft() only
+# shrinks the output), so a small file that repeats a scan costs ~0.7 ns per pixel per scan here: 1,000
+# scans of a 64 MP image took 46 s. Limit the scans (as libjpeg-turbo advises) and pixels x scans (~1 s).
+_JPEG_MAX_SCANS = 500
+# Longest side accepted (JPEG's own limit). Decoders spend ~50 ns per row whatever its width, so a 69-byte
+# PNG claiming 1 x 100,000,000 pixels (under max_pixels) took 4 s; real photos are far from this.
+_MAX_SIDE = 65_535
+_JPEG_SCAN_BUDGET = 1_500_000_000
+_SOS = b"\xff\xda"  # start-of-scan marker; entropy-coded data never contains it (0xFF is stuffed)
+# What Pillow and its plugins raise on corrupt or hostile data (found by fuzzing: EXIF parsing raises
+# struct.error, the AVIF and HEIF decoders RuntimeError, header parsers Lookup/Type/Arithmetic errors).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, LookupError, TypeError, AttributeError, ArithmeticError,
+                  RuntimeError, struct.error)  # fmt: skip
 # ISO BMFF brands of the formats pillow-heif opens (HEIC/HEIF/AVIF).
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
 
@@ -154,44 +175,128 @@ def _register_heif(name: str, brand: bytes) -> None:
     pillow_heif.register_heif_opener()
 
 
-def _open(x: ImageInput, name: str) -> Image.Image:
-    """Open lazily (header only) from a path or bytes."""
+def _open_file(path: Path, name: str, max_bytes: int | None) -> BinaryIO:
+    """Open a regular file for reading and check its size from ``fstat`` before reading a byte.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once (it is then refused) instead of waiting for a writer.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory, not an image") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied") from None
+    except OSError as e:
+        raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
+    st = os.fstat(fd)
+    problem = None
+    if stat.S_ISDIR(st.st_mode):
+        problem = "is a directory, not an image"
+    elif not stat.S_ISREG(st.st_mode):
+        problem = "not a regular file (a device, pipe or socket)"
+    elif st.st_size == 0:
+        problem = "empty file (0 bytes)"
+    elif max_bytes is not None and st.st_size > max_bytes:
+        problem = f"file is {st.st_size / 1e6:.1f} MB, over max_bytes {max_bytes / 1e6:.1f} MB"
+    if problem:
+        os.close(fd)
+        raise ImageError(f"{name}: {problem}")
+    f = os.fdopen(fd, "rb")
+    return f
+
+
+def _read_source(x: ImageInput, name: str, max_bytes: int | None) -> BinaryIO:
+    """A seekable binary stream over a path or bytes input, size-checked before reading."""
     if isinstance(x, (str, os.PathLike)):
-        path = Path(x)
-        if not path.exists():
-            raise ImageError(f"{name}: no such file")
-        if path.is_dir():
-            raise ImageError(f"{name}: is a directory, not an image")
-        try:
-            with open(path, "rb") as f:
-                head = f.read(16)
-        except PermissionError:
-            raise ImageError(f"{name}: permission denied") from None
-        except OSError as e:
-            raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
-        if not head:
-            raise ImageError(f"{name}: empty file (0 bytes)")
-        source: Any = path
-    else:
-        data = bytes(x)
-        if not data:
-            raise ImageError(f"{name}: empty input (0 bytes)")
-        head = data[:16]
-        source = io.BytesIO(data)
+        return _open_file(Path(x), name, max_bytes)
+    size = x.nbytes if isinstance(x, memoryview) else len(x)
+    if not size:
+        raise ImageError(f"{name}: empty input (0 bytes)")
+    if max_bytes is not None and size > max_bytes:
+        raise ImageError(f"{name}: input is {size / 1e6:.1f} MB, over max_bytes {max_bytes / 1e6:.1f} MB")
+    return io.BytesIO(x)
+
+
+def _count_scans(f: BinaryIO) -> int:
+    """Start-of-scan markers in a JPEG stream, read in 1 MiB chunks (a marker may straddle two). Markers
+    inside APPn payloads count too, which only errs on the safe side. The stream position is kept."""
+    pos = f.tell()
+    f.seek(0)
+    count, tail = 0, b""
+    while chunk := f.read(1 << 20):
+        count += (tail + chunk).count(_SOS)
+        tail = chunk[-1:]
+    f.seek(pos)
+    return count
+
+
+def _check_jpeg_scans(f: BinaryIO, name: str, pixels: int) -> None:
+    scans = _count_scans(f)
+    limit = min(_JPEG_MAX_SCANS, max(1, _JPEG_SCAN_BUDGET // max(pixels, 1)))
+    if scans > limit:
+        raise ImageError(f"{name}: JPEG has {scans} scans, over the limit of {limit} for its size (too slow to decode)")
+
+
+def _open(f: BinaryIO, name: str) -> Image.Image:
+    """Open lazily (header only) from a stream, trying only :data:`_FORMATS`."""
+    head = f.read(16)
+    f.seek(0)
     brand = _heif_brand(head)
     if brand is not None:
         _register_heif(name, brand)
     try:
         with warnings.catch_warnings():
-            # Our own max_pixels check below replaces Pillow's bomb warning; its hard error still counts.
+            # Our own max_pixels check replaces Pillow's bomb warning; its hard error still counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(source)
+            Image.init()  # Pillow's own plugins (once); pillow-heif registers HEIF/AVIF when first needed
+            return Image.open(f, formats=[fmt for fmt in _FORMATS if fmt in Image.OPEN])
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: decompression bomb refused ({e})") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not a recognised image format") from None
-    except OSError as e:
-        raise ImageError(f"{name}: cannot open image ({e})") from None
+    except _DECODE_ERRORS as e:
+        raise ImageError(f"{name}: cannot open image ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception as a short single line (decoder messages may quote header bytes at length)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit int/float greyscale -> ``L``. 16-bit files use their full range; 32-bit data
+    is scaled by its own finite range unless it already fits 8 bits (NaN -> low end, inf -> ends).
+
+    Converted in strips of rows so that a 100 MP image needs a few MB of float64 scratch, not 800 MB.
+    """
+    w, h = im.size
+    rows = max(1, (1 << 20) // w)
+    strips = [(y, min(h, y + rows)) for y in range(0, h, rows)]
+
+    def strip(y0: int, y1: int) -> np.ndarray:
+        return np.asarray(im.crop((0, y0, w, y1)), dtype=np.float64)
+
+    if im.mode.startswith("I;16"):
+        lo, hi = 0.0, 65535.0
+    else:
+        lo, hi = np.inf, -np.inf
+        for y0, y1 in strips:
+            finite = strip(y0, y1)
+            finite = finite[np.isfinite(finite)]
+            if finite.size:
+                lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+        if lo > hi:  # no finite value at all
+            lo, hi = 0.0, 1.0
+        elif lo >= 0 and hi <= 255:
+            lo, hi = 0.0, 255.0
+    out = np.empty((h, w), np.uint8)
+    for y0, y1 in strips:
+        arr = np.nan_to_num(strip(y0, y1), nan=lo, posinf=hi, neginf=lo)
+        out[y0:y1] = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(out, "L")
 
 
 def _flatten(im: Image.Image, pad: Sequence[float]) -> Image.Image:
@@ -202,17 +307,7 @@ def _flatten(im: Image.Image, pad: Sequence[float]) -> Image.Image:
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16-bit files use their full range; 32-bit int/float data is scaled by its own range
-        # unless it already fits 8 bits.
-        arr = np.asarray(im, dtype=np.float64)
-        if im.mode.startswith("I;16"):
-            lo, hi = 0.0, 65535.0
-        elif arr.size and arr.min() >= 0 and arr.max() <= 255:
-            lo, hi = 0.0, 255.0
-        else:
-            lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
-        scaled = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        im = Image.fromarray(scaled, "L")
+        im = _to_8bit(im)
     elif im.mode == "L" and "transparency" in im.info:
         im = im.convert("LA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -239,33 +334,46 @@ def load_image(
     spec: PreprocessSpec | None = None,
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
 ) -> Image.Image:
     """Read ``x`` (path, bytes, PIL image or HxWx3 uint8 array) into a decoded RGB PIL image.
 
     With ``spec``, JPEGs are decoded at the reduced size ``draft("RGB", (2W, 2H))`` allows and alpha is
-    composited on ``spec.pad``. Raises :class:`ImageError` naming the input and the cause.
+    composited on ``spec.pad``. Files and bytes over ``max_bytes`` are refused before they are read,
+    images over ``max_pixels`` from their header; ``None`` disables a limit. Raises :class:`ImageError`
+    naming the input and the cause.
     """
     spec = spec or PreprocessSpec()
     name = describe_input(x)
     if isinstance(x, np.ndarray):
         return _flatten(_from_array(x, name), spec.pad)
     if isinstance(x, Image.Image):
-        im = x
-        owned = False
-    elif isinstance(x, (str, os.PathLike, bytes, bytearray, memoryview)):
-        im = _open(x, name)
-        owned = True
-    else:
+        return _decode(x, name, spec, max_pixels=max_pixels, source=None)
+    if not isinstance(x, (str, os.PathLike, bytes, bytearray, memoryview)):
         raise ImageError(f"{name}: unsupported input type (use a path, bytes, PIL image or uint8 array)")
+    with _read_source(x, name, max_bytes) as f:
+        return _decode(_open(f, name), name, spec, max_pixels=max_pixels, source=f)
+
+
+def _decode(
+    im: Image.Image, name: str, spec: PreprocessSpec, *, max_pixels: int | None, source: BinaryIO | None
+) -> Image.Image:
+    """Check the header, then decode (JPEG: at draft size) the first frame, apply EXIF orientation, to RGB.
+
+    ``source`` is the stream of an image we opened (``None`` for a caller's PIL image: no draft).
+    """
     try:
         w, h = im.size
         if w < 1 or h < 1:
             raise ImageError(f"{name}: image has no pixels ({w}x{h})")
+        if max(w, h) > _MAX_SIDE:
+            raise ImageError(f"{name}: {w}x{h} has a side over {_MAX_SIDE} px")
         if max_pixels is not None and w * h > max_pixels:
             raise ImageError(f"{name}: {w}x{h} = {w * h / 1e6:.1f} MP exceeds max_pixels {max_pixels / 1e6:.1f} MP")
-        if owned and im.format == "JPEG":
+        if source is not None and im.format in ("JPEG", "MPO"):
+            _check_jpeg_scans(source, name, w * h)
             im.draft("RGB", (2 * spec.width, 2 * spec.height))
-        if getattr(im, "n_frames", 1) > 1:
+        if im.tell() != 0:  # a caller's image left on a later frame (ours open on frame 0)
             im.seek(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -276,21 +384,11 @@ def load_image(
         raise
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: decompression bomb refused ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError) as e:
+    except _DECODE_ERRORS as e:
         # Pillow signals truncated/corrupt data with several exception types; all mean "cannot decode".
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageError(f"{name}: corrupt or truncated image ({msg})") from None
+        raise ImageError(f"{name}: corrupt or truncated image ({_first_line(e)})") from None
     except MemoryError:
         raise ImageError(f"{name}: image too large to decode in memory") from None
-    finally:
-        if owned:
-            # Release the file handle; the decoded pixels live on in the returned image.
-            fp = getattr(im, "fp", None)
-            if fp is not None:
-                try:
-                    im.close()
-                except Exception:  # noqa: BLE001 - closing a broken decoder must not mask the real error
-                    pass
 
 
 def _resize(im: Image.Image, spec: PreprocessSpec) -> Image.Image:
@@ -334,6 +432,7 @@ def preprocess(
     spec: PreprocessSpec,
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
     """Load (if needed) and preprocess images into float32 ``[N, 3, H, W]`` for ``spec``.
 
@@ -347,5 +446,5 @@ def preprocess(
     h, w = spec.size
     out = np.empty((len(items), 3, h, w), np.float32)
     for i, x in enumerate(items):
-        out[i] = to_array(load_image(x, spec, max_pixels=max_pixels), spec)
+        out[i] = to_array(load_image(x, spec, max_pixels=max_pixels, max_bytes=max_bytes), spec)
     return out

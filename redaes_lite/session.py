@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import ModelError
 from .metadata import ModelInfo, read_sidecar, sha256_file, sidecar_path
-from .preprocess import DEFAULT_MAX_PIXELS
+from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     from .api import Scorer
@@ -189,6 +189,7 @@ def load(
     threads: int | None = None,
     providers: Sequence[str] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
 ) -> Scorer:
     """Load a model and return a :class:`~redaes_lite.api.Scorer`.
 
@@ -196,8 +197,10 @@ def load(
     an ``.onnx``/``.ort`` file (or a directory holding ``model.onnx``). ``threads``: ONNX Runtime
     intra-op threads (default: ``OMP_NUM_THREADS`` or all cores). ``providers``: ONNX Runtime
     execution providers (default CPU). ``max_pixels``: images larger than this (from the header) are
-    refused before decoding; ``None`` disables the check.
+    refused before decoding; ``max_bytes``: files and bytes larger than this are refused before they
+    are read. ``None`` disables a check.
     """
     from .api import Scorer
 
-    return Scorer(open_session(model, threads=threads, providers=providers), max_pixels=max_pixels)
+    session = open_session(model, threads=threads, providers=providers)
+    return Scorer(session, max_pixels=max_pixels, max_bytes=max_bytes)
