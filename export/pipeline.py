@@ -9,7 +9,9 @@ Layout of ``out`` (each folder is what an app embeds, e.g. as ``redaes_lite/mode
     export_report.json  export_report.md
 
 Files are built in a staging folder inside ``out`` and moved into place only after every gate passed:
-a failed gate leaves the report (status ``failed``, the figures that failed) and no model files.
+a failed gate leaves the report (status ``failed``, the figures that failed) and no model files. The
+folders above are cleared when a run starts, so ``out`` never mixes files of two runs (a stale int8
+folder from an earlier checkpoint could otherwise ship by mistake).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ __all__ = ["ExportOptions", "INT8_CHOICES", "choose_int8", "export_all"]
 #: ``--int8`` values: ``auto`` measures both modes and keeps the fastest that passes its gate.
 INT8_CHOICES = ("auto", "dynamic", "qdq", "none")
 MODEL_FILE = "model.onnx"
+# The folders export_all owns inside ``out``.
+_FOLDERS = ("fp32", "int8", "fp16", "fp32-ort", "int8-ort")
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,8 @@ def export_all(
     """
     checkpoint, out = Path(checkpoint), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for name in _FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
     record: dict[str, Any] = {
         "status": "failed",
         "checkpoint": str(checkpoint),
@@ -212,9 +218,7 @@ def export_all(
         record["latency_ms"] = {name: measure_latencies(p, threads=options.threads, batches=options.batches,
                                                         repeats=options.repeats) for name, p in files.items()}  # fmt: skip
         for name in files:
-            target = out / files[name].parent.name
-            shutil.rmtree(target, ignore_errors=True)
-            files[name].parent.rename(target)
+            files[name].parent.rename(out / files[name].parent.name)
         record["status"] = "ok"
     except ExportError as e:
         if isinstance(e, ParityError) and e.gate is not None:

@@ -243,6 +243,8 @@ def test_export_all_ships_nothing_when_a_gate_fails(data: dict, tmp_path: Path, 
         return _corrupt_normalisation(path, path)
 
     monkeypatch.setattr(pipeline, "export_onnx", corrupted)
+    (tmp_path / "int8").mkdir()
+    (tmp_path / "int8" / "model.onnx").write_bytes(b"an earlier run's file")
     with pytest.raises(ParityError, match="torch-onnx"):
         options = _options(data, int8="none", fp16=False, ort=False, exporter="legacy")
         pipeline.export_all(data["ckpt"], tmp_path, options=options)
