@@ -33,9 +33,9 @@ def measure(backbone: str, *, size: int, pairs: int, steps: int, warmup: int, ch
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randn(2 * pairs, 3, size, size, generator=gen).contiguous(memory_format=memory_format)
     target = torch.randn(pairs, 2, generator=gen)
-    times = []
+    times, cpu = [], []
     for step in range(warmup + steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         utility, _ = student(pixels)
         pred = utility.view(pairs, 2)
         loss = relative(pred, target)["loss"] + ranking(pred, target)["loss"]
@@ -44,6 +44,7 @@ def measure(backbone: str, *, size: int, pairs: int, steps: int, warmup: int, ch
         opt.step()
         if step >= warmup:
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
     median = sorted(times)[len(times) // 2]
     # The machine's load while measuring: other processes' share of the cores skews the result.
     return {
@@ -53,6 +54,8 @@ def measure(backbone: str, *, size: int, pairs: int, steps: int, warmup: int, ch
         "params": student.info()["params"],
         "step_s": round(median, 3),
         "pairs_per_s": round(pairs / median, 2),
+        # CPU seconds per pair, all threads: less sensitive to other processes than wall time.
+        "cpu_s_per_pair": round(sorted(cpu)[len(cpu) // 2] / pairs, 3),
         "threads": torch.get_num_threads(),
         "channels_last": channels_last,
         "load_1m": round(os.getloadavg()[0], 2),
