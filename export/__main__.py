@@ -74,7 +74,8 @@ def _run_main(argv: Sequence[str]) -> int:
         int8=a.int8, fp16=a.fp16, ort=a.ort, ort_target=a.ort_target, exporter=a.exporter, opset=a.opset,
         calibration=tuple(calibration_photos(a.calibration_photos)) if needs_calibration else (),
         parity=tuple(parity_photos(a.parity_photos)), torch_images=a.torch_photos, repeats=a.repeats,
-        extra={"calibration_from": "distill.splits photos/train", "parity_from": "distill.splits photos/val, biq2021/val"},
+        extra={"calibration_from": "distill.splits photos/train",
+               "parity_from": "distill.splits photos/val, then biq2021/val"},
     )  # fmt: skip
     report = export_all(a.checkpoint, a.out, options=options, progress=_say)
     print(to_markdown(json.loads(report.read_text())))

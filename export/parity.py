@@ -68,7 +68,9 @@ def _enforce(gate: Gate) -> Gate:
     return gate
 
 
-def run_model(path: str | os.PathLike, pixels: np.ndarray, *, batch_size: int = _BATCH) -> tuple[np.ndarray, np.ndarray]:
+def run_model(
+    path: str | os.PathLike, pixels: np.ndarray, *, batch_size: int = _BATCH
+) -> tuple[np.ndarray, np.ndarray]:
     """``(utility [N], factors [N, K])`` of an ``.onnx``/``.ort`` file on CPU, in batches."""
     import onnxruntime as ort
 
@@ -193,7 +195,8 @@ def ranking_gate(
         failures.append(f"Spearman {fig['spearman']:.4f} < {min_spearman}")
     if not fig["pairwise_agreement"] >= min_pairwise:
         failures.append(f"pairwise agreement {fig['pairwise_agreement']:.4f} < {min_pairwise}")
-    limits = {"spearman": f">= {min_spearman}", "pairwise_agreement": f">= {min_pairwise}", "images": f">= {min_images}"}
+    limits = {"spearman": f">= {min_spearman}", "pairwise_agreement": f">= {min_pairwise}",
+              "images": f">= {min_images}"}  # fmt: skip
     return _enforce(Gate("fp32-reduced", str(reference), str(candidate), len(images), fig, limits, tuple(failures)))
 
 

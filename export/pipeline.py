@@ -215,8 +215,8 @@ def export_all(
         files = _build(checkpoint, stage, options, record, progress)
         record["files"] = {name: describe_file(p, root=stage) for name, p in files.items()}
         progress(f"latency of {len(files)} files ({len(options.threads) * len(options.batches)} settings each)")
-        record["latency_ms"] = {name: measure_latencies(p, threads=options.threads, batches=options.batches,
-                                                        repeats=options.repeats) for name, p in files.items()}  # fmt: skip
+        timing = {"threads": options.threads, "batches": options.batches, "repeats": options.repeats}
+        record["latency_ms"] = {name: measure_latencies(p, **timing) for name, p in files.items()}
         for name in files:
             files[name].parent.rename(out / files[name].parent.name)
         record["status"] = "ok"

@@ -23,7 +23,16 @@ from redaes_lite.metadata import read_sidecar, sha256_file, sidecar_path
 from .metadata import read_info
 from .onnx import INPUT
 
-__all__ = ["REPORT_JSON", "REPORT_MD", "describe_file", "latency_ms", "measure_latencies", "to_markdown", "write_report"]
+__all__ = [
+    "REPORT_JSON",
+    "REPORT_MD",
+    "describe_file",
+    "latency_ms",
+    "machine",
+    "measure_latencies",
+    "to_markdown",
+    "write_report",
+]
 
 REPORT_JSON = "export_report.json"
 REPORT_MD = "export_report.md"

@@ -57,7 +57,8 @@ def _photos(directory: Path, n: int, seed: int) -> list[Path]:
 
 def _targets(pixels: "torch.Tensor", spec) -> tuple["torch.Tensor", "torch.Tensor"]:
     raw = pixels * torch.tensor(spec.std).view(1, 3, 1, 1) + torch.tensor(spec.mean).view(1, 3, 1, 1)
-    f = torch.stack([raw.mean((1, 2, 3)), raw.std((2, 3)).mean(1), (raw[..., 1:] - raw[..., :-1]).abs().mean((1, 2, 3))], 1)
+    sharpness = (raw[..., 1:] - raw[..., :-1]).abs().mean((1, 2, 3))
+    f = torch.stack([raw.mean((1, 2, 3)), raw.std((2, 3)).mean(1), sharpness], 1)
     f = (f - f.mean(0)) / f.std(0)
     return f @ torch.tensor([1.0, 0.5, 0.25]), f
 
@@ -211,8 +212,9 @@ def test_ort_file_scores_like_its_onnx(data: dict, fp32: Path, tmp_path: Path) -
 
 
 def _options(data: dict, **changes) -> pipeline.ExportOptions:
-    fields = dict(int8="auto", fp16=True, ort=True, calibration=tuple(data["calibration"]), parity=tuple(data["parity"].images),
-                  min_parity=N_PARITY, torch_images=8, threads=(1,), batches=(1, 4), repeats=1)  # fmt: skip
+    fields = dict(int8="auto", fp16=True, ort=True, calibration=tuple(data["calibration"]),
+                  parity=tuple(data["parity"].images), min_parity=N_PARITY, torch_images=8, threads=(1,),
+                  batches=(1, 4), repeats=1)  # fmt: skip
     return pipeline.ExportOptions(**{**fields, **changes})
 
 
@@ -229,8 +231,8 @@ def test_export_all_writes_gated_files_and_report(data: dict, tmp_path: Path) ->
         assert f["bytes"] == path.stat().st_size and read_sidecar(path.with_suffix(".json")).sha256 == f["sha256"]
     photos = data["parity"].images
     for onnx_name in ("fp32", "int8"):
-        ranks = [np.argsort(_utilities(tmp_path / report["files"][n]["path"], photos)) for n in (onnx_name, f"{onnx_name}-ort")]
-        assert list(ranks[0]) == list(ranks[1])
+        onnx_file, ort_file = (tmp_path / report["files"][n]["path"] for n in (onnx_name, f"{onnx_name}-ort"))
+        assert list(np.argsort(_utilities(ort_file, photos))) == list(np.argsort(_utilities(onnx_file, photos)))
     assert (tmp_path / "export_report.md").read_text().startswith("# Export report: ok")
     assert not list(tmp_path.glob(".stage-*"))
 
