@@ -129,11 +129,12 @@ def edit_metrics(
     f_delta = np.abs(f[:, 1:] - f[:, :1])  # [G, M-1, K]
     hits = []
     for name in sorted({s for s in single.ravel() if s is not None}):
-        sel = (single == name) & scored
-        if sel.any():
-            out[f"edit_acc.{name}"] = float(agree[sel].mean())
+        sel = (single == name) & scored  # an imperceptible edit has nothing to order or explain
+        if not sel.any():
+            continue
+        out[f"edit_acc.{name}"] = float(agree[sel].mean())
         if name in factors:
-            hit = (f_delta[single == name].argmax(-1) == list(factors).index(name)).astype(np.float64)
+            hit = (f_delta[sel].argmax(-1) == list(factors).index(name)).astype(np.float64)
             out[f"explain_acc.{name}"] = float(hit.mean())
             hits.append(hit)
     out["explain_acc"] = float(np.concatenate(hits).mean()) if hits else math.nan
