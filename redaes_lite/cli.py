@@ -67,7 +67,7 @@ OutputOpt = Annotated[
     Optional[Path], typer.Option("--output", "-o", help="Write here (atomically) instead of stdout.", dir_okay=False)
 ]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads [default: all].")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per inference batch.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per inference batch (more: more memory).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.")]
 ProgressOpt = Annotated[
     Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr [default: if a terminal].")
@@ -85,10 +85,11 @@ WorkersOpt = Annotated[
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Keep the rows already scored in --output (jsonl) and score only the rest.")
 ]
-# = redaes_lite.preprocess.DEFAULT_MAX_PIXELS / DEFAULT_MAX_BYTES (tested); not imported, so that
-# `--version` stays light.
+# = redaes_lite.preprocess.DEFAULT_MAX_PIXELS / DEFAULT_MAX_BYTES and api.DEFAULT_BATCH_SIZE (tested); not
+# imported, so that `--version` stays light.
 DEFAULT_MAX_PIXELS = 120_000_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_BATCH_SIZE = 8
 # Exit status after SIGINT / SIGTERM, as a shell reports a process killed by them.
 _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 PathsArg = Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)]
@@ -266,7 +267,7 @@ def score(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     threads: ThreadsOpt = None,
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     quiet: QuietOpt = False,
     progress: ProgressOpt = None,
     recursive: RecursiveOpt = False,
@@ -300,7 +301,7 @@ def rank(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     threads: ThreadsOpt = None,
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     quiet: QuietOpt = False,
     progress: ProgressOpt = None,
     recursive: RecursiveOpt = False,

@@ -22,7 +22,7 @@ from PIL import Image
 from test_preprocess import photo, png_bytes
 from typer.testing import CliRunner
 
-from redaes_lite import ImageError, ModelError, cli, load, preprocess
+from redaes_lite import ImageError, ModelError, api, cli, load, preprocess
 from redaes_lite._cli_io import expand
 from redaes_lite._decode_pool import DecodePool
 from redaes_lite.cli import app
@@ -60,6 +60,7 @@ def test_max_bytes_refuses_files_and_bytes_before_reading(tmp_path, monkeypatch)
         with pytest.raises(ImageError, match=r"file is 268\.4 MB, over max_bytes 268\.4 MB"):
             load_image(huge)
     assert preprocess.DEFAULT_MAX_BYTES == cli.DEFAULT_MAX_BYTES == 256 * 1024 * 1024
+    assert api.DEFAULT_BATCH_SIZE == cli.DEFAULT_BATCH_SIZE  # memory grows with the batch (memory_profile.py)
 
 
 def test_max_bytes_in_load_and_the_cli(tiny_model, tmp_path):

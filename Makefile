@@ -1,0 +1,14 @@
+# Long-running checks that CI does not run (CI runs .ci/run). Generated files go to /tmp, never the repo.
+PYTHON ?= .venv/bin/python
+FUZZ_SECONDS ?= 600
+FUZZ_SEED ?= 0
+
+.PHONY: fuzz memory-profile
+
+# Fuzzing campaign of the image loader: findings and summary.json in /tmp/redaes-fuzz.
+fuzz:
+	nice -n 10 $(PYTHON) benchmarks/fuzz.py --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --out /tmp/redaes-fuzz
+
+# Peak and sampled RSS of `redaes-lite score` over 10,000 files (random-init Lite0 student).
+memory-profile:
+	nice -n 10 $(PYTHON) benchmarks/memory_profile.py --files 10000 --model random-lite0 --batch-size 16
