@@ -63,9 +63,10 @@ _INTERPOLATION = {
 # The formats we decode (those of the CLI's image extensions; JPEG covers MPO). Pillow would otherwise
 # try every plugin it has on untrusted bytes, EPS (Ghostscript) and a dozen rarely fuzzed decoders included.
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF", "JPEG2000", "PPM", "TGA")
-# libjpeg decodes every scan of a progressive JPEG over all blocks of the full-size image (draft() only
-# shrinks the output), so a small file that repeats a scan costs ~0.7 ns per pixel per scan here: 1,000
-# scans of a 64 MP image took 46 s. Limit the scans (as libjpeg-turbo advises) and pixels x scans (~1 s).
+# libjpeg decodes every scan of a progressive (or non-interleaved) JPEG over all blocks of the full-size
+# image (draft() only shrinks the output), so a small file that repeats a scan costs ~0.7 ns per pixel
+# per scan: 1,000 scans of a 64 MP image took 46 s. Limit the scans (as libjpeg-turbo advises) and
+# pixels x scans (~1 s here).
 _JPEG_MAX_SCANS = 500
 # Longest side accepted (JPEG's own limit). Decoders spend ~50 ns per row whatever its width, so a 69-byte
 # PNG claiming 1 x 100,000,000 pixels (under max_pixels) took 4 s; real photos are far from this.
@@ -232,7 +233,28 @@ def _count_scans(f: BinaryIO) -> int:
     return count
 
 
-def _check_jpeg_scans(f: BinaryIO, name: str, pixels: int) -> None:
+def _single_scan(f: BinaryIO, components: int) -> bool:
+    """Whether a sequential JPEG's first scan holds all its components: libjpeg then refuses a second
+    scan, so there is nothing to count. Walks the header segments up to the first SOS."""
+    pos = f.tell()
+    try:
+        f.seek(2)
+        for _ in range(1000):  # header segments; a real file has a few dozen at most
+            head = f.read(5)
+            if len(head) < 5 or head[0] != 0xFF:
+                return False
+            if head[1] == 0xDA:
+                return head[4] == components
+            f.seek(struct.unpack(">H", head[2:4])[0] - 3, os.SEEK_CUR)
+        return False
+    finally:
+        f.seek(pos)
+
+
+def _check_jpeg_scans(im: Image.Image, f: BinaryIO, name: str) -> None:
+    if not im.info.get("progressive") and _single_scan(f, len(im.getbands())):
+        return
+    pixels = im.width * im.height
     scans = _count_scans(f)
     limit = min(_JPEG_MAX_SCANS, max(1, _JPEG_SCAN_BUDGET // max(pixels, 1)))
     if scans > limit:
@@ -371,7 +393,7 @@ def _decode(
         if max_pixels is not None and w * h > max_pixels:
             raise ImageError(f"{name}: {w}x{h} = {w * h / 1e6:.1f} MP exceeds max_pixels {max_pixels / 1e6:.1f} MP")
         if source is not None and im.format in ("JPEG", "MPO"):
-            _check_jpeg_scans(source, name, w * h)
+            _check_jpeg_scans(im, source, name)
             im.draft("RGB", (2 * spec.width, 2 * spec.height))
         if im.tell() != 0:  # a caller's image left on a later frame (ours open on frame 0)
             im.seek(0)
