@@ -68,11 +68,11 @@ def display_calibration(
     }
 
 
-def fit_pair_temperature(deltas: np.ndarray, outcomes: np.ndarray) -> float:
+def fit_pair_temperature(deltas: np.ndarray, outcomes: np.ndarray, *, weights: np.ndarray | None = None) -> float:
     """Maximum-likelihood ``T`` for ``P(b > a) = sigmoid(delta / T)`` (``distill.losses.fit_temperature``)."""
     from distill.losses import fit_temperature
 
-    return float(fit_temperature(np.asarray(deltas, np.float64), np.asarray(outcomes, np.float64)))
+    return float(fit_temperature(np.asarray(deltas, np.float64), np.asarray(outcomes, np.float64), weights=weights))
 
 
 def pair_calibration(deltas: np.ndarray, outcomes: np.ndarray, *, temperature: float) -> dict[str, float]:

@@ -55,6 +55,9 @@ class StudentConfig:
     input_size: list[int] = field(default_factory=lambda: [224, 224])
     resize: str = "letterbox"
     overrides: dict[str, Any] = field(default_factory=dict)  # extra create_student keywords (e.g. drop_rate)
+    # Keep the pretrained BatchNorm statistics (norm layers in eval mode while training): groups of edits of
+    # a few photos make unrepresentative batch statistics, and training then matches inference.
+    freeze_bn_stats: bool = False
 
 
 @dataclass

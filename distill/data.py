@@ -11,7 +11,7 @@ group carry meaning. ``factor_target`` is NaN where unknown; ``mask`` marks memb
 Sources (each a :class:`GroupSource`):
 
 - :class:`EditGroups`: a training photo plus ``M - 1`` random edit recipes; targets ``[0, d1, ...]`` from
-  the edit oracle, factor targets for single-edit members (the edited factor's delta, 0 elsewhere).
+  the edit oracle, factor targets from its per-factor deltas (0 for the factors a recipe did not touch).
 - :class:`MosGroups`: ``M`` BIQ2021 training images (cross-content); target = MOS.
 - :class:`LabelledPairs`: any pair-label JSONL (edit, mos, mllm or model teacher); groups ``[a, b]``
   with targets ``[0, delta]``.
@@ -252,12 +252,12 @@ def edit_group(
         images.append(edits.apply(src, recipe, seed=int(rng.integers(2**31))))
         delta, by_factor = oracle.judge(recipe, tags=tags)
         target.append(float(delta))
-        if len(recipe) == 1:
-            # A single edit moves one factor: its delta there, none elsewhere (teaches specific heads).
-            ftarget[i] = 0.0
-            for name, d in by_factor.items():
-                if name in factors:
-                    ftarget[i, factors.index(name)] = float(d)
+        # The oracle splits delta over the factors the recipe moved; the others did not change. (A single
+        # edit moves one factor: its delta there, none elsewhere, which teaches the heads to be specific.)
+        ftarget[i] = 0.0
+        for name, d in by_factor.items():
+            if name in factors:
+                ftarget[i, factors.index(name)] = float(d)
     return Group(images, np.asarray(target), ftarget)
 
 

@@ -188,7 +188,11 @@ def finalize(
     mos = mos_pairs(raw["mos_utility"], val.mos, margin=cfg.val.mos_pair_margin) if "mos_utility" in raw else None
     use_mos = cfg.val.fit_on_mos and mos is not None
     fit_on = [edit, mos] if use_mos else [edit]
-    temperature = fit_pair_temperature(np.concatenate([d for d, _ in fit_on]), np.concatenate([o for _, o in fit_on]))
+    # Each kind weighs the same in the fit: there are far more MOS pairs than edit pairs.
+    weights = np.concatenate([np.full(len(d), 1.0 / len(d)) for d, _ in fit_on])
+    temperature = fit_pair_temperature(
+        np.concatenate([d for d, _ in fit_on]), np.concatenate([o for _, o in fit_on]), weights=weights
+    )
     metrics["temperature"] = temperature
     for kind, pairs in (("edit", edit), ("mos", mos)):
         if pairs is not None:  # MOS pairs are measured even when not fitted on

@@ -102,3 +102,13 @@ def test_dump_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load(name: str) -> None:
     assert load_config(CONFIGS / name).total_steps > 0
+
+
+def test_cli_help_and_bad_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from distill.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--help"])
+    assert info.value.code == 0 and "--resume" in capsys.readouterr().out
+    assert main(["train", str(write(tmp_path, {"stpes": 3}))]) == 2
+    assert "did you mean 'steps'" in capsys.readouterr().err
