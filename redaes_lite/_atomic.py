@@ -11,6 +11,19 @@ from typing import IO, Iterator
 __all__ = ["atomic_open"]
 
 
+def _final_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the old file's, else 0o666 minus the umask.
+
+    ``mkstemp`` creates 0600 files, which would hide reports and model sidecars from other users.
+    """
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)  # the only portable way to read the umask is to set it and put it back
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, *, newline: str | None = None) -> Iterator[IO[str]]:
     """Open a temporary text file beside ``path``; on success it is fsynced and renamed onto ``path``.
@@ -23,6 +36,7 @@ def atomic_open(path: str | os.PathLike, *, newline: str | None = None) -> Itera
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), _final_mode(path))
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -322,3 +322,18 @@ def test_resume_needs_jsonl_output(tiny_model, tmp_path):
     r = run("score", tmp_path, "--model", tiny_model, "--resume", "-f", "csv", "-o", tmp_path / "x.csv")
     assert r.exit_code == 2 and "--resume needs --format jsonl" in r.stderr
     assert re.search(r"--resume", run("score", "--help").stdout)
+
+
+def test_atomic_output_gets_the_permissions_of_a_plain_write(tmp_path):
+    from redaes_lite._atomic import atomic_open
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = tmp_path / "atomic.txt"
+    with atomic_open(atomic) as f:
+        f.write("x")
+    assert atomic.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    atomic.chmod(0o640)
+    with atomic_open(atomic) as f:  # rewriting keeps the file's own mode
+        f.write("y")
+    assert atomic.stat().st_mode & 0o777 == 0o640
