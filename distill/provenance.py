@@ -78,6 +78,17 @@ def _data_of(src: GroupSource, ctx: DataContext, pairs: int) -> list[dict[str, A
     return out
 
 
+def _merge(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per data set: pairs drawn by several sources add up; a teacher's own records count once."""
+    out: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if rec["name"] in out and not rec["name"].startswith("via teacher"):
+            out[rec["name"]]["pairs"] += rec["pairs"]
+        else:
+            out.setdefault(rec["name"], dict(rec))
+    return list(out.values())
+
+
 def describe_data(
     cfg: Any, ctx: DataContext, sources: Mapping[str, GroupSource], pairs_seen: Mapping[str, int]
 ) -> dict[str, Any]:
@@ -90,6 +101,7 @@ def describe_data(
             key = _split_id(teacher_id)
             teachers[key] = max(teachers.get(key, 0.0), weight)
         data += _data_of(src, ctx, int(pairs_seen.get(name, 0)))
+    data = _merge(data)
     research = [d["name"] for d in data if not d["license"].startswith("permissive")]
     license_ = cfg.license or (
         "research and non-commercial use only: trained on data that is not all permissively licensed ("
