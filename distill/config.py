@@ -171,6 +171,9 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     threads: int | None = None  # torch intra-op threads (None: torch's default)
+    # NHWC tensors for the convolutions: 1.5x faster Lite0 training steps on this CPU, same results up to
+    # float rounding; it changes nothing in checkpoints.
+    channels_last: bool = True
     factors: list[str] = field(
         default_factory=lambda: [
             "exposure",

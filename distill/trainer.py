@@ -200,9 +200,10 @@ class Run:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + self.dist.rank)
         self.model, self.train_tf, self.eval_tf = build_student(cfg)
-        # channels_last cuts a CNN's CPU training cost ~2.4x here (benchmarks/train_throughput.py); the
+        # channels_last cuts a CNN's CPU training cost 1.5-2.4x here (benchmarks/train_throughput.py); the
         # weights and exported graph are unchanged.
-        self.model.to(self.device, memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format)
         # ``ctx`` is given by tests (synthetic data); runs read the committed splits of the shared data.
         self.ctx = ctx or DataContext.from_config(cfg, self.model.spec)
         self.loss_fns = build_losses(cfg).to(self.device)
@@ -282,7 +283,7 @@ class Run:
     def compute_loss(self, batches: dict[str, dict[str, Any]]) -> tuple[torch.Tensor, dict[str, float]]:
         """One forward pass over every source's images; weighted sum of every loss on every source."""
         images = torch.cat([b["images"].flatten(0, 1) for b in batches.values()])
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=self.memory_format)
         utility, factors = self.net(images)
         total = utility.new_zeros(())
         parts: dict[str, float] = {}

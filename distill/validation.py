@@ -88,14 +88,15 @@ class ValSets:
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, pixels: torch.Tensor, *, device: torch.device, batch_size: int
+    model: torch.nn.Module, pixels: torch.Tensor, *, device: torch.device, batch_size: int, channels_last: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Utilities ``[N]`` and factors ``[N, K]`` in eval mode."""
     was_training = model.training
     model.eval()
     us, fs = [], []
     for i in range(0, len(pixels), batch_size):
-        u, f = model(pixels[i : i + batch_size].to(device).float())
+        x = pixels[i : i + batch_size].to(device).float()
+        u, f = model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
         us.append(u.float().cpu())
         fs.append(f.float().cpu())
     model.train(was_training)
@@ -159,10 +160,10 @@ def evaluate(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Validation figures, and the raw predictions the end-of-run fits use."""
     bs = cfg.val.batch_size
-    u, f = predict(model, val.edit_pixels(eval_tf), device=device, batch_size=bs)
+    u, f = predict(model, val.edit_pixels(eval_tf), device=device, batch_size=bs, channels_last=cfg.channels_last)
     metrics, raw = edit_metrics(u, f, val, factors=cfg.factors, min_delta=cfg.val.min_delta)
     if len(val.mos_paths) >= 2:
-        mu, _ = predict(model, val.mos_pixels(eval_tf), device=device, batch_size=bs)
+        mu, _ = predict(model, val.mos_pixels(eval_tf), device=device, batch_size=bs, channels_last=cfg.channels_last)
         metrics["mos_srcc"] = srcc(mu, val.mos)
         metrics["mos_plcc"] = plcc_logistic(mu, val.mos)
         raw["mos_utility"] = mu
