@@ -187,7 +187,10 @@ def test_max_pixels_is_configurable_in_load(tiny_model):
     assert load(tiny_model, max_pixels=1536).score(data) == load(tiny_model, max_pixels=None).score(data)
 
 
-def test_default_model_is_not_shipped_yet_and_never_faked():
+def test_a_missing_embedded_model_is_a_clear_error_never_a_fake(tmp_path, monkeypatch):
+    import redaes_lite.session as session
+
+    monkeypatch.setattr(session, "_MODELS_DIR", tmp_path)
     for call in (lambda: load(), lambda: load("default"), lambda: redaes_lite.compare(grey(1), grey(2))):
         with pytest.raises(ModelError, match="not shipped .* pass a model file"):
             call()

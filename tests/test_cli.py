@@ -169,7 +169,6 @@ def test_info(tiny_model):
         ["score"],
         ["compare", "a.jpg"],
         ["frobnicate"],
-        ["score", "x.jpg"],  # no default model shipped yet
         ["score", "x.jpg", "--model", "missing.onnx"],
         ["info", "--model", "missing.onnx"],
     ],
