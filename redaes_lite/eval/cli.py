@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..cli import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS
 from ..errors import RedaesError
 from .datasets import LabelledImage, list_datasets, read_dataset, read_labels
 from .runner import evaluate_pairs, evaluate_scores, read_preference_pairs, unique_images
@@ -159,10 +160,10 @@ def scores(
     fmt: FormatOpt = ReportFormat.table,
     output: OutputOpt = None,
     threads: ThreadsOpt = None,
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     quiet: QuietOpt = False,
     progress: ProgressOpt = None,
-    max_pixels: MaxPixelsOpt = 120_000_000,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Agreement with human scores: n, srcc, plcc (logistic), plcc_raw, krcc, pair_accuracy."""
     run = _Run(model=model, threads=threads, max_pixels=max_pixels, batch_size=batch_size, fmt=fmt, output=output,
@@ -195,10 +196,10 @@ def pairs(
     fmt: FormatOpt = ReportFormat.table,
     output: OutputOpt = None,
     threads: ThreadsOpt = None,
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     quiet: QuietOpt = False,
     progress: ProgressOpt = None,
-    max_pixels: MaxPixelsOpt = 120_000_000,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Agreement with human preferences: n, accuracy, mean_probability (and ece)."""
     run = _Run(model=model, threads=threads, max_pixels=max_pixels, batch_size=batch_size, fmt=fmt, output=output,
@@ -231,10 +232,10 @@ def dataset(
     fmt: FormatOpt = ReportFormat.table,
     output: OutputOpt = None,
     threads: ThreadsOpt = None,
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     quiet: QuietOpt = False,
     progress: ProgressOpt = None,
-    max_pixels: MaxPixelsOpt = 120_000_000,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """`scores` on a standard IAA/IQA data set read from its native layout."""
     run = _Run(model=model, threads=threads, max_pixels=max_pixels, batch_size=batch_size, fmt=fmt, output=output,
