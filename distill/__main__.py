@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         help="train a student from a YAML config",
         description=(
             "Train a student. Output folder: config.yaml, metrics.jsonl, last.pt (resume), best.pt, final.pt "
-            "(export). Ctrl-C stops cleanly and writes last.pt. Multi-GPU: torchrun --nproc_per_node N -m distill train ..."
+            "(export). Ctrl-C stops cleanly and writes last.pt. "
+            "Multi-GPU: torchrun --nproc_per_node N -m distill train ..."
         ),
     )
     t.add_argument("config", help="YAML config (see distill/configs/)")

@@ -43,6 +43,7 @@ def tiny_cfg(out: Path, *overrides: str) -> TrainConfig:
             "sources={mos: {kind: mos, group_size: 3, groups: 3}, edit: {kind: edit, group_size: 3, groups: 2}}",
             "losses={relative: {}, ranking: {}, factor: {weight: 0.5}, temperature: {weight: 0.1}}",
             "optim.warmup_steps=1",
+            "threads=1",
             "optim.lr=0.003",
             *overrides,
         ]
@@ -70,7 +71,7 @@ def test_lr_schedule_warms_up_then_decays() -> None:
 def test_a_few_steps_reduce_the_loss(ctx, tmp_path: Path) -> None:
     cfg = tiny_cfg(
         tmp_path / "run",
-        "steps=25",
+        "steps=15",
         "val.every=1000",
         "sources={mos: {kind: mos, group_size: 4, groups: 4}}",
         "losses={relative: {}, ranking: {}}",
