@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from distill.data import DataContext, GroupSource, LabelledPairs, TeacherGroups
+from distill.data import DataContext, GroupSource, LabelledPairs
+from distill.teacher_loop import TeacherGroups
 
 __all__ = ["data_hashes", "describe_data", "file_sha256"]
 

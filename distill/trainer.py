@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -32,127 +30,24 @@ from typing import Any
 
 import torch
 
-from distill.config import ConfigError, LossConfig, SourceConfig, TrainConfig, dump_config
-from distill.data import DataContext, GroupSource, TeacherGroups, TeacherLabeller, batch_loader, build_source
+from distill.config import LossConfig, SourceConfig, TrainConfig, dump_config
+from distill.data import DataContext, GroupSource, batch_loader, build_source
 from distill.provenance import describe_data
+from distill.teacher_loop import TeacherGroups, TeacherLabeller
+from distill.train_setup import (
+    Dist,
+    Progress,
+    StopFlag,
+    build_losses,
+    build_student,
+    git_commit,
+    lr_factor,
+    make_optimizer,
+    pick_device,
+)
 from distill.validation import ValSets, evaluate, finalize
 
 __all__ = ["Run", "train"]
-
-
-# --- setup ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Dist:
-    """torchrun's environment, or a single process."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
-            return cls()
-        import torch.distributed as td
-
-        td.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        return cls(td.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-
-def pick_device(name: str, dist: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and dist.world > 1:
-        name = f"cuda:{dist.local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
-def lr_factor(step: int, *, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine from 1 to ``min_ratio`` at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: torch.nn.Module, losses: torch.nn.ModuleDict, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, norms and loss parameters (the learned temperature);
-    ``backbone_lr`` for the (pretrained) trunk when set."""
-    o = cfg.optim
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            groups.setdefault((name.startswith("trunk."), p.ndim > 1), []).append(p)
-    params = [
-        {
-            "params": ps,
-            "weight_decay": o.weight_decay if decay else 0.0,
-            "lr": o.backbone_lr if trunk and o.backbone_lr is not None else o.lr,
-        }
-        for (trunk, decay), ps in sorted(groups.items())
-    ]
-    if any(True for _ in losses.parameters()):
-        params.append({"params": list(losses.parameters()), "weight_decay": 0.0, "lr": o.lr})
-    return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-
-
-def build_losses(cfg: TrainConfig) -> torch.nn.ModuleDict:
-    """Every loss any stage uses, built once (a learned temperature lives on across stages)."""
-    from distill.losses import LOSSES
-
-    options: dict[str, dict[str, Any]] = {}
-    for stage in [None, *cfg.stages]:
-        for name, lcfg in cfg.stage_config(stage)[1].items():
-            if options.setdefault(name, lcfg.options) != lcfg.options:
-                raise ConfigError(f"loss {name!r}: options may not change between stages (weights may)")
-    try:
-        return torch.nn.ModuleDict({name: LOSSES.get(name)(**opts) for name, opts in options.items()})
-    except KeyError as e:
-        raise ConfigError(str(e).strip("\"'")) from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"losses: {e}") from None
-
-
-def build_student(cfg: TrainConfig) -> tuple[torch.nn.Module, Any, Any]:
-    from distill.student import create_student
-
-    s = cfg.student
-    return create_student(
-        s.backbone,
-        factors=cfg.factors,
-        pretrained=s.pretrained,
-        img_size=list(s.input_size),
-        resize=s.resize,
-        **s.overrides,
-    )
-
-
-def git_commit() -> str:
-    """HEAD of the repository holding this file, ``+dirty`` when distill/ or redaes_lite/ differ from it."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        diff = ["git", "diff", "--quiet", "HEAD", "--", "distill", "redaes_lite"]
-        dirty = subprocess.run(diff, cwd=root, check=False).returncode
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -166,27 +61,6 @@ class State:
     best: float | None = None
     pairs_seen: dict[str, int] = field(default_factory=dict)
     stage_metrics: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self._old: Any = None
-
-    def __enter__(self) -> _StopFlag:
-        self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.stop:
-            raise KeyboardInterrupt
-        self.stop = True
-        print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._old)
 
 
 class Run:
@@ -341,7 +215,7 @@ class Run:
         stop_at = total if until is None else min(until, total)
         bar = Progress(total, start=self.state.step, enabled=self.dist.main and sys.stderr.isatty())
         t0, seen = time.perf_counter(), 0
-        with _StopFlag() as flag:
+        with StopFlag() as flag:
             while self.state.step < stop_at and not flag.stop:
                 index, stage = cfg.stage_at(self.state.step)
                 if index != self.stage_index or not self.loaders:
@@ -471,23 +345,6 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=float) + "\n")
-
-
-class Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal (logs stay clean)."""
-
-    def __init__(self, total: int, *, start: int, enabled: bool) -> None:
-        self.total, self.start, self.enabled, self.t0 = total, start, enabled, time.perf_counter()
-
-    def update(self, step: int, loss: float) -> None:
-        if self.enabled:
-            rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
-            sys.stderr.write(f"\rstep {step}/{self.total}  loss {loss:.4f}  {rate:.2f} it/s ")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, until: int | None = None) -> Path | None:

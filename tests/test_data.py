@@ -10,15 +10,9 @@ import pytest
 import torch
 from synthetic_data import FACTORS, make_context
 
-from distill.data import (
-    EditGroups,
-    LabelledPairs,
-    MosGroups,
-    TeacherGroups,
-    TeacherLabeller,
-    batch_loader,
-)
+from distill.data import EditGroups, LabelledPairs, MosGroups, batch_loader
 from distill.student import TrainTransform, create_student, save_checkpoint
+from distill.teacher_loop import TeacherGroups, TeacherLabeller
 
 pytest.importorskip("distill.teachers.edit_oracle")
 from distill.teachers.edit_oracle import EditOracle

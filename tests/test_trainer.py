@@ -14,7 +14,8 @@ from synthetic_data import FACTORS, make_context
 
 from distill.config import TrainConfig, load_config
 from distill.student import load_checkpoint, load_student
-from distill.trainer import Run, lr_factor
+from distill.train_setup import lr_factor
+from distill.trainer import Run
 from redaes_lite.metadata import apply_calibration
 
 pytest.importorskip("distill.teachers.edit_oracle")
