@@ -15,18 +15,11 @@ from typing import Any
 
 from distill.data import DataContext, GroupSource, LabelledPairs
 from distill.teacher_loop import TeacherGroups
+from redaes_lite.metadata import sha256_file
 
-__all__ = ["data_hashes", "describe_data", "file_sha256"]
+__all__ = ["data_hashes", "describe_data"]
 
 BIQ2021_LICENSE = "research use (BIQ2021: no licence stated by its authors; subset ss03 from Unsplash)"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _split_id(teacher_id: str) -> tuple[str, str]:
@@ -134,7 +127,7 @@ def data_hashes(ctx: DataContext, label_files: Sequence[str | os.PathLike] = ())
         ("biq2021/labels.csv", ctx.biq_root / "labels.csv"),
     ):
         if Path(path).exists():
-            out[name] = file_sha256(path)
+            out[name] = sha256_file(path)
     for path in label_files:
-        out[f"labels:{Path(path).name}"] = file_sha256(path)
+        out[f"labels:{Path(path).name}"] = sha256_file(path)
     return out

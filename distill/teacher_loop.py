@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from distill.data import Group, GroupSource, Transform
+from redaes_lite.metadata import sha256_file
 from redaes_lite.preprocess import PreprocessSpec, to_array
 
 __all__ = ["TeacherGroups", "TeacherLabeller"]
@@ -43,10 +44,8 @@ class TeacherGroups(GroupSource):
         self.inner, self.checkpoint = inner, Path(teacher_checkpoint)
         self.kind, self.datasets = inner.kind, inner.datasets
         self.teacher_spec = teacher_spec or TeacherLabeller.read_spec(self.checkpoint)
-        from distill.provenance import file_sha256
-
         # The checkpoint's content names the teacher's version.
-        self.teacher_id = f"model:{self.checkpoint.name}@{file_sha256(self.checkpoint)[:12]}"
+        self.teacher_id = f"model:{self.checkpoint.name}@{sha256_file(self.checkpoint)[:12]}"
 
     def teacher_ids(self) -> list[str]:
         return [self.teacher_id]

