@@ -63,6 +63,8 @@ def pick_device(name: str, dist: Dist) -> torch.device:
         name = f"cuda:{dist.local_rank}"
     device = torch.device(name)
     if device.type == "cuda":
+        if device.index is None:  # torch 2.11's set_device wants an index
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         # Input shapes are fixed within a stage: let cuDNN pick the fastest convolution once per shape.
         torch.backends.cudnn.benchmark = True
