@@ -17,6 +17,7 @@ BUDGET=${3:?usage: gpu.sh PACK OUT BUDGET_SECONDS}
 CORES=${CORES:-$(nproc)}
 export REDAES_PYPI_WEIGHTS=$PACK/weights PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# TEACHER_STEPS / STUDENT_STEPS skip the probe; DIRECT=0 skips the baseline.
 # PROBE_STEPS, MIN_STEPS and EXTRA_SET (more --set flags for every run) exist to rehearse this on a CPU.
 DATA=(--set "data.photos=$PACK/photos" --set "data.biq2021=$PACK/biq2021" ${EXTRA_SET:-})
 PROBE=${PROBE_STEPS:-40}
@@ -54,15 +55,16 @@ else: print(f'stages.{last}.steps={step - sum(s.steps for i, s in enumerate(cfg.
 }
 
 teacher_workers=$(( (CORES - 2) / 2 ))
-train 120 distill/configs/teacher.yaml "$OUT/probe" --set num_workers=$teacher_workers --set val.every=100000 \
-  --set log_every=$(( PROBE < 10 ? 1 : 10 )) --until $PROBE || { say "probe failed"; exit 3; }
-rate=$(last_rate "$OUT/probe")
-rm -rf "$OUT/probe"
-say "teacher rate $rate steps/s; $(left)s left"
-
-# Teacher: 45 % of what is left (minus its start-up and end-of-run fits).
+if [ -z "${TEACHER_STEPS:-}" ]; then
+  train 120 distill/configs/teacher.yaml "$OUT/probe" --set num_workers=$teacher_workers --set val.every=100000 \
+    --set log_every=$(( PROBE < 10 ? 1 : 10 )) --until $PROBE || { say "probe failed"; exit 3; }
+  rate=$(last_rate "$OUT/probe")
+  rm -rf "$OUT/probe"
+  say "teacher rate $rate steps/s; $(left)s left"
+fi
+# Teacher: 45 % of what is left (minus its start-up and end-of-run fits), or TEACHER_STEPS.
 t_secs=$(( $(left) * 45 / 100 ))
-t_steps=$(steps_for "$rate" $((t_secs - 45)) 1.0)
+t_steps=${TEACHER_STEPS:-$(steps_for "$rate" $((t_secs - 45)) 1.0)}
 targs=(--set num_workers=$teacher_workers --set steps=$t_steps --set optim.warmup_steps=$((t_steps / 15))
        --set val.every=$((t_steps / 3)))
 train $((t_secs + 30)) distill/configs/teacher.yaml "$OUT/teacher" "${targs[@]}"
@@ -75,17 +77,20 @@ python3 -m distill slim "$teacher" --out "$OUT/teacher/teacher-lite2.pt"
 # per step in its first stages, so the same step count ends sooner. Rates: the student's batches carry
 # 40-72 images and the teacher's pixels (48 per teacher step), on half the workers each.
 s_secs=$(( $(left) - 75 ))  # room for the end-of-run fits of a run cut short
-s_steps=$(steps_for "$rate" $((s_secs - 60)) 0.40)
+s_steps=${STUDENT_STEPS:-$(steps_for "$rate" $((s_secs - 60)) 0.40)}
 stages=(--set "stages.0.steps=$((s_steps / 5))" --set "stages.1.steps=$((s_steps * 3 / 10))"
         --set "stages.2.steps=$((s_steps - s_steps / 5 - s_steps * 3 / 10))" --set "optim.warmup_steps=$((s_steps / 40))"
         --set "val.every=$((s_steps / 4))")
-w=$(( (CORES - 2) / 6 )); [ "$w" -ge 1 ] || w=1
+w=$(( (CORES - 2) / (${DIRECT:-1} = 1 ? 6 : 4) )); [ "$w" -ge 1 ] || w=1
 dargs=(--set num_workers=$w "${stages[@]}" --set "sources.teacher_edit.teacher=$teacher"
        --set "sources.teacher_cross.teacher=$teacher")
 (train "$s_secs" distill/configs/default.yaml "$OUT/default" "${dargs[@]}"
  finish distill/configs/default.yaml "$OUT/default" 2 "${dargs[@]}") &
 d=$!
-(train "$s_secs" distill/configs/default-direct.yaml "$OUT/direct" --set num_workers=$((w + 1)) "${stages[@]}"
- finish distill/configs/default-direct.yaml "$OUT/direct" 2 --set num_workers=$((w + 1)) "${stages[@]}") &
-wait $d; wait $!
+if [ "${DIRECT:-1}" = 1 ]; then  # DIRECT=0: the distilled student alone, on every worker
+  (train "$s_secs" distill/configs/default-direct.yaml "$OUT/direct" --set num_workers=$((w + 1)) "${stages[@]}"
+   finish distill/configs/default-direct.yaml "$OUT/direct" 2 --set num_workers=$((w + 1)) "${stages[@]}") &
+  wait $!
+fi
+wait $d
 say "done; $(left)s of the budget left"
