@@ -81,7 +81,7 @@ s_steps=${STUDENT_STEPS:-$(steps_for "$rate" $((s_secs - 60)) 0.40)}
 stages=(--set "stages.0.steps=$((s_steps / 5))" --set "stages.1.steps=$((s_steps * 3 / 10))"
         --set "stages.2.steps=$((s_steps - s_steps / 5 - s_steps * 3 / 10))" --set "optim.warmup_steps=$((s_steps / 40))"
         --set "val.every=$((s_steps / 4))")
-w=$(( (CORES - 2) / (${DIRECT:-1} = 1 ? 6 : 4) )); [ "$w" -ge 1 ] || w=1
+w=$(( (CORES - 2) / (${DIRECT:-1} == 1 ? 6 : 4) )); [ "$w" -ge 1 ] || w=1
 dargs=(--set num_workers=$w "${stages[@]}" --set "sources.teacher_edit.teacher=$teacher"
        --set "sources.teacher_cross.teacher=$teacher")
 (train "$s_secs" distill/configs/default.yaml "$OUT/default" "${dargs[@]}"
