@@ -6,6 +6,7 @@ torchrun --nproc_per_node 4 -m distill train distill/configs/teacher.yaml
 python -m distill label --teacher PATH_OR_ID --pairs pairs.jsonl --out labels.jsonl
 python -m distill edits --out runs/edit-pairs --groups 100 --split train
 python -m distill pack --out runs/pack
+python -m distill evaluate runs/a/final.pt runs/b/final.pt --json runs/compare.json
 python -m distill slim runs/teacher/final.pt --out distill/artifacts/teacher-lite2.pt
 """
 
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(func=_train)
     sub.add_parser("label", help="label pairs with a teacher (see: python -m distill label --help)", add_help=False)
+    sub.add_parser("evaluate", help="validate checkpoints on the full data (see: ... evaluate --help)", add_help=False)
     sub.add_parser("pack", help="shrunk copy of the data and weights for a GPU machine (see: ... pack --help)", add_help=False)
     e = sub.add_parser(
         "edits",
@@ -132,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from distill.pack import main as pack_main
 
         return pack_main(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        from distill.evaluate import main as evaluate_main
+
+        return evaluate_main(argv[1:])
     if argv[:1] == ["label"]:
         # The labelling CLI owns its own arguments (distill/label.py).
         from distill.label import main as label_main

@@ -132,17 +132,20 @@ def build_student(cfg: TrainConfig) -> tuple[torch.nn.Module, Any, Any]:
 
 
 def git_commit() -> str:
-    """HEAD of the repository holding this file, ``+dirty`` when distill/ or redaes_lite/ differ from it."""
+    """HEAD of the repository holding this file, ``+dirty`` when distill/ or redaes_lite/ differ from it
+    (``$REDAES_GIT_COMMIT`` where set)."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
+    if os.environ.get("REDAES_GIT_COMMIT"):
+        # A copied working tree (a lent GPU machine) may carry a stale .git: the launcher knows better.
+        return os.environ["REDAES_GIT_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         diff = ["git", "diff", "--quiet", "HEAD", "--", "distill", "redaes_lite"]
         dirty = subprocess.run(diff, cwd=root, check=False).returncode
     except (OSError, subprocess.CalledProcessError):
-        # A copied working tree without .git (a lent GPU machine): the launcher says which commit it is.
-        return os.environ.get("REDAES_GIT_COMMIT", "unknown")
+        return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 

@@ -7,7 +7,7 @@ save_checkpoint("run/last.pt", student, temperature=1.0, ...); student = load_st
 """
 
 from .backbones import NO_WEIGHTS, BackboneName, parse_backbone
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_student, save_checkpoint, slim_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, DERIVED_KEYS, load_checkpoint, load_student, save_checkpoint, slim_checkpoint
 from .model import OVERRIDES, Student, build_student, create_student
 from .pypi_weights import PYPI_WEIGHTS
 from .transforms import EvalTransform, TrainTransform
@@ -15,6 +15,7 @@ from .transforms import EvalTransform, TrainTransform
 __all__ = [
     "BackboneName",
     "CHECKPOINT_FORMAT",
+    "DERIVED_KEYS",
     "EvalTransform",
     "NO_WEIGHTS",
     "OVERRIDES",
