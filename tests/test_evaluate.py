@@ -1,0 +1,47 @@
+"""``python -m distill evaluate``: a checkpoint trained on another copy of the data is validated on this one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.config import dump_config, load_config
+from distill.evaluate import main as evaluate_main
+from distill.splits import DATA_ROOT
+from distill.student import create_student, load_checkpoint, save_checkpoint
+
+pytestmark = pytest.mark.skipif(
+    not (DATA_ROOT / "biq2021" / "labels.csv").is_file(), reason=f"shared data not found at {DATA_ROOT}"
+)
+
+
+def _checkpoint(tmp_path: Path) -> Path:
+    cfg = load_config(
+        "distill/configs/tiny.yaml",
+        overrides=[
+            "student.backbone=timm:test_efficientnet", "student.pretrained=null", "student.input_size=[32,32]",
+            "val.photos_groups=1", "val.group_size=3", "val.mos_images=24",
+            "data.photos=/elsewhere/photos", "data.biq2021=/elsewhere/biq2021",  # where it trained: not here
+        ],
+    )  # fmt: skip
+    student, _, _ = create_student(cfg.student.backbone, factors=cfg.factors, img_size=32)
+    return save_checkpoint(
+        tmp_path / "run" / "final.pt", student, config=dump_config(cfg), version="0.1.0", temperature=9.0,
+        calibration={"kind": "placeholder"}, metrics={"stages": [{"name": "s"}]},
+    )  # fmt: skip
+
+
+def test_evaluate_validates_on_the_data_here_and_refits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _checkpoint(tmp_path)
+    argv = [str(path), "--refit", str(tmp_path / "refit"), "--version", "0.2.0", "--json", str(tmp_path / "m.json")]
+    assert evaluate_main(argv) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].startswith("| checkpoint | mos_srcc |") and "| run |" in table
+    (row,) = json.loads((tmp_path / "m.json").read_text())
+    assert -1 <= row["mos_srcc"] <= 1 and 0 <= row["edit_acc"] <= 1 and row["edit_pairs"] > 0
+    refit = load_checkpoint(tmp_path / "refit" / "run.pt")
+    assert refit["version"] == "0.2.0" and refit["temperature"] == row["temperature"] != 9.0
+    assert refit["calibration"]["fitted_on"].startswith("biq2021 validation split (24 images)")
+    assert refit["metrics"]["stages"] == [{"name": "s"}] and str(DATA_ROOT) in refit["metrics"]["refit_on"]
