@@ -29,18 +29,22 @@ train() {  # train CONFIG OUT ARGS...: bounded run, then its end-of-run fits at 
   say "train $cfg -> $out $*"
   timeout -s INT -k 30 "$LIMIT" python3 -m distill train "$cfg" --out "$out" "${DATA[@]}" "$@"
   [ -f "$out/final.pt" ] || [ ! -f "$out/last.pt" ] && return 0
-  local set
-  # The last stage (or the whole run) is shortened so that the run's total is the step it reached.
-  set=$(python3 -c "
+  local sets
+  # Each stage is cut where the run stopped (later ones to 0 steps): the run's total is the step it reached.
+  mapfile -t sets < <(python3 -c "
 import sys, torch
 from distill.config import load_config
 step = torch.load(sys.argv[2], weights_only=True)['step']
 cfg = load_config(sys.argv[1], overrides=[a for a in sys.argv[3:] if a != '--set'])
-rest = sum(s.steps for s in cfg.stages[:-1])
-print(f'stages.{len(cfg.stages) - 1}.steps={step - rest}' if cfg.stages else f'steps={step}')
+if not cfg.stages:
+    print(f'--set\nsteps={step}')
+start = 0
+for i, stage in enumerate(cfg.stages):
+    print(f'--set\nstages.{i}.steps={min(stage.steps, max(0, step - start))}')
+    start += stage.steps
 " "$cfg" "$out/last.pt" "${DATA[@]}" "$@")
-  say "finish $out ($set)"
-  python3 -m distill train "$cfg" --out "$out" --resume "${DATA[@]}" "$@" --set "$set"
+  say "finish $out (${sets[*]})"
+  python3 -m distill train "$cfg" --out "$out" --resume "${DATA[@]}" "$@" "${sets[@]}"
 }
 
 train distill/configs/teacher.yaml "$OUT/teacher" --set num_workers=$(( (CORES - 2) / 2 ))
