@@ -41,9 +41,8 @@ def _shrink_one(job: tuple[Path, Path, int, int]) -> tuple[int, int]:
     im = load_image(src)  # EXIF orientation applied, RGB: the copy needs no metadata
     if max(im.size) > side:
         im.thumbnail((side, side), Image.Resampling.LANCZOS)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    im.save(tmp, "WEBP", quality=quality, method=6)
-    os.replace(tmp, dst)  # atomic: an interrupted pack leaves no half-written image
+    with atomic_open(dst, binary=True) as f:  # an interrupted pack leaves no half-written image
+        im.save(f, "WEBP", quality=quality, method=6)
     return im.size
 
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 __all__ = ["atomic_open"]
 
@@ -25,15 +25,17 @@ def _final_mode(path: Path) -> int:
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, *, newline: str | None = None) -> Iterator[IO[str]]:
-    """Open a temporary text file beside ``path``; on success it is fsynced and renamed onto ``path``.
+def atomic_open(path: str | os.PathLike, *, newline: str | None = None, binary: bool = False) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` (UTF-8 text, or bytes with ``binary``); on success it is
+    fsynced and renamed onto ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+        text = {} if binary else {"encoding": "utf-8", "newline": newline}
+        with os.fdopen(fd, "wb" if binary else "w", **text) as f:
             yield f
             f.flush()
             os.fchmod(f.fileno(), _final_mode(path))

@@ -14,12 +14,12 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Union
 
 import torch
 
+from redaes_lite._atomic import atomic_open
 from redaes_lite.errors import ModelError
 
 from .model import Student, build_student
@@ -77,16 +77,8 @@ def save_checkpoint(path: PathLike, student: Student, **fields: Any) -> Path:
 def _write(path: PathLike, ckpt: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, binary=True) as f:
+        torch.save(ckpt, f)
     return path
 
 

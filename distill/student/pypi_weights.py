@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redaes_lite._atomic import atomic_open
 from redaes_lite.errors import ModelError
 from redaes_lite.metadata import sha256_file
 
@@ -232,9 +233,8 @@ def write_trunk(spelling: str, folder: str | os.PathLike) -> Path:
     state = {k: v.half() if v.is_floating_point() else v for k, v in _trunk(spelling, arch=entry.arch).items()}
     path = _packed_path(entry, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"spelling": spelling, "source_sha256": entry.sha256, "arch": entry.arch, "state_dict": state}, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, binary=True) as f:
+        torch.save({"spelling": spelling, "source_sha256": entry.sha256, "arch": entry.arch, "state_dict": state}, f)
     return path
 
 
