@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=DATA_ROOT, help=f"shared data root (default {DATA_ROOT})")
     p.add_argument("--photos-side", type=int, default=336, help="long side of the photos (default 336)")
     p.add_argument("--biq-side", type=int, default=256, help="long side of the BIQ2021 images (default 256)")
-    p.add_argument("--quality", type=int, default=88, help="WebP quality (default 88)")
+    p.add_argument("--quality", type=int, default=85, help="WebP quality (default 85)")
     p.add_argument(
         "--weights",
         nargs="*",
