@@ -13,6 +13,7 @@ python -m distill slim runs/teacher/final.pt --out distill/artifacts/teacher-lit
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -65,6 +66,14 @@ def _slim(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Subcommands whose modules own their arguments: name -> (module with ``main(argv)``, one-line help).
+_OWN_CLIS = {
+    "label": ("distill.label", "label pairs with a teacher"),
+    "evaluate": ("distill.evaluate", "validate checkpoints on the full data"),
+    "pack": ("distill.pack", "shrunk copy of the data and weights for a GPU machine"),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m distill", description="redaes-lite training tool chain")
     sub = p.add_subparsers(dest="command", required=True)
@@ -101,9 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         help="stop at this step and write last.pt (for sessions shorter than the run)",
     )
     t.set_defaults(func=_train)
-    sub.add_parser("label", help="label pairs with a teacher (see: python -m distill label --help)", add_help=False)
-    sub.add_parser("evaluate", help="validate checkpoints on the full data (see: ... evaluate --help)", add_help=False)
-    sub.add_parser("pack", help="shrunk copy of the data and weights for a GPU machine (see: ... pack --help)", add_help=False)
+    for name, (_, what) in _OWN_CLIS.items():  # listed here, parsed by their own modules
+        sub.add_parser(name, help=f"{what} (see: python -m distill {name} --help)", add_help=False)
     e = sub.add_parser(
         "edits",
         help="write edit pairs (images + oracle pair-label JSONL) for other teachers",
@@ -130,19 +138,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["pack"]:
-        from distill.pack import main as pack_main
-
-        return pack_main(argv[1:])
-    if argv[:1] == ["evaluate"]:
-        from distill.evaluate import main as evaluate_main
-
-        return evaluate_main(argv[1:])
-    if argv[:1] == ["label"]:
-        # The labelling CLI owns its own arguments (distill/label.py).
-        from distill.label import main as label_main
-
-        return int(label_main(argv[1:]) or 0)
+    if argv[:1] and argv[0] in _OWN_CLIS:
+        module = importlib.import_module(_OWN_CLIS[argv[0]][0])
+        return int(module.main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
     from redaes_lite.errors import RedaesError
 
