@@ -10,8 +10,9 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from ._atomic import atomic_open
 
 __all__ = ["PairLabel", "SOURCES", "pair_id", "read_pairs", "write_pairs", "append_pairs", "content_hash"]
 
@@ -116,18 +117,9 @@ def append_pairs(path: str | os.PathLike, records: Iterable[PairLabel]) -> int:
 
 def write_pairs(path: str | os.PathLike, records: Iterable[PairLabel]) -> int:
     """Write a whole file atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        n = 0
-        with open(tmp, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(_dumps(rec) + "\n")
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    n = 0
+    with atomic_open(path) as f:
+        for rec in records:
+            f.write(_dumps(rec) + "\n")
+            n += 1
     return n
