@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from distill.splits import DATA_ROOT
 from redaes_lite.errors import RedaesError
 
 __all__ = [
@@ -64,8 +65,9 @@ class StudentConfig:
 class DataConfig:
     """Where the shared data lives and how images are cached and pre-shrunk."""
 
-    photos: str = "/work/shared/data/photos"
-    biq2021: str = "/work/shared/data/biq2021"
+    # ``../shared/data`` beside the repository (or ``$REDAES_DATA``), wherever the clone lives.
+    photos: str = str(DATA_ROOT / "photos")
+    biq2021: str = str(DATA_ROOT / "biq2021")
     # Sources are decoded once, shrunk so their long side is this multiple of the model input's long
     # side, and kept in an LRU cache: edits run on small images and workers never re-decode.
     working_scale: float = 1.5
