@@ -166,12 +166,14 @@ def test_interrupt_keeps_finished_lines_and_reports_130(tmp_path, monkeypatch):
                     os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the third pair is being worked on
                 yield rec
 
+    # What was there before (SIG_IGN under a background job, not Python's default) must come back.
+    before = signal.getsignal(signal.SIGINT)
     pairs = _write_pairs_file(tmp_path / "pairs.jsonl", _requests(6))
     out = tmp_path / "labels.jsonl"
     monkeypatch.setitem(TEACHERS._map, "counting-test", Interrupting)
     assert lab.main(["--teacher", "counting-test", "--pairs", str(pairs), "--out", str(out)]) == 130
     assert len(list(read_pairs(out))) == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
     monkeypatch.setitem(TEACHERS._map, "counting-test", CountingTeacher)
     assert lab.main(["--teacher", "counting-test", "--pairs", str(pairs), "--out", str(out)]) == 0
     assert len(list(read_pairs(out))) == 6

@@ -138,6 +138,8 @@ def test_final_checkpoint_has_everything_export_needs(ctx, tmp_path: Path) -> No
 
 
 def test_ctrl_c_stops_cleanly_with_a_resumable_checkpoint(ctx, tmp_path: Path, monkeypatch) -> None:
+    # What was there before (SIG_IGN under a background job, not Python's default) must come back.
+    before = signal.getsignal(signal.SIGINT)
     run = Run(tiny_cfg(tmp_path / "run", "checkpoint_every=100", "val.every=100"), ctx=ctx)
     step = run.step
 
@@ -151,5 +153,5 @@ def test_ctrl_c_stops_cleanly_with_a_resumable_checkpoint(ctx, tmp_path: Path, m
     assert run.fit() is None
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["step"] == 2 and "optimizer" in ckpt
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
     assert Run(tiny_cfg(tmp_path / "run"), ctx=ctx, resume=True).state.step == 2
