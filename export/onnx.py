@@ -76,8 +76,22 @@ def export_module(
                 torch.onnx.export(module, example, str(out), dynamo=False, dynamic_axes=axes, **names)
     except Exception as e:  # noqa: BLE001 - exporter failures come in many types; name the exporter
         raise ExportError(f"{out}: {exporter} ONNX export failed ({type(e).__name__}: {e})") from None
+    _strip_exporter_debug(out)
     check_contract(out)
     return out
+
+
+def _strip_exporter_debug(path: Path) -> None:
+    """Drop the per-node ``metadata_props`` the dynamo exporter leaves (``pkg.torch.onnx.stack_trace`` and
+    friends): about 210 KB on Lite0, naming the build machine's source and venv paths, of no use at run time."""
+    import onnx
+
+    model = onnx.load(str(path))
+    nodes = [n for g in [model.graph, *model.functions] for n in g.node]
+    if any(len(n.metadata_props) for n in nodes):
+        for n in nodes:
+            del n.metadata_props[:]
+        onnx.save(model, str(path))
 
 
 def _dims(value_info: Any) -> list[Any]:
