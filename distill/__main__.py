@@ -8,6 +8,7 @@ python -m distill edits --out runs/edit-pairs --groups 100 --split train
 python -m distill pack --out runs/pack
 python -m distill evaluate runs/a/final.pt runs/b/final.pt --json runs/compare.json
 python -m distill slim runs/teacher/final.pt --out distill/artifacts/teacher-lite2.pt
+python -m distill heads runs/default/final.pt --out runs/default/heads.pt
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ _OWN_CLIS = {
     "label": ("distill.label", "label pairs with a teacher"),
     "evaluate": ("distill.evaluate", "validate checkpoints on the full data"),
     "pack": ("distill.pack", "shrunk copy of the data and weights for a GPU machine"),
+    "heads": ("distill.heads", "refit the factor head on frozen features (explanations)"),
 }
 
 

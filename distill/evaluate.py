@@ -23,10 +23,21 @@ import torch
 
 from redaes_lite._atomic import atomic_open
 
-__all__ = ["evaluate_checkpoint", "main"]
+__all__ = ["evaluate_checkpoint", "main", "run_config"]
 
 #: Columns of the printed table (full figures, per-factor accuracies included, go to ``--json``).
 _COLUMNS = ("mos_srcc", "mos_plcc", "edit_acc", "edit_srcc", "explain_acc", "temperature", "ece_edit", "ece_mos")
+
+
+def run_config(ckpt: dict[str, Any], data: Path | None = None) -> Any:
+    """The checkpoint's training config, reading its data from ``data`` (default: the shared data): the
+    run's own paths may name a packed copy on another machine."""
+    from distill.config import DataConfig, config_from_dict
+
+    cfg, shared = config_from_dict(ckpt["config"]), DataConfig()
+    cfg.data.photos = str(data / "photos") if data else shared.photos
+    cfg.data.biq2021 = str(data / "biq2021") if data else shared.biq2021
+    return cfg
 
 
 def evaluate_checkpoint(
@@ -36,17 +47,12 @@ def evaluate_checkpoint(
 
     ``refit``: write the checkpoint there with refitted temperature and calibration (and model ``version``).
     """
-    from distill.config import DataConfig, config_from_dict
     from distill.data import DataContext
     from distill.student import DERIVED_KEYS, EvalTransform, load_checkpoint, load_student, save_checkpoint
     from distill.validation import ValSets, finalize
 
     ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["config"])
-    # The run's own data paths may name a packed copy on another machine.
-    shared = DataConfig()
-    cfg.data.photos = str(data / "photos") if data else shared.photos
-    cfg.data.biq2021 = str(data / "biq2021") if data else shared.biq2021
+    cfg = run_config(ckpt, data)
     model = load_student(ckpt)
     val = ValSets.build(DataContext.from_config(cfg, model.spec), cfg)
     fields = finalize(model, EvalTransform(model.spec), val, cfg, device=torch.device("cpu"))

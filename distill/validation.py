@@ -18,7 +18,7 @@ Figures (``metrics.jsonl``, ``kind: "val"``):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from distill.teachers.mos import MOS_RANGE as BIQ2021_MOS_RANGE
 from redaes_lite.eval.metrics import plcc_logistic, srcc
 from redaes_lite.preprocess import load_image
 
-__all__ = ["ValSets", "evaluate", "finalize"]
+__all__ = ["ValSets", "evaluate", "finalize", "seeded_edit_groups"]
 
 
 @dataclass
@@ -49,22 +49,9 @@ class ValSets:
 
     @classmethod
     def build(cls, ctx: DataContext, cfg: Any) -> ValSets:
-        from distill import edits
-        from distill.teachers.edit_oracle import EditOracle
-
-        v, oracle = cfg.val, EditOracle()
-        n_single = round(v.single_fraction * (v.group_size - 1))
-        groups, single = [], []
-        for row in ctx.photos["val"]:
-            for k in range(v.photos_groups):
-                rng = np.random.default_rng([v.seed, stable_key(row["file"]), k])
-                tags = photo_tags(row)
-                recipes = [
-                    edits.random_recipe(rng, n_ops=1 if i < n_single else None, tags=tags)
-                    for i in range(v.group_size - 1)
-                ]
-                groups.append(edit_group(ctx, row, recipes, oracle, rng, factors=ctx.factors))
-                single.append([None] + [EDITS.get(r[0]["op"]).factor if len(r) == 1 else None for r in recipes])
+        v = cfg.val
+        made = list(seeded_edit_groups(ctx, ctx.photos["val"], v, groups=v.photos_groups, seed=v.seed))
+        groups, single = [g for g, _ in made], [s for _, s in made]
         items = ctx.biq["val"]
         if v.mos_images is not None and v.mos_images < len(items):
             pick = np.random.default_rng([v.seed, stable_key("biq2021-val")]).choice(
@@ -84,6 +71,28 @@ class ValSets:
             # The inference path: decode with the spec's JPEG draft, then the spec's resize.
             self._mos_pixels = torch.stack([eval_tf(load_image(p, eval_tf.spec)).half() for p in self.mos_paths])
         return self._mos_pixels
+
+
+def seeded_edit_groups(
+    ctx: DataContext, rows: Sequence[dict[str, Any]], v: Any, *, groups: int, seed: int
+) -> Iterator[tuple[Group, list[str | None]]]:
+    """``groups`` edit groups per photo of ``rows``, each made from ``(seed, photo, k)`` alone, shaped by
+    the validation config ``v`` (group size, share of single edits); with each member's single edited
+    factor (None: the source or a chain of edits)."""
+    from distill import edits
+    from distill.teachers.edit_oracle import EditOracle
+
+    oracle = EditOracle()
+    n_single = round(v.single_fraction * (v.group_size - 1))
+    for row in rows:
+        for k in range(groups):
+            rng = np.random.default_rng([seed, stable_key(row["file"]), k])
+            tags = photo_tags(row)
+            recipes = [
+                edits.random_recipe(rng, n_ops=1 if i < n_single else None, tags=tags) for i in range(v.group_size - 1)
+            ]
+            group = edit_group(ctx, row, recipes, oracle, rng, factors=ctx.factors)
+            yield group, [None] + [EDITS.get(r[0]["op"]).factor if len(r) == 1 else None for r in recipes]
 
 
 @torch.no_grad()

@@ -299,3 +299,16 @@ def test_split_photos_are_held_out_and_deterministic() -> None:
     assert parity == parity_photos() and calibration == calibration_photos()
     with pytest.raises(ExportError, match="held-out photos"):
         parity_photos(100_000)
+
+
+def test_student_with_factor_taps_exports_and_matches_torch(data: dict, tmp_path: Path) -> None:
+    """A student after ``distill heads`` (early-layer statistics at the factor head) is still one graph."""
+    from distill.student import build_student
+
+    tapped = build_student({**data["student"].backbone_config(), "overrides": {"factor_taps": [1, 2]}}).eval()
+    path = export_onnx(_save(tmp_path / "tapped.pt", tapped), tmp_path / "tapped" / "model.onnx")
+    photos = data["parity"].images[:4]
+    with torch.no_grad():
+        _, expected = tapped(torch.from_numpy(preprocess(photos, tapped.spec)))
+    got = np.array([[s.factors[f] for f in FACTORS] for s in redaes_lite.load(path).score_many(photos)])
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)

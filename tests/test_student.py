@@ -267,3 +267,26 @@ def test_open_clip_visual_tower_random_init() -> None:
     assert student.info()["backbone"] == "open_clip:ViT-S-32" and student.spec.size == (64, 64)
     assert not student.trunk.conv1.weight.requires_grad  # open_clip's lock froze the early groups
     assert build_student(student.backbone_config()).info() == student.info()
+
+
+def test_factor_taps_widen_only_the_factor_head() -> None:
+    plain, _, _ = tiny()
+    tapped = build_student({**plain.backbone_config(), "overrides": {"factor_taps": [1, 2]}})
+    levels = plain.trunk.feature_info
+    extra = 2 * (levels[1]["num_chs"] + levels[2]["num_chs"])  # mean and std per channel
+    assert tapped.factor_head.in_features == plain.factor_head.in_features + extra
+    tapped.load_state_dict({k: v for k, v in plain.state_dict().items() if not k.startswith("factor_head")}, strict=False)
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        (u0, _), (u1, f1) = plain.eval()(x), tapped.eval()(x)
+        pooled, taps = tapped.features(x)
+    assert torch.allclose(u0, u1, atol=1e-6) and f1.shape == (3, len(FACTORS))  # utility unchanged
+    assert taps.shape == (3, extra) and (taps[:, -levels[2]["num_chs"] :] > 0).all()  # [mean1, std1, mean2, std2]
+    assert build_student(tapped.backbone_config()).factor_taps == (1, 2)  # the checkpoint rebuilds it
+
+
+def test_factor_taps_need_existing_levels_of_a_timm_trunk() -> None:
+    with pytest.raises(ValueError, match="feature levels"):
+        tiny(factor_taps=[9])
+    with pytest.raises(TypeError, match="forward_intermediates"):
+        create_student("open_clip:ViT-S-32", factors=FACTORS, img_size=64, factor_taps=[1])

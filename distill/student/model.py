@@ -25,8 +25,11 @@ __all__ = ["Student", "create_student", "build_student", "OVERRIDES"]
 #: Overrides every source accepts; sources add their own (``BACKBONES.get(src).options``).
 #: ``img_size`` (int or [H, W]) and ``resize`` shape the preprocessing spec when ``spec`` is not given;
 #: ``drop_rate`` is dropout on the pooled features; ``unlocked_groups`` freezes all trunk parameter
-#: groups but the last N (0: the whole trunk; open_clip's ``lock_image_tower``), frozen BatchNorm included.
-OVERRIDES = frozenset({"img_size", "resize", "drop_rate", "unlocked_groups"})
+#: groups but the last N (0: the whole trunk; open_clip's ``lock_image_tower``), frozen BatchNorm included;
+#: ``factor_taps`` (timm trunks) lists ``feature_info`` levels whose per-channel mean and standard deviation
+#: join the pooled features at the factor head's input: global pooling after ImageNet training keeps little
+#: of colour, contrast and vignetting, which early layers still see (``python -m distill heads``).
+OVERRIDES = frozenset({"img_size", "resize", "drop_rate", "unlocked_groups", "factor_taps"})
 _SPEC_OVERRIDES = ("img_size", "resize")
 
 
@@ -50,8 +53,9 @@ class Student(nn.Module):
         super().__init__()
         self.trunk = trunk.module
         self.dropout = nn.Dropout(float(overrides.get("drop_rate") or 0.0))
+        self.factor_taps = tuple(int(i) for i in overrides.get("factor_taps") or ())
         self.utility_head = nn.Linear(trunk.width, 1)
-        self.factor_head = nn.Linear(trunk.width, len(factor_names))
+        self.factor_head = nn.Linear(trunk.width + self._tap_width(backbone), len(factor_names))
         self.spec = spec
         self.factor_names = tuple(factor_names)
         self.backbone = backbone
@@ -67,9 +71,32 @@ class Student(nn.Module):
                 if isinstance(m, _BatchNorm) and not any(p.requires_grad for p in m.parameters(recurse=False))
             ]
 
+    def _tap_width(self, backbone: str) -> int:
+        if not self.factor_taps:
+            return 0
+        levels = getattr(self.trunk, "feature_info", None)
+        if not hasattr(self.trunk, "forward_intermediates") or levels is None:
+            raise TypeError(f"factor_taps needs a timm trunk with forward_intermediates; {backbone} has none")
+        if any(not 0 <= i < len(levels) for i in self.factor_taps):
+            raise ValueError(f"factor_taps {list(self.factor_taps)}: {backbone} has feature levels 0..{len(levels) - 1}")
+        return 2 * sum(int(levels[i]["num_chs"]) for i in self.factor_taps)
+
+    def features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pooled trunk features ``[N, D]`` and the ``factor_taps`` statistics ``[N, T]`` (None without taps)."""
+        if not self.factor_taps:
+            return self.trunk(pixel_values), None
+        final, levels = self.trunk.forward_intermediates(pixel_values, indices=list(self.factor_taps))
+        stats = []
+        for h in levels:
+            mean = h.mean((2, 3))
+            stats += [mean, (h - mean[:, :, None, None]).square().mean((2, 3)).clamp_min(1e-6).sqrt()]
+        return self.trunk.forward_head(final, pre_logits=True), torch.cat(stats, 1)
+
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.dropout(self.trunk(pixel_values))
-        return self.utility_head(features)[:, 0], self.factor_head(features)
+        pooled, taps = self.features(pixel_values)
+        pooled = self.dropout(pooled)
+        factor_in = pooled if taps is None else torch.cat([pooled, self.dropout(taps)], 1)
+        return self.utility_head(pooled)[:, 0], self.factor_head(factor_in)
 
     def train(self, mode: bool = True) -> "Student":
         super().train(mode)

@@ -1,0 +1,185 @@
+"""``python -m distill heads CKPT --out OUT.pt``: refit the factor head in closed form for explanations.
+
+Why: after ImageNet training, the pooled features of a CNN barely see colour, contrast or vignetting (the
+pretraining augmentations taught it not to), so the factor heads of a trained student name "exposure"
+for most colour edits (default v0.2: explanations right 55%, saturation 8%, white balance 2%). Early
+layers still see them. This stage rebuilds the student with ``factor_taps`` (per-channel mean and std of
+early feature levels joined to the pooled features at the factor head) and fits that head on frozen
+features, where training it end to end would need a GPU:
+
+1. Edit groups of the *training* photos (``seeded_edit_groups``: the validation recipe mix, other seed;
+   the permissive model's config keeps it on permissive photos), features of every member.
+2. Ridge regression of the oracle's per-factor deltas on feature differences (source -> edit),
+   standardised features, ``ridge`` times the mean eigenvalue as penalty: the least-squares head.
+3. One gain per factor, by coordinate ascent on the training single-edit pairs, so that the largest
+   factor difference names the edited factor as often as possible: the least-squares fit shrinks the
+   factors it is less sure of towards zero, which an argmax then never picks.
+4. Bias set so that the mean factor values of the training sources stay where the old head had them.
+
+Trunk and utility head are copied unchanged: utility, temperature and calibration do not move. Run
+``python -m distill evaluate OUT.pt --refit DIR`` afterwards for the validation figures, then export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["DEFAULT_TAPS", "fit_gains", "main", "refit_factor_head", "ridge"]
+
+#: EfficientNet-Lite's stride-4 and stride-8 levels (24 + 40 channels): on the default student's frozen
+#: features these lifted validation explanations 0.55 -> 0.70, against 0.60 from the head's own features.
+DEFAULT_TAPS = (1, 2)
+_GAIN_GRID = np.exp(np.linspace(-3.0, 3.0, 25))
+
+
+def ridge(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
+    """``W [K, D]`` minimising ``|x W^T - y|^2 + strength * mean_eig(x^T x) * |W|^2`` (no intercept)."""
+    gram = x.T @ x
+    penalty = strength * np.trace(gram) / len(gram)
+    return np.linalg.solve(gram + penalty * np.eye(len(gram)), x.T @ y).T
+
+
+def _hits(pred: np.ndarray, edited: np.ndarray) -> float:
+    return float((np.abs(pred).argmax(-1) == edited).mean())
+
+
+def fit_gains(pred: np.ndarray, edited: np.ndarray, *, sweeps: int = 2) -> np.ndarray:
+    """Per-factor gains ``[K]`` maximising how often ``argmax |pred * gain|`` equals ``edited``."""
+    gains = np.ones(pred.shape[1])
+    for _ in range(sweeps):
+        for k in range(len(gains)):
+            scores = []
+            for g in _GAIN_GRID:
+                trial = gains.copy()
+                trial[k] = g
+                scores.append(_hits(pred * trial, edited))
+            gains[k] = _GAIN_GRID[int(np.argmax(scores))]
+    return gains
+
+
+@torch.no_grad()
+def _features(
+    student: Any, ctx: Any, cfg: Any, rows: list[dict[str, Any]], *, groups: int, seed: int, progress: bool
+) -> dict[str, np.ndarray]:
+    """Factor-head inputs of every member of the training edit groups, with targets and edited factors."""
+    from distill.student import EvalTransform
+    from distill.validation import seeded_edit_groups
+
+    tf = EvalTransform(student.spec)
+    feats, ftarget, target, single = [], [], [], []
+    for n, (group, edited) in enumerate(seeded_edit_groups(ctx, rows, cfg.val, groups=groups, seed=seed), 1):
+        pooled, taps = student.features(torch.stack([tf(im) for im in group.images]))
+        feats.append(torch.cat([pooled, taps], 1).numpy().astype(np.float64))
+        ftarget.append(group.factor_target)
+        target.append(group.target)
+        single.append([e or "" for e in edited])
+        if progress:
+            sys.stderr.write(f"\rfeatures {n}/{len(rows) * groups}")
+    if progress:
+        sys.stderr.write("\n")
+    return {"x": np.stack(feats), "ft": np.stack(ftarget), "t": np.stack(target), "single": np.asarray(single)}
+
+
+def refit_factor_head(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    taps: Sequence[int] = DEFAULT_TAPS,
+    groups: int = 6,
+    strength: float = 1.0,
+    seed: int = 4321,
+    photos: int | None = None,
+    data: Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Write ``checkpoint`` with a tapped, refitted factor head to ``out``; returns the fit's summary.
+
+    ``photos``: use only the first N training photos (quick runs); default all.
+    """
+    from distill.data import DataContext
+    from distill.evaluate import run_config
+    from distill.student import DERIVED_KEYS, build_student, load_checkpoint, load_student, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = run_config(ckpt, data)
+    old = load_student(ckpt).eval()
+    config = old.backbone_config()
+    config["overrides"] = {**config["overrides"], "factor_taps": [int(t) for t in taps]}
+    new = build_student(config).eval()
+    missing, unexpected = new.load_state_dict(
+        {k: v for k, v in old.state_dict().items() if not k.startswith("factor_head.")}, strict=False
+    )
+    if unexpected or sorted(missing) != ["factor_head.bias", "factor_head.weight"]:
+        raise RuntimeError(f"{checkpoint}: tapped student does not match ({missing=}, {unexpected=})")
+
+    ctx = DataContext.from_config(cfg, new.spec)
+    rows = ctx.photos["train"][:photos]
+    d = _features(new, ctx, cfg, rows, groups=groups, seed=seed, progress=progress)
+    factors = list(new.factor_names)
+    x = (d["x"][:, 1:] - d["x"][:, :1]).reshape(-1, d["x"].shape[-1])
+    y = (d["ft"][:, 1:] - d["ft"][:, :1]).reshape(-1, len(factors))
+    single, delta = d["single"][:, 1:].ravel(), (d["t"][:, 1:] - d["t"][:, :1]).ravel()
+    # Imperceptible edits have nothing to explain (the validation's own rule).
+    keep = np.isin(single, factors) & (np.abs(delta) > cfg.val.min_delta)
+    edited = np.asarray([factors.index(s) for s in single[keep]])
+
+    scale = x.std(0) + 1e-8
+    w = ridge(x / scale, y, strength)
+    before = _hits((x / scale)[keep] @ w.T, edited)
+    gains = fit_gains((x / scale)[keep] @ w.T, edited)
+    weight = (w / scale) * gains[:, None]
+    sources = d["x"][:, 0]
+    with torch.no_grad():
+        old_level = old.factor_head(torch.from_numpy(sources[:, : old.factor_head.in_features]).float()).mean(0)
+        new.factor_head.weight.copy_(torch.from_numpy(weight))
+        new.factor_head.bias.copy_(old_level - torch.from_numpy(weight @ sources.mean(0)).float())
+    summary = {
+        "taps": [int(t) for t in taps],
+        "groups_per_photo": groups,
+        "photos": len(rows),
+        "pairs": len(x),
+        "ridge": strength,
+        "seed": seed,
+        "gains": dict(zip(factors, gains.round(4).tolist())),
+        "train_explain_acc": {"least_squares": before, "with_gains": _hits((x / scale)[keep] @ w.T * gains, edited)},
+    }
+    kept = {k: v for k, v in ckpt.items() if k not in DERIVED_KEYS}
+    save_checkpoint(out, new, **{**kept, "factor_head_refit": summary})
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m distill heads", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", type=Path, help="a trained student (final.pt or a refitted checkpoint)")
+    p.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
+    p.add_argument("--taps", default=",".join(map(str, DEFAULT_TAPS)), help="feature levels (default: %(default)s)")
+    p.add_argument("--groups", type=int, default=6, help="edit groups per training photo (default: %(default)s)")
+    p.add_argument("--ridge", type=float, default=1.0, help="penalty, times the mean eigenvalue (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=4321, help="edit seed (default: %(default)s)")
+    p.add_argument("--photos", type=int, default=None, help="only the first N training photos (default: all)")
+    p.add_argument("--data", type=Path, default=None, help="data root with photos/ and biq2021/ (default: shared)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from redaes_lite.errors import RedaesError
+
+    try:
+        taps = [int(t) for t in args.taps.split(",") if t.strip()]
+        summary = refit_factor_head(
+            args.checkpoint, args.out, taps=taps, groups=args.groups, strength=args.ridge, seed=args.seed,
+            photos=args.photos, data=args.data, progress=sys.stderr.isatty(),
+        )  # fmt: skip
+    except (RedaesError, OSError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0

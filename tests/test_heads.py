@@ -1,0 +1,63 @@
+"""``python -m distill heads``: the closed-form factor-head refit (explanations) on frozen features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill.config import dump_config, load_config
+from distill.heads import fit_gains, main, ridge
+from distill.splits import DATA_ROOT
+from distill.student import create_student, load_checkpoint, load_student, save_checkpoint
+
+
+def test_ridge_recovers_a_linear_map_and_shrinks_with_strength() -> None:
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(500, 6)), rng.normal(size=(3, 6))
+    assert np.allclose(ridge(x, x @ w.T, 1e-9), w, atol=1e-6)
+    assert np.linalg.norm(ridge(x, x @ w.T, 10.0)) < 0.5 * np.linalg.norm(w)
+
+
+def test_gains_let_a_shrunk_factor_win_the_argmax() -> None:
+    rng = np.random.default_rng(1)
+    edited = rng.integers(0, 3, 600)
+    pred = rng.normal(0, 0.2, (600, 3))
+    pred[np.arange(600), edited] += 1.0
+    pred[:, 2] *= 0.1  # factor 2's head is 10x too small (a least-squares fit shrinks what it is unsure of)
+    before = (np.abs(pred).argmax(-1) == edited).mean()
+    gains = fit_gains(pred, edited)
+    after = (np.abs(pred * gains).argmax(-1) == edited).mean()
+    assert before < 0.75 and after > 0.95 and gains[2] > gains[0]
+
+
+pytestmark_data = pytest.mark.skipif(
+    not (DATA_ROOT / "photos" / "manifest.csv").is_file(), reason=f"shared data not found at {DATA_ROOT}"
+)
+
+
+@pytestmark_data
+def test_refit_keeps_utility_and_writes_a_tapped_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(
+        "distill/configs/tiny.yaml",
+        overrides=["student.backbone=timm:test_efficientnet", "student.pretrained=null", "student.input_size=[32,32]",
+                   "val.group_size=3", "data.permissive_only=true"],
+    )  # fmt: skip
+    student, _, _ = create_student(cfg.student.backbone, factors=cfg.factors, img_size=32)
+    path = save_checkpoint(tmp_path / "final.pt", student, config=dump_config(cfg), version="0.1.0", temperature=0.5)
+    assert main([str(path), "--out", str(tmp_path / "heads.pt"), "--groups", "2", "--photos", "12"]) == 0
+    summary = load_checkpoint(tmp_path / "heads.pt")["factor_head_refit"]
+    assert summary["taps"] == [1, 2] and summary["photos"] == 12 and summary["pairs"] == 12 * 2 * 2
+    assert set(summary["gains"]) == set(cfg.factors) and '"with_gains"' in capsys.readouterr().out
+    refit = load_student(tmp_path / "heads.pt").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(refit(x)[0], student.eval()(x)[0], atol=1e-6)  # utility untouched
+    assert refit.factor_taps == (1, 2)
+
+
+def test_bad_checkpoint_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert main([str(tmp_path / "bad.pt"), "--out", str(tmp_path / "x.pt")]) == 2
