@@ -111,6 +111,8 @@ def refit_factor_head(
     ckpt = load_checkpoint(checkpoint)
     cfg = run_config(ckpt, data)
     old = load_student(ckpt).eval()
+    if old.factor_taps and old.factor_taps != tuple(taps):
+        raise ValueError(f"{checkpoint}: already tapped at {list(old.factor_taps)}; refit with those taps")
     config = old.backbone_config()
     config["overrides"] = {**config["overrides"], "factor_taps": [int(t) for t in taps]}
     new = build_student(config).eval()
@@ -133,8 +135,8 @@ def refit_factor_head(
 
     scale = x.std(0) + 1e-8
     w = ridge(x / scale, y, strength)
-    before = _hits((x / scale)[keep] @ w.T, edited)
-    gains = fit_gains((x / scale)[keep] @ w.T, edited)
+    pred = (x / scale)[keep] @ w.T
+    gains = fit_gains(pred, edited)
     weight = (w / scale) * gains[:, None]
     sources = d["x"][:, 0]
     with torch.no_grad():
@@ -149,7 +151,7 @@ def refit_factor_head(
         "ridge": strength,
         "seed": seed,
         "gains": dict(zip(factors, gains.round(4).tolist())),
-        "train_explain_acc": {"least_squares": before, "with_gains": _hits((x / scale)[keep] @ w.T * gains, edited)},
+        "train_explain_acc": {"least_squares": _hits(pred, edited), "with_gains": _hits(pred * gains, edited)},
     }
     kept = {k: v for k, v in ckpt.items() if k not in DERIVED_KEYS}
     save_checkpoint(out, new, **{**kept, "factor_head_refit": summary})
