@@ -162,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distill heads", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path, help="a trained student (final.pt or a refitted checkpoint)")
     p.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
-    p.add_argument("--taps", default=",".join(map(str, DEFAULT_TAPS)), help="feature_info levels of the timm trunk (default: %(default)s: stride 4 and 8 on EfficientNet)")
+    p.add_argument(
+        "--taps",
+        default=",".join(map(str, DEFAULT_TAPS)),
+        help="feature_info levels of the timm trunk (default: %(default)s: stride 4 and 8 on EfficientNet)",
+    )
     p.add_argument("--groups", type=int, default=6, help="edit groups per training photo (default: %(default)s)")
     p.add_argument("--ridge", type=float, default=1.0, help="penalty, times the mean eigenvalue (default: %(default)s)")
     p.add_argument("--seed", type=int, default=4321, help="edit seed (default: %(default)s)")

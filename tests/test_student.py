@@ -275,7 +275,8 @@ def test_factor_taps_widen_only_the_factor_head() -> None:
     levels = plain.trunk.feature_info
     extra = 2 * (levels[1]["num_chs"] + levels[2]["num_chs"])  # mean and std per channel
     assert tapped.factor_head.in_features == plain.factor_head.in_features + extra
-    tapped.load_state_dict({k: v for k, v in plain.state_dict().items() if not k.startswith("factor_head")}, strict=False)
+    trunk_and_utility = {k: v for k, v in plain.state_dict().items() if not k.startswith("factor_head")}
+    tapped.load_state_dict(trunk_and_utility, strict=False)
     x = torch.randn(3, 3, SIZE, SIZE)
     with torch.no_grad():
         (u0, _), (u1, f1) = plain.eval()(x), tapped.eval()(x)

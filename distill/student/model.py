@@ -78,7 +78,8 @@ class Student(nn.Module):
         if not hasattr(self.trunk, "forward_intermediates") or levels is None:
             raise TypeError(f"factor_taps needs a timm trunk with forward_intermediates; {backbone} has none")
         if any(not 0 <= i < len(levels) for i in self.factor_taps):
-            raise ValueError(f"factor_taps {list(self.factor_taps)}: {backbone} has feature levels 0..{len(levels) - 1}")
+            last = len(levels) - 1
+            raise ValueError(f"factor_taps {list(self.factor_taps)}: {backbone} has feature levels 0..{last}")
         return 2 * sum(int(levels[i]["num_chs"]) for i in self.factor_taps)
 
     def features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
