@@ -32,11 +32,11 @@ _COLUMNS = ("mos_srcc", "mos_plcc", "edit_acc", "edit_srcc", "explain_acc", "tem
 def run_config(ckpt: dict[str, Any], data: Path | None = None) -> Any:
     """The checkpoint's training config, reading its data from ``data`` (default: the shared data): the
     run's own paths may name a packed copy on another machine."""
-    from distill.config import DataConfig, config_from_dict
+    from distill.config import config_from_dict
+    from distill.splits import DATA_ROOT
 
-    cfg, shared = config_from_dict(ckpt["config"]), DataConfig()
-    cfg.data.photos = str(data / "photos") if data else shared.photos
-    cfg.data.biq2021 = str(data / "biq2021") if data else shared.biq2021
+    cfg, root = config_from_dict(ckpt["config"]), data or DATA_ROOT
+    cfg.data.photos, cfg.data.biq2021 = str(root / "photos"), str(root / "biq2021")
     return cfg
 
 

@@ -108,13 +108,14 @@ def refit_factor_head(
     from distill.evaluate import run_config
     from distill.student import DERIVED_KEYS, build_student, load_checkpoint, load_student, save_checkpoint
 
+    taps = [int(t) for t in taps]
     ckpt = load_checkpoint(checkpoint)
     cfg = run_config(ckpt, data)
     old = load_student(ckpt).eval()
-    if old.factor_taps and old.factor_taps != tuple(taps):
+    if old.factor_taps and list(old.factor_taps) != taps:
         raise ValueError(f"{checkpoint}: already tapped at {list(old.factor_taps)}; refit with those taps")
     config = old.backbone_config()
-    config["overrides"] = {**config["overrides"], "factor_taps": [int(t) for t in taps]}
+    config["overrides"] = {**config["overrides"], "factor_taps": taps}
     new = build_student(config).eval()
     missing, unexpected = new.load_state_dict(
         {k: v for k, v in old.state_dict().items() if not k.startswith("factor_head.")}, strict=False
@@ -144,7 +145,7 @@ def refit_factor_head(
         new.factor_head.weight.copy_(torch.from_numpy(weight))
         new.factor_head.bias.copy_(old_level - torch.from_numpy(weight @ sources.mean(0)).float())
     summary = {
-        "taps": [int(t) for t in taps],
+        "taps": taps,
         "groups_per_photo": groups,
         "photos": len(rows),
         "pairs": len(x),

@@ -33,12 +33,12 @@ def test_gains_let_a_shrunk_factor_win_the_argmax() -> None:
     assert before < 0.75 and after > 0.95 and gains[2] > gains[0]
 
 
-pytestmark_data = pytest.mark.skipif(
+needs_data = pytest.mark.skipif(
     not (DATA_ROOT / "photos" / "manifest.csv").is_file(), reason=f"shared data not found at {DATA_ROOT}"
 )
 
 
-@pytestmark_data
+@needs_data
 def test_refit_keeps_utility_and_writes_a_tapped_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = load_config(
         "distill/configs/tiny.yaml",
