@@ -1,33 +1,36 @@
 #!/usr/bin/env bash
 # The default recipe of issues 10 and 11 as one prepared run on a single lent GPU, on a packed copy of the data:
-# the Lite2 teacher (teacher.yaml), then side by side the shipped student (default.yaml, trained directly) and
-# the same student distilled from that teacher (default-distilled.yaml); RANDOM_INIT=1 adds default.yaml from random
-# initialisation (the comparison's first row).
+# the Lite2 teacher (teacher.yaml) beside the student trained directly (default.yaml), then the same student
+# distilled from that teacher (default-distilled.yaml); RANDOM_INIT=1 adds default.yaml from random
+# initialisation (the comparison's first row) beside the distilled one.
 #
 #   python -m distill pack --out runs/pack                  # here: shrunk data + fp16 ImageNet trunks (55 MiB)
-#   bash distill/recipes/gpu.sh runs/pack runs/gpu          # there (H100: about 90 s + 2 x 120 s)
+#   bash distill/recipes/gpu.sh runs/pack runs/gpu          # there (H100: about 300 s + 120 s)
 #
-# The steps are the configs' own. Every run is bounded by `timeout -s INT` (LIMIT seconds, default 600: a
-# clean stop that writes last.pt) and then ends where it stopped with its end-of-run fits, so a slower
-# machine still returns usable final.pt files. OUT/<run>/ keeps metrics.jsonl and the checkpoints;
-# OUT/teacher/teacher-lite2.pt is the fp16 teacher artifact (distill/artifacts/).
+# The steps are the configs' own; TEACHER_SET, DIRECT_SET and DISTILLED_SET add --set flags to one run each,
+# EXTRA_SET to every run (e.g. to rehearse this on a CPU with a few steps). Every run is bounded by
+# `timeout -s INT` (TEACHER_LIMIT / STUDENT_LIMIT seconds, default LIMIT = 600: a clean stop that writes last.pt)
+# and then ends where it stopped with its end-of-run fits, so a slower machine still returns usable final.pt
+# files. OUT/<run>/ keeps metrics.jsonl and the checkpoints; OUT/teacher/teacher-lite2.pt is the fp16 teacher
+# artifact (distill/artifacts/).
 set -uo pipefail
 PACK=${1:?usage: gpu.sh PACK OUT}
 OUT=${2:?usage: gpu.sh PACK OUT}
 LIMIT=${LIMIT:-600}
+TEACHER_LIMIT=${TEACHER_LIMIT:-$LIMIT}
+STUDENT_LIMIT=${STUDENT_LIMIT:-$LIMIT}
 CORES=${CORES:-$(nproc)}
 export REDAES_PYPI_WEIGHTS=$PACK/weights PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-# EXTRA_SET: more --set flags for every run (e.g. to rehearse this on a CPU with a few steps).
 DATA=(--set "data.photos=$PACK/photos" --set "data.biq2021=$PACK/biq2021" ${EXTRA_SET:-})
 mkdir -p "$OUT"
 start=$SECONDS
 say() { echo "[gpu.sh +$((SECONDS - start))s] $*" >&2; }
 
-train() {  # train CONFIG OUT ARGS...: bounded run, then its end-of-run fits at the step it reached
-  local cfg=$1 out=$2; shift 2
+train() {  # train LIMIT CONFIG OUT ARGS...: bounded run, then its end-of-run fits at the step it reached
+  local limit=$1 cfg=$2 out=$3; shift 3
   say "train $cfg -> $out $*"
-  timeout -s INT -k 30 "$LIMIT" python3 -m distill train "$cfg" --out "$out" "${DATA[@]}" "$@"
+  timeout -s INT -k 30 "$limit" python3 -m distill train "$cfg" --out "$out" "${DATA[@]}" "$@"
   [ -f "$out/final.pt" ] || [ ! -f "$out/last.pt" ] && return 0
   local sets
   # Each stage is cut where the run stopped (later ones to 0 steps): the run's total is the step it reached.
@@ -47,19 +50,20 @@ for i, stage in enumerate(cfg.stages):
   python3 -m distill train "$cfg" --out "$out" --resume "${DATA[@]}" "$@" "${sets[@]}"
 }
 
-train distill/configs/teacher.yaml "$OUT/teacher" --set num_workers=$(( (CORES - 2) / 2 ))
+# The direct student needs no teacher: it shares the machine with the teacher, then with the distilled one.
+w=$(( (CORES - 2) / 2 )); [ "$w" -ge 1 ] || w=1
+train "$TEACHER_LIMIT" distill/configs/default.yaml "$OUT/default" --set num_workers=$w ${DIRECT_SET:-} &
+pids=($!)
+train "$TEACHER_LIMIT" distill/configs/teacher.yaml "$OUT/teacher" --set num_workers=$w ${TEACHER_SET:-}
 teacher=$OUT/teacher/final.pt
-[ -f "$teacher" ] || { say "no teacher checkpoint"; exit 4; }
+[ -f "$teacher" ] || { say "no teacher checkpoint"; wait; exit 4; }
 python3 -m distill slim "$teacher" --out "$OUT/teacher/teacher-lite2.pt"
 
-w=$(( (CORES - 2) / (${RANDOM_INIT:-0} == 1 ? 8 : 6) )); [ "$w" -ge 1 ] || w=1
-train distill/configs/default-distilled.yaml "$OUT/distilled" --set num_workers=$w \
+train "$STUDENT_LIMIT" distill/configs/default-distilled.yaml "$OUT/distilled" --set num_workers=$w ${DISTILLED_SET:-} \
   --set "sources.teacher_edit.teacher=$teacher" --set "sources.teacher_cross.teacher=$teacher" &
-pids=($!)
-train distill/configs/default.yaml "$OUT/default" --set num_workers=$w &
 pids+=($!)
 if [ "${RANDOM_INIT:-0}" = 1 ]; then
-  train distill/configs/default.yaml "$OUT/random" --set num_workers=$w --set student.pretrained=null &
+  train "$STUDENT_LIMIT" distill/configs/default.yaml "$OUT/random" --set num_workers=1 --set student.pretrained=null &
   pids+=($!)
 fi
 wait "${pids[@]}"
