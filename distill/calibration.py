@@ -1,10 +1,11 @@
 """End-of-run calibration: the temperature of pairwise probabilities and the utility -> 0..10 display map.
 
 Both are fitted on *validation* data only (sources the student never trained on) and stored in the final
-checkpoint; export copies them into ``redaes.temperature`` and ``redaes.calibration`` (``DESIGN.md``).
+checkpoint; export copies them into ``redaes.temperature``, ``redaes.lapse`` and ``redaes.calibration``
+(``DESIGN.md``).
 
-- Temperature ``T``: ``P(b better than a) = sigmoid((u(b) - u(a)) / T)``, fitted by maximum likelihood
-  (``distill.losses.fit_temperature``) on validation pairs whose order is known: edit pairs (the oracle's
+- Temperature ``T`` and lapse: ``P(b better than a) = lapse / 2 + (1 - lapse) * sigmoid((u(b) - u(a)) / T)``,
+  fitted jointly by maximum likelihood on validation pairs whose order is known: edit pairs (the oracle's
   sign) and BIQ2021 pairs with ``|dMOS|`` above a margin. Expected calibration error is reported per kind.
 - Display score: *quantile matching*. The k-th quantile of the validation utilities is mapped to the k-th
   quantile of the validation MOS rescaled to 0..10, so the display scores of validation images follow the
@@ -16,14 +17,16 @@ checkpoint; export copies them into ``redaes.temperature`` and ``redaes.calibrat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from redaes_lite.eval.metrics import expected_calibration_error
+from redaes_lite.metadata import preference_probability
 
-__all__ = ["display_calibration", "fit_pair_temperature", "pair_calibration"]
+__all__ = ["display_calibration", "fit_pair_calibration", "pair_calibration"]
 
 # Quantile levels of the knots: dense at the tails, where a display score is read most critically,
 # and not at 0 / 1 exactly so one outlier cannot set the slope of an end segment.
@@ -68,15 +71,40 @@ def display_calibration(
     }
 
 
-def fit_pair_temperature(deltas: np.ndarray, outcomes: np.ndarray, *, weights: np.ndarray | None = None) -> float:
-    """Maximum-likelihood ``T`` for ``P(b > a) = sigmoid(delta / T)`` (``distill.losses.fit_temperature``)."""
-    from distill.losses import fit_temperature
+def fit_pair_calibration(
+    deltas: np.ndarray, outcomes: np.ndarray, *, weights: np.ndarray | None = None, max_lapse: float = 0.2
+) -> tuple[float, float]:
+    """Maximum-likelihood ``(T, lapse)`` for ``P(b > a) = lapse / 2 + (1 - lapse) * sigmoid(delta / T)``.
 
-    return float(fit_temperature(np.asarray(deltas, np.float64), np.asarray(outcomes, np.float64), weights=weights))
+    Profile likelihood: for each lapse on a grid of steps of 0.005 up to ``max_lapse``, the best ``T`` (at lapse 0
+    the exact convex fit of ``distill.losses.fit_temperature``, otherwise a golden-section search on log T);
+    the pair with the lowest NLL wins. Without a lapse one large-margin pair that goes the other way pulls T
+    up for every pair, leaving mid-range probabilities too timid (measured on the edit validation pairs).
+    """
+    from distill.losses import fit_temperature, pair_nll
+
+    d, o = np.asarray(deltas, np.float64), np.asarray(outcomes, np.float64)
+    t0 = float(fit_temperature(d, o, weights=weights))
+    best = (pair_nll(d, o, t0, weights=weights), t0, 0.0)
+    for lapse in np.arange(1, int(round(max_lapse / 0.005)) + 1) * 0.005:
+        lo, hi = math.log(1e-3), math.log(1e3)
+        for _ in range(60):  # golden section: the bracket shrinks by 0.618 a step, 60 steps ~ 1e-11 of it
+            a, b = hi - 0.618034 * (hi - lo), lo + 0.618034 * (hi - lo)
+            if pair_nll(d, o, math.exp(a), weights=weights, lapse=lapse) < pair_nll(
+                d, o, math.exp(b), weights=weights, lapse=lapse
+            ):
+                hi = b
+            else:
+                lo = a
+        t = math.exp(0.5 * (lo + hi))
+        best = min(best, (pair_nll(d, o, t, weights=weights, lapse=lapse), t, float(lapse)))
+    return best[1], best[2]
 
 
-def pair_calibration(deltas: np.ndarray, outcomes: np.ndarray, *, temperature: float) -> dict[str, float]:
-    """ECE and accuracy of the API's ``probability = sigmoid(|delta| / T)`` for the preferred image.
+def pair_calibration(
+    deltas: np.ndarray, outcomes: np.ndarray, *, temperature: float, lapse: float = 0.0
+) -> dict[str, float]:
+    """ECE and accuracy of the API's ``probability`` (``preference_probability(|delta|)``) for the preferred image.
 
     ``deltas`` are predicted ``u(b) - u(a)``; ``outcomes`` 1 where b is truly better, 0 where a is.
     """
@@ -84,7 +112,7 @@ def pair_calibration(deltas: np.ndarray, outcomes: np.ndarray, *, temperature: f
     o = np.asarray(outcomes, np.float64).ravel()
     if d.size == 0:
         return {"n": 0, "ece": float("nan"), "accuracy": float("nan")}
-    prob = 1.0 / (1.0 + np.exp(-np.abs(d) / temperature))
+    prob = preference_probability(np.abs(d), temperature, lapse)
     # A tie prefers "a" (DESIGN.md), so the preferred image is b only when delta > 0.
     correct = np.where(d > 0, o, 1.0 - o)
     return {

@@ -3,8 +3,8 @@
 A run trained elsewhere (a GPU machine on a packed copy, :mod:`distill.pack`) validated on that copy; this
 rebuilds each checkpoint's validation sets from the data in place (``--data``), with the checkpoint's own
 validation settings, and reports what the trainer reports at its end (edit-pair accuracy overall and per
-factor, explanations, BIQ2021 SRCC/PLCC, temperature and ECE). ``--refit DIR`` also writes each checkpoint
-with its temperature and display calibration refitted on this data (what ``export`` then embeds).
+factor, explanations, BIQ2021 SRCC/PLCC, temperature, lapse and ECE). ``--refit DIR`` also writes each
+checkpoint with its temperature, lapse and display calibration refitted on this data (what ``export`` embeds).
 
     python -m distill evaluate runs/a/final.pt runs/b/final.pt --json runs/compare.json
     python -m distill evaluate runs/gpu/final.pt --refit runs/refit --version 0.2.0
@@ -26,7 +26,9 @@ from redaes_lite._atomic import atomic_open
 __all__ = ["evaluate_checkpoint", "main", "run_config"]
 
 #: Columns of the printed table (full figures, per-factor accuracies included, go to ``--json``).
-_COLUMNS = ("mos_srcc", "mos_plcc", "edit_acc", "edit_srcc", "explain_acc", "temperature", "ece_edit", "ece_mos")
+_COLUMNS = (
+    "mos_srcc", "mos_plcc", "edit_acc", "edit_srcc", "explain_acc", "temperature", "lapse", "ece_edit", "ece_mos"
+)  # fmt: skip
 
 
 def run_config(ckpt: dict[str, Any], data: Path | None = None) -> Any:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.registry import LOSSES
+from redaes_lite.metadata import preference_probability
 
 __all__ = ["GroupLoss", "RelativeLoss", "RankingLoss", "FactorLoss", "TemperatureLoss", "fit_temperature", "pair_nll"]
 
@@ -228,13 +229,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
 
 
-def pair_nll(deltas: Any, outcomes: Any, temperature: float, *, weights: Any = None) -> float:
-    """Mean Bradley-Terry NLL of ``outcomes`` (P(b better), in [0, 1]) given ``deltas = u_b - u_a`` and ``T``."""
+def pair_nll(deltas: Any, outcomes: Any, temperature: float, *, weights: Any = None, lapse: float = 0.0) -> float:
+    """Mean Bradley-Terry NLL of ``outcomes`` (P(b better), in [0, 1]) given ``deltas = u_b - u_a`` and ``T``;
+    with a ``lapse``, of ``lapse / 2 + (1 - lapse) * sigmoid(delta / T)`` (the runtime's probability)."""
     d, y = _as_1d(deltas, "deltas"), _as_1d(outcomes, "outcomes")
     w = np.ones_like(d) if weights is None else _as_1d(weights, "weights")
-    z = d / temperature
-    # -log sigmoid(z) = logaddexp(0, -z), stable on both tails.
-    nll = y * np.logaddexp(0.0, -z) + (1 - y) * np.logaddexp(0.0, z)
+    if lapse > 0:  # p stays within [lapse / 2, 1 - lapse / 2]: the logs are finite
+        p = preference_probability(d, temperature, lapse)
+        nll = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    else:
+        z = d / temperature
+        # -log sigmoid(z) = logaddexp(0, -z), stable on both tails.
+        nll = y * np.logaddexp(0.0, -z) + (1 - y) * np.logaddexp(0.0, z)
     return float(np.sum(w * nll) / np.sum(w))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.calibration import display_calibration, fit_pair_temperature, pair_calibration
+from distill.calibration import display_calibration, fit_pair_calibration, pair_calibration
 from distill.data import DataContext, Group, edit_group, photo_tags, stable_key
 from distill.registry import EDITS
 from distill.teachers.mos import MOS_RANGE as BIQ2021_MOS_RANGE
@@ -188,7 +188,7 @@ def finalize(
     device: torch.device,
     evaluated: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
-    """Temperature (edit + MOS validation pairs) and display calibration (BIQ2021 validation).
+    """Temperature and lapse (edit + MOS validation pairs) and display calibration (BIQ2021 validation).
 
     ``evaluated``: :func:`evaluate`'s result for the current weights, when the caller has it already.
     """
@@ -200,13 +200,13 @@ def finalize(
     fit_on = [edit, mos] if use_mos else [edit]
     # Each kind weighs the same in the fit: there are far more MOS pairs than edit pairs.
     weights = np.concatenate([np.full(len(d), 1.0 / len(d)) for d, _ in fit_on])
-    temperature = fit_pair_temperature(
+    temperature, lapse = fit_pair_calibration(
         np.concatenate([d for d, _ in fit_on]), np.concatenate([o for _, o in fit_on]), weights=weights
     )
-    metrics["temperature"] = temperature
+    metrics["temperature"], metrics["lapse"] = temperature, lapse
     for kind, pairs in (("edit", edit), ("mos", mos)):
         if pairs is not None:  # MOS pairs are measured even when not fitted on
-            report = pair_calibration(*pairs, temperature=temperature)
+            report = pair_calibration(*pairs, temperature=temperature, lapse=lapse)
             metrics[f"ece_{kind}"], metrics[f"pairs_{kind}"] = report["ece"], report["n"]
     if use_mos:
         calibration = display_calibration(
@@ -224,4 +224,4 @@ def finalize(
             mos_range=(0.0, 1.0),
             fitted_on=f"edit validation images ({len(u_all)}): utility quantiles -> uniform 0.5..9.5",
         )
-    return {"temperature": temperature, "calibration": calibration, "metrics": metrics}
+    return {"temperature": temperature, "lapse": lapse, "calibration": calibration, "metrics": metrics}

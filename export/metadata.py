@@ -31,6 +31,7 @@ def info_from_checkpoint(
             preprocess=spec,
             factors=tuple(ckpt["factors"]),
             temperature=ckpt["temperature"],
+            lapse=ckpt.get("lapse", 0.0),  # checkpoints from before the lapse fit have none
             calibration=dict(ckpt["calibration"]),
             student=dict(student),
             teacher=tuple(ckpt["teachers"]),

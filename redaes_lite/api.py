@@ -7,7 +7,6 @@ absolute size; ``rank`` is best first by utility, ties in input order, failures 
 
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -105,7 +104,7 @@ class Scorer:
         fdelta = {n: float(fb) - float(fa) for n, fa, fb in zip(self.info.factors, factors[ia], factors[ib])}
         return Comparison(
             preferred="b" if delta > 0 else "a",
-            probability=1.0 / (1.0 + math.exp(-abs(delta) / self.info.temperature)),
+            probability=float(self.info.preference(abs(delta))),
             delta=delta,
             factors=dict(sorted(fdelta.items(), key=lambda kv: -abs(kv[1]))),  # stable: model order on ties
         )

@@ -36,6 +36,7 @@ __all__ = [
     "Sidecar",
     "apply_calibration",
     "embed_props",
+    "preference_probability",
     "read_sidecar",
     "sha256_file",
     "sidecar_path",
@@ -53,12 +54,13 @@ QUANTIZATIONS = ("fp32", "fp16", "int8-dynamic", "int8-qdq")
 PREFIX = "redaes."
 # Field name -> whether the value is JSON-encoded in metadata_props. Order is the order of DESIGN.md.
 _FIELDS = {
-    "format": False, "version": False, "preprocess": True, "factors": True, "temperature": False,
+    "format": False, "version": False, "preprocess": True, "factors": True, "temperature": False, "lapse": False,
     "calibration": True, "student": True, "teacher": True, "training_data": True, "quantization": False,
     "license": False, "metrics": True,
 }  # fmt: skip
-_OPTIONAL = frozenset({"metrics"})
-#: Every ``redaes.*`` key, required ones first in contract order; ``redaes.metrics`` is optional.
+# A model without ``redaes.lapse`` has none (0): files exported before it existed read as they always did.
+_OPTIONAL = frozenset({"lapse", "metrics"})
+#: Every ``redaes.*`` key in contract order; ``redaes.lapse`` and ``redaes.metrics`` are optional.
 KEYS = tuple(PREFIX + name for name in _FIELDS)
 
 
@@ -133,6 +135,13 @@ def apply_calibration(calibration: Mapping[str, Any], utility: Any) -> np.ndarra
     return np.clip(y, 0.0, 10.0)
 
 
+def preference_probability(delta: Any, temperature: float, lapse: float = 0.0) -> Any:
+    """``P(b better than a) = lapse / 2 + (1 - lapse) * sigmoid(delta / temperature)`` for utility differences
+    ``delta = u(b) - u(a)`` (a float or an array). The lapse caps the certainty of even a large difference:
+    some share of validation pairs goes against the model however far apart they score (label noise, taste)."""
+    return lapse / 2 + (1 - lapse) * 0.5 * (1.0 + np.tanh(0.5 * np.asarray(delta, np.float64) / temperature))
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Every ``redaes.*`` key of a model, parsed and validated (raises ``ValueError`` naming the key)."""
@@ -147,6 +156,7 @@ class ModelInfo:
     training_data: tuple[dict[str, Any], ...]
     quantization: str
     license: str
+    lapse: float = 0.0
     metrics: dict[str, Any] | None = None
     format: str = FORMAT
     # Not part of the contract: where this info was read from, for error messages.
@@ -170,6 +180,8 @@ class ModelInfo:
         put("factors", factors)
         _require(_is_num(self.temperature) and self.temperature > 0, "temperature", "must be a number > 0")
         put("temperature", float(self.temperature))
+        _require(_is_num(self.lapse) and 0 <= self.lapse < 1, "lapse", "must be a number in [0, 1)")
+        put("lapse", float(self.lapse))
         put("calibration", _check_calibration(self.calibration))
         put("student", _check_student(self.student, self.preprocess.size))
         put("teacher", _check_records("teacher", self.teacher, {"name": str, "version": str, "weight": float}))
@@ -219,11 +231,12 @@ class ModelInfo:
                 values[name] = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise ModelError(f"{source}: bad {PREFIX}{name}: not valid JSON ({e.msg})") from None
-        if "temperature" in values:
-            try:
-                values["temperature"] = float(values["temperature"])
-            except ValueError:
-                raise ModelError(f"{source}: bad {PREFIX}temperature: not a number") from None
+        for name in ("temperature", "lapse"):
+            if name in values:
+                try:
+                    values[name] = float(values[name])
+                except ValueError:
+                    raise ModelError(f"{source}: bad {PREFIX}{name}: not a number") from None
         return cls._build(values, source)
 
     @classmethod
@@ -243,6 +256,11 @@ class ModelInfo:
             return cls(**known, source=source)
         except (ValueError, TypeError) as e:
             raise ModelError(f"{source}: {e}") from None
+
+    def preference(self, delta: Any) -> Any:
+        """``P(b better than a)`` for ``delta = u(b) - u(a)``: :func:`preference_probability` with this model's
+        ``redaes.temperature`` and ``redaes.lapse``."""
+        return preference_probability(delta, self.temperature, self.lapse)
 
     def calibrate(self, utility: Any) -> np.ndarray:
         """Display scores in [0, 10] for utilities (any shape), via ``redaes.calibration``."""

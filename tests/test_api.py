@@ -78,6 +78,15 @@ def test_a_tie_prefers_a_with_probability_one_half(scorer):
     assert (c.preferred, c.probability, c.delta) == ("a", 0.5, 0.0)
 
 
+def test_lapse_caps_the_probability_of_a_large_difference(tmp_path):
+    sure = load(make_tiny_model(tmp_path / "sure", temperature=0.01))
+    capped = load(make_tiny_model(tmp_path / "capped", temperature=0.01, lapse=0.1))
+    a, b = grey(20), grey(240)
+    assert sure.compare(a, b).delta == capped.compare(a, b).delta
+    assert sure.compare(a, b).probability == pytest.approx(1.0)
+    assert capped.compare(a, b).probability == pytest.approx(0.95)
+
+
 def test_temperature_sharpens_probability(tmp_path):
     cold = load(make_tiny_model(tmp_path / "cold", temperature=0.1))
     warm = load(make_tiny_model(tmp_path / "warm", temperature=10.0))

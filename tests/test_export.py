@@ -66,7 +66,8 @@ def _targets(pixels: "torch.Tensor", spec) -> tuple["torch.Tensor", "torch.Tenso
 def _save(path: Path, student, **changes) -> Path:
     from distill.student import save_checkpoint
 
-    fields = dict(temperature=0.5, calibration=CALIBRATION, version="0.0.1+test", license="test weights (Apache-2.0)",
+    fields = dict(temperature=0.5, lapse=0.04, calibration=CALIBRATION, version="0.0.1+test",
+                  license="test weights (Apache-2.0)",
                   teachers=[{"name": "pixel-statistics", "version": "1", "weight": 1.0}],
                   training_data=[{"name": "synthetic", "license": "CC0", "pairs": 0}],
                   config={}, metrics={"val_srcc": 0.9}, seed=0, git_commit="test", data_hashes={})  # fmt: skip
@@ -143,7 +144,8 @@ def test_metadata_round_trips(data: dict, fp32: Path) -> None:
     assert side.info == info and side.file == "model.onnx" and side.sha256 == sha256_file(fp32)
     assert side.opset == 18
     assert info.preprocess == data["student"].spec and info.factors == FACTORS
-    assert (info.temperature, info.calibration["utility"], info.version) == (0.5, [-2.0, 0.0, 2.0], "0.0.1+test")
+    assert (info.temperature, info.lapse, info.version) == (0.5, 0.04, "0.0.1+test")
+    assert info.calibration["utility"] == [-2.0, 0.0, 2.0]
     assert info.student["backbone"] == "timm:test_efficientnet" and info.student["input"] == [SIZE, SIZE]
     assert info.quantization == "fp32" and info.metrics == {"val_srcc": 0.9}
 

@@ -23,7 +23,7 @@ from redaes_lite.metadata import (
 
 
 def test_props_round_trip_is_exact():
-    info = make_info(metrics={"srcc": 0.71}, temperature=0.37)
+    info = make_info(metrics={"srcc": 0.71}, temperature=0.37, lapse=0.04)
     props = info.to_props()
     assert all(isinstance(v, str) for v in props.values())
     assert set(props) == set(KEYS)
@@ -38,7 +38,25 @@ def test_dict_round_trip_and_optional_metrics():
     assert ModelInfo.from_dict(json.loads(json.dumps(d)), source="model.json") == info
 
 
-@pytest.mark.parametrize("key", [k for k in KEYS if k != "redaes.metrics"])
+def test_a_model_without_a_lapse_reads_as_none():
+    """Files exported before ``redaes.lapse`` existed keep their probabilities: sigmoid(delta / T)."""
+    props = make_info(temperature=0.5).to_props()
+    del props["redaes.lapse"]
+    info = ModelInfo.from_props(props, source="old.onnx")
+    assert info.lapse == 0.0
+    assert info.preference(1.0) == pytest.approx(1 / (1 + np.exp(-2.0)))
+
+
+def test_preference_is_capped_by_the_lapse_and_symmetric():
+    info = make_info(temperature=0.25, lapse=0.1)
+    d = np.array([-50.0, -0.3, 0.0, 0.3, 50.0])
+    p = info.preference(d)
+    assert p[2] == 0.5 and p[0] == pytest.approx(0.05) and p[-1] == pytest.approx(0.95)
+    np.testing.assert_allclose(p + p[::-1], 1.0)
+    assert p[3] == pytest.approx(0.05 + 0.9 / (1 + np.exp(-1.2)))
+
+
+@pytest.mark.parametrize("key", [k for k in KEYS if k not in ("redaes.metrics", "redaes.lapse")])
 def test_missing_key_names_file_and_key(key):
     props = make_info().to_props()
     del props[key]
@@ -52,6 +70,9 @@ def test_missing_key_names_file_and_key(key):
         ("redaes.format", "2", "format"),
         ("redaes.temperature", "hot", "not a number"),
         ("redaes.temperature", "-1", "> 0"),
+        ("redaes.lapse", "some", "not a number"),
+        ("redaes.lapse", "1", r"\[0, 1\)"),
+        ("redaes.lapse", "-0.1", r"\[0, 1\)"),
         ("redaes.factors", '["exposure", "prettiness"]', "prettiness"),
         ("redaes.factors", '["exposure", "exposure"]', "duplicate"),
         ("redaes.preprocess", "{not json", "not valid JSON"),

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RedaesError
+from ..metadata import ModelInfo
 from ..pairs import read_pairs
 from ..results import Failure
 from .datasets import LabelledImage
@@ -140,10 +141,10 @@ def read_preference_pairs(
 
 
 def pair_report(
-    pairs: Sequence[PreferencePair], utility: dict[Path, float | str], *, temperature: float, skipped: int = 0
+    pairs: Sequence[PreferencePair], utility: dict[Path, float | str], *, info: ModelInfo, skipped: int = 0
 ) -> dict[str, Any]:
     """Accuracy (preferred scored higher; a tie counts half), the mean probability the model gives the
-    preferred image, and the ECE of the model's own choices (``sigmoid(|delta| / T)`` vs. being right)."""
+    preferred image, and the ECE of the model's own choices (``info.preference(|delta|)`` vs. being right)."""
     failed = sorted({p for pair in pairs for p in (pair.preferred, pair.other) if isinstance(utility[p], str)})
     deltas = np.array(
         [float(utility[p.preferred]) - float(utility[p.other]) for p in pairs
@@ -151,8 +152,8 @@ def pair_report(
         dtype=np.float64,
     )  # fmt: skip
     right = np.where(deltas > 0, 1.0, np.where(deltas == 0, 0.5, 0.0))
-    prob_preferred = 0.5 * (1.0 + np.tanh(0.5 * deltas / temperature))  # sigmoid(delta / T), overflow-free
-    confidence = 0.5 * (1.0 + np.tanh(0.5 * np.abs(deltas) / temperature))
+    prob_preferred = info.preference(deltas)
+    confidence = info.preference(np.abs(deltas))
     report = {
         "n": int(deltas.size),
         "accuracy": float(right.mean()) if deltas.size else math.nan,
@@ -176,7 +177,7 @@ def evaluate_pairs(
     """Score each distinct image once, then report :func:`pair_report`."""
     images = list(dict.fromkeys(p for pair in pairs for p in (pair.preferred, pair.other)))
     utility = dict(zip(images, _utilities(scorer, images, batch_size, tick)))
-    return pair_report(pairs, utility, temperature=scorer.info.temperature, skipped=skipped)
+    return pair_report(pairs, utility, info=scorer.info, skipped=skipped)
 
 
 def unique_images(pairs: Iterable[PreferencePair]) -> int:
