@@ -8,6 +8,7 @@ absolute size; ``rank`` is best first by utility, ties in input order, failures 
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -127,19 +128,27 @@ class Scorer:
     def _decode_batches(
         self, xs: Iterable[ImageInput], batch_size: int, on_error: str
     ) -> Iterator[list[np.ndarray | Failure]]:
-        """Decoded batches in input order; the next batch is submitted before this one is handed out."""
+        """Decoded batches in input order. Two batches are in flight ahead of the one handed out: with one,
+        the decoding threads idled at the end of each batch until its slowest image was done."""
         batches = _chunks(enumerate(xs), batch_size)
         workers = min(batch_size, _DECODE_THREADS)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="redaes-decode") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="redaes-decode")
+        pending: deque[list[Future]] = deque()
 
-            def submit(chunk: list[tuple[int, Any]] | None) -> list[Future] | None:
-                return [pool.submit(self._decode, i, x, on_error) for i, x in chunk] if chunk else None
+        def submit() -> None:
+            chunk = next(batches, None)
+            if chunk:
+                pending.append([pool.submit(self._decode, i, x, on_error) for i, x in chunk])
 
-            pending = submit(next(batches, None))
-            while pending is not None:
-                decoded = [f.result() for f in pending]  # in input order: the first bad input raises
-                pending = submit(next(batches, None))
+        try:
+            submit()
+            submit()
+            while pending:
+                decoded = [f.result() for f in pending.popleft()]  # in input order: the first bad input raises
+                submit()
                 yield decoded
+        finally:
+            pool.shutdown(cancel_futures=True)  # an early stop or error: drop the queued decodes
 
     def _score_decoded(self, batches: Iterable[Sequence[np.ndarray | Failure]]) -> Iterator[Score | Failure]:
         """Run batches of preprocessed pixels (float32 ``[3, H, W]`` each, from ``to_array``) through the

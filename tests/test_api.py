@@ -120,6 +120,23 @@ def test_score_many_equals_score_in_order_for_any_batch_size(scorer):
     assert scorer.score_many([]) == []
 
 
+def test_iter_scores_reads_ahead_a_bounded_amount_and_stops_when_closed(scorer):
+    """Decoding runs at most two batches ahead of the caller, and closing the iterator stops reading the input:
+    a caller that stops after the first result does not pay for the whole input."""
+    pulled = []
+
+    def inputs():
+        for s in range(200):
+            pulled.append(s)
+            yield photo(seed=s)
+
+    it = scorer.iter_scores(inputs(), batch_size=4)
+    first = next(it)
+    assert first == scorer.score(photo(seed=0)) and len(pulled) == 12  # this batch + two ahead
+    it.close()
+    assert len(pulled) == 12
+
+
 def test_score_many_raises_or_records(scorer, tmp_path):
     xs = [grey(50), tmp_path / "missing.jpg", b"", grey(200)]
     with pytest.raises(ImageError, match="missing.jpg: no such file"):
