@@ -5,7 +5,7 @@
 # initialisation (the comparison's first row) beside the distilled one.
 #
 #   python -m distill pack --out runs/pack                  # here: shrunk data + fp16 ImageNet trunks (55 MiB)
-#   bash distill/recipes/gpu.sh runs/pack runs/gpu          # there (H100: about 300 s + 120 s)
+#   bash distill/recipes/gpu.sh runs/pack runs/gpu          # there (H100: 285 s + 150 s measured)
 #
 # The steps are the configs' own; TEACHER_SET, DIRECT_SET and DISTILLED_SET add --set flags to one run each,
 # EXTRA_SET to every run (e.g. to rehearse this on a CPU with a few steps). Every run is bounded by
