@@ -33,11 +33,12 @@ from .quantize import fp16_weights, quantize_int8
 from .report import latency_ms
 
 
-def _fit_probe(student: Any, n: int, *, ridge: float = 100.0) -> None:
+def _fit_probe(student: Any, n: int, *, strength: float = 1.0) -> None:
     """Set the utility head to a ridge regression of BIQ2021 MOS on ``n`` train-split images' features."""
     import numpy as np
     import torch
 
+    from distill.heads import ridge
     from distill.splits import DATA_ROOT, load_split
     from distill.teachers.mos import read_mos
     from redaes_lite.preprocess import preprocess
@@ -52,7 +53,7 @@ def _fit_probe(student: Any, n: int, *, ridge: float = 100.0) -> None:
     y = np.array([mos[f] for f in names])
     mean = feats.mean(0)
     x = feats - mean
-    w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ (y - y.mean()))
+    w = ridge(x, (y - y.mean())[:, None], strength)[0]
     w /= np.std(x @ w)  # utility spread ~1 on the probe images
     with torch.no_grad():
         student.utility_head.weight.copy_(torch.from_numpy(w)[None])
