@@ -14,7 +14,12 @@ features, where training it end to end would need a GPU:
 3. One gain per factor, by coordinate ascent on the training single-edit pairs, so that the largest
    factor difference names the edited factor as often as possible: the least-squares fit shrinks the
    factors it is less sure of towards zero, which an argmax then never picks.
-4. Bias set so that the mean factor values of the training sources stay where the old head had them.
+4. A refinement for the explanation itself (``refine_steps``, 0 skips it): from the head of 2-3, L-BFGS on
+   the cross-entropy of ``softmax(sharpness * |factor difference|)`` against the edited factor, anchored to
+   the start by ``anchor`` times the mean squared change of the standardised weights. Least squares fits
+   every factor's *size*; the explanation only needs the edited one to be the largest. On the default
+   student: 2-fold split of the training photos 0.72 -> 0.78, validation 0.712 -> 0.758.
+5. Bias set so that the mean factor values of the training sources stay where the old head had them.
 
 Trunk and utility head are copied unchanged: utility, temperature and calibration do not move. Run
 ``python -m distill evaluate OUT.pt --refit DIR`` afterwards for the validation figures, then export.
@@ -32,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DEFAULT_TAPS", "fit_gains", "main", "refit_factor_head", "ridge"]
+__all__ = ["DEFAULT_TAPS", "fit_gains", "main", "refine_for_explanations", "refit_factor_head", "ridge"]
 
 #: EfficientNet-Lite's stride-4 and stride-8 levels (24 + 40 channels): on the default student's frozen
 #: features these lifted validation explanations 0.55 -> 0.70, against 0.60 from the head's own features.
@@ -65,6 +70,33 @@ def fit_gains(pred: np.ndarray, edited: np.ndarray, *, sweeps: int = 2) -> np.nd
     return gains
 
 
+def refine_for_explanations(
+    x: np.ndarray, edited: np.ndarray, w: np.ndarray, *, sharpness: float = 3.0, anchor: float = 1000.0,
+    steps: int = 200,
+) -> np.ndarray:
+    """``W [K, D]`` from ``w`` by L-BFGS on ``CE(softmax(sharpness * |x W^T|), edited) + anchor * mean((W - w)^2)``.
+
+    ``x`` are standardised feature differences of single-edit pairs, ``edited`` the edited factor's index.
+    The objective is not convex (``|.|``): the anchor keeps the result near the least-squares start, whose
+    signs (which way a factor moved) the cross-entropy alone would not care about.
+    """
+    xt, y = torch.from_numpy(np.asarray(x, np.float64)), torch.from_numpy(np.asarray(edited, np.int64))
+    w0 = torch.from_numpy(np.ascontiguousarray(w, np.float64))  # L-BFGS flattens with view(): needs contiguous
+    v = w0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([v], max_iter=steps, line_search_fn="strong_wolfe", tolerance_grad=1e-9)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logits = sharpness * (xt @ v.T).abs()
+        loss = torch.nn.functional.cross_entropy(logits, y) + anchor * (v - w0).square().mean()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return v.detach().numpy()
+
+
 @torch.no_grad()
 def _features(
     student: Any, ctx: Any, cfg: Any, rows: list[dict[str, Any]], *, groups: int, seed: int, progress: bool
@@ -95,6 +127,7 @@ def refit_factor_head(
     taps: Sequence[int] = DEFAULT_TAPS,
     groups: int = 6,
     strength: float = 1.0,
+    refine_steps: int = 200,
     seed: int = 4321,
     photos: int | None = None,
     data: Path | None = None,
@@ -138,7 +171,12 @@ def refit_factor_head(
     w = ridge(x / scale, y, strength)
     pred = (x / scale)[keep] @ w.T
     gains = fit_gains(pred, edited)
-    weight = (w / scale) * gains[:, None]
+    w = w * gains[:, None]
+    hits = {"least_squares": _hits(pred, edited), "with_gains": _hits(pred * gains, edited)}
+    if refine_steps:
+        w = refine_for_explanations((x / scale)[keep], edited, w, steps=refine_steps)
+        hits["refined"] = _hits((x / scale)[keep] @ w.T, edited)
+    weight = w / scale
     sources = d["x"][:, 0]
     with torch.no_grad():
         old_level = old.factor_head(torch.from_numpy(sources[:, : old.factor_head.in_features]).float()).mean(0)
@@ -150,9 +188,10 @@ def refit_factor_head(
         "photos": len(rows),
         "pairs": len(x),
         "ridge": strength,
+        "refine_steps": refine_steps,
         "seed": seed,
         "gains": dict(zip(factors, gains.round(4).tolist())),
-        "train_explain_acc": {"least_squares": _hits(pred, edited), "with_gains": _hits(pred * gains, edited)},
+        "train_explain_acc": hits,
     }
     kept = {k: v for k, v in ckpt.items() if k not in DERIVED_KEYS}
     save_checkpoint(out, new, **{**kept, "factor_head_refit": summary})
@@ -170,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--groups", type=int, default=6, help="edit groups per training photo (default: %(default)s)")
     p.add_argument("--ridge", type=float, default=1.0, help="penalty, times the mean eigenvalue (default: %(default)s)")
+    p.add_argument(
+        "--refine-steps", type=int, default=200,
+        help="L-BFGS steps of the explanation refinement, 0: none (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=4321, help="edit seed (default: %(default)s)")
     p.add_argument("--photos", type=int, default=None, help="only the first N training photos (default: all)")
     p.add_argument("--data", type=Path, default=None, help="data root with photos/ and biq2021/ (default: shared)")
@@ -182,8 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         taps = [int(t) for t in args.taps.split(",") if t.strip()]
         summary = refit_factor_head(
-            args.checkpoint, args.out, taps=taps, groups=args.groups, strength=args.ridge, seed=args.seed,
-            photos=args.photos, data=args.data, progress=sys.stderr.isatty(),
+            args.checkpoint, args.out, taps=taps, groups=args.groups, strength=args.ridge,
+            refine_steps=args.refine_steps, seed=args.seed, photos=args.photos, data=args.data,
+            progress=sys.stderr.isatty(),
         )  # fmt: skip
     except (RedaesError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distill.config import dump_config, load_config
-from distill.heads import fit_gains, main, ridge
+from distill.heads import fit_gains, main, refine_for_explanations, ridge
 from distill.splits import DATA_ROOT
 from distill.student import create_student, load_checkpoint, load_student, save_checkpoint
 
@@ -39,6 +39,22 @@ needs_data = pytest.mark.skipif(
 
 
 @needs_data
+def test_refinement_names_the_edited_factor_more_often_and_stays_anchored() -> None:
+    """Both factors' edits move feature 0 alike (confusable statistics) and the start head reads only it, so
+    the argmax cannot tell them apart; feature 2 can. The refinement leans on it; a huge anchor keeps the start."""
+    rng = np.random.default_rng(2)
+    n = 900
+    edited = rng.integers(0, 2, n)
+    x = rng.normal(0, 0.3, (n, 3))
+    x[:, 0] += 1.0  # both factors' edits move feature 0
+    x[:, 2] += np.where(edited == 1, 0.6, -0.6)  # only feature 2 tells them apart
+    w0 = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    hits = lambda w: float((np.abs(x @ w.T).argmax(-1) == edited).mean())  # noqa: E731
+    refined = refine_for_explanations(x, edited, w0, anchor=1.0)
+    assert hits(w0) < 0.6 and hits(refined) > 0.9
+    assert np.allclose(refine_for_explanations(x, edited, w0, anchor=1e9), w0, atol=1e-4)
+
+
 def test_refit_keeps_utility_and_writes_a_tapped_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = load_config(
         "distill/configs/tiny.yaml",
