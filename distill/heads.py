@@ -78,7 +78,8 @@ def refine_for_explanations(
 
     ``x`` are standardised feature differences of single-edit pairs, ``edited`` the edited factor's index.
     The objective is not convex (``|.|``): the anchor keeps the result near the least-squares start, whose
-    signs (which way a factor moved) the cross-entropy alone would not care about.
+    signs (which way a factor moved) the cross-entropy alone would not care about. The result is scaled to the
+    start's root-mean-square factor difference on ``x``.
     """
     xt, y = torch.from_numpy(np.asarray(x, np.float64)), torch.from_numpy(np.asarray(edited, np.int64))
     w0 = torch.from_numpy(np.ascontiguousarray(w, np.float64))  # L-BFGS flattens with view(): needs contiguous
@@ -94,7 +95,10 @@ def refine_for_explanations(
 
     with torch.enable_grad():
         opt.step(closure)
-    return v.detach().numpy()
+    # The cross-entropy rewards ever larger margins; one common scale changes no argmax and no sign, so the
+    # head is scaled back to the start's spread of factor differences: factor values keep their units.
+    v = v.detach()
+    return (v * (xt @ w0.T).square().mean().sqrt() / (xt @ v.T).square().mean().sqrt()).numpy()
 
 
 @torch.no_grad()

@@ -52,6 +52,8 @@ def test_refinement_names_the_edited_factor_more_often_and_stays_anchored() -> N
     hits = lambda w: float((np.abs(x @ w.T).argmax(-1) == edited).mean())  # noqa: E731
     refined = refine_for_explanations(x, edited, w0, anchor=1.0)
     assert hits(w0) < 0.6 and hits(refined) > 0.9
+    rms = lambda w: float(np.sqrt(((x @ w.T) ** 2).mean()))  # noqa: E731
+    assert rms(refined) == pytest.approx(rms(w0))  # factor values keep their units
     assert np.allclose(refine_for_explanations(x, edited, w0, anchor=1e9), w0, atol=1e-4)
 
 
