@@ -115,9 +115,9 @@ class Scorer:
     ) -> Iterator[Score | Failure]:
         """Like :meth:`score_many` but yields results in input order as batches finish.
 
-        Images are decoded by a few threads (Pillow releases the GIL), and the next batch is decoded
-        while the current one runs through the model; decoding is pure and batches keep input order,
-        so the threads never change a result.
+        Images are decoded by a few threads (Pillow releases the GIL), up to two batches ahead of the one
+        running through the model; decoding is pure and batches keep input order, so the threads never
+        change a result. Closing the iterator early drops the decodes not yet started.
         """
         if on_error not in _ON_ERROR:
             raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
