@@ -86,16 +86,26 @@ def fit_pair_calibration(
     d, o = np.asarray(deltas, np.float64), np.asarray(outcomes, np.float64)
     t0 = float(fit_temperature(d, o, weights=weights))
     best = (pair_nll(d, o, t0, weights=weights), t0, 0.0)
+    g = (math.sqrt(5.0) - 1.0) / 2.0
     for lapse in np.arange(1, int(round(max_lapse / 0.005)) + 1) * 0.005:
+
+        def nll(log_t: float, lapse: float = float(lapse)) -> float:
+            return pair_nll(d, o, math.exp(log_t), weights=weights, lapse=lapse)
+
+        # Golden section on log T: the bracket shrinks by g a step (60 steps ~ 1e-11 of it), and one of the two
+        # inner points is the last step's, so each step costs one NLL evaluation.
         lo, hi = math.log(1e-3), math.log(1e3)
-        for _ in range(60):  # golden section: the bracket shrinks by 0.618 a step, 60 steps ~ 1e-11 of it
-            a, b = hi - 0.618034 * (hi - lo), lo + 0.618034 * (hi - lo)
-            if pair_nll(d, o, math.exp(a), weights=weights, lapse=lapse) < pair_nll(
-                d, o, math.exp(b), weights=weights, lapse=lapse
-            ):
-                hi = b
+        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+        fa, fb = nll(a), nll(b)
+        for _ in range(60):
+            if fa < fb:
+                hi, b, fb = b, a, fa
+                a = hi - g * (hi - lo)
+                fa = nll(a)
             else:
-                lo = a
+                lo, a, fa = a, b, fb
+                b = lo + g * (hi - lo)
+                fb = nll(b)
         t = math.exp(0.5 * (lo + hi))
         best = min(best, (pair_nll(d, o, t, weights=weights, lapse=lapse), t, float(lapse)))
     return best[1], best[2]
