@@ -172,14 +172,15 @@ def refit_factor_head(
     edited = np.asarray([factors.index(s) for s in single[keep]])
 
     scale = x.std(0) + 1e-8
-    w = ridge(x / scale, y, strength)
-    pred = (x / scale)[keep] @ w.T
+    z = x / scale
+    w = ridge(z, y, strength)
+    pred = z[keep] @ w.T
     gains = fit_gains(pred, edited)
     w = w * gains[:, None]
     hits = {"least_squares": _hits(pred, edited), "with_gains": _hits(pred * gains, edited)}
     if refine_steps:
-        w = refine_for_explanations((x / scale)[keep], edited, w, steps=refine_steps)
-        hits["refined"] = _hits((x / scale)[keep] @ w.T, edited)
+        w = refine_for_explanations(z[keep], edited, w, steps=refine_steps)
+        hits["refined"] = _hits(z[keep] @ w.T, edited)
     weight = w / scale
     sources = d["x"][:, 0]
     with torch.no_grad():
