@@ -132,6 +132,9 @@ class DataContext:
         )
 
     def photo(self, row: dict[str, Any]) -> Image.Image:
+        """A manifest row's photo; a row marked ``dataset: biq2021`` names a BIQ2021 image instead."""
+        if row.get("dataset") == "biq2021":
+            return self.biq_image(row["file"])
         return self.cache.get(self.photos_root / row["file"])
 
     def biq_image(self, name: str) -> Image.Image:

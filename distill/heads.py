@@ -28,6 +28,7 @@ Trunk and utility head are copied unchanged: utility, temperature and calibratio
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from redaes_lite._atomic import atomic_open
 
 __all__ = ["DEFAULT_TAPS", "fit_gains", "main", "refine_for_explanations", "refit_factor_head", "ridge"]
 
@@ -103,9 +106,9 @@ def refine_for_explanations(
 
 @torch.no_grad()
 def _features(
-    student: Any, ctx: Any, cfg: Any, rows: list[dict[str, Any]], *, groups: int, seed: int, progress: bool
+    student: Any, ctx: Any, cfg: Any, rows: list[dict[str, Any]], *, groups: int, seed: int, label: str, progress: bool
 ) -> dict[str, np.ndarray]:
-    """Factor-head inputs of every member of the training edit groups, with targets and edited factors."""
+    """Factor-head inputs of every member of the edit groups of ``rows``, with targets and edited factors."""
     from distill.student import EvalTransform
     from distill.validation import seeded_edit_groups
 
@@ -118,10 +121,41 @@ def _features(
         target.append(group.target)
         single.append([e or "" for e in edited])
         if progress:
-            sys.stderr.write(f"\rfeatures {n}/{len(rows) * groups}")
+            sys.stderr.write(f"\r{label} features {n}/{len(rows) * groups}")
     if progress:
         sys.stderr.write("\n")
     return {"x": np.stack(feats), "ft": np.stack(ftarget), "t": np.stack(target), "single": np.asarray(single)}
+
+
+def _cached_features(cache_dir: Path | None, key: dict[str, Any], compute: Any) -> dict[str, np.ndarray]:
+    """``compute()``, or its earlier result from ``cache_dir`` when made from the same ``key``.
+
+    The key holds everything the features depend on (checkpoint bytes, taps, data, edit seed and groups, the
+    images), so a refit with another ridge or refinement reuses them instead of editing every photo again.
+    """
+    if cache_dir is None:
+        return compute()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{key['source']}-{digest}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    d = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, binary=True) as f:
+        np.savez(f, **d)
+    return d
+
+
+def _biq_rows(ctx: Any, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` BIQ2021 training images (all of them if fewer) as edit sources, no tags: only the factor an edit
+    moved is used here, which does not depend on how well made the source was."""
+    from distill.data import stable_key
+
+    items = ctx.biq["train"]
+    rng = np.random.default_rng([seed, stable_key("biq2021-heads")])
+    pick = np.sort(rng.choice(len(items), min(n, len(items)), replace=False))
+    return [{"file": items[i][0], "tags": "", "dataset": "biq2021"} for i in pick]
 
 
 def refit_factor_head(
@@ -134,12 +168,16 @@ def refit_factor_head(
     refine_steps: int = 200,
     seed: int = 4321,
     photos: int | None = None,
+    biq_sources: int = 0,
     data: Path | None = None,
+    cache_dir: Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Write ``checkpoint`` with a tapped, refitted factor head to ``out``; returns the fit's summary.
 
-    ``photos``: use only the first N training photos (quick runs); default all.
+    ``photos``: use only the first N training photos (quick runs); default all. ``biq_sources``: also edit N
+    BIQ2021 training images (one group each): more scenes for a head that overfits its photos, but research-use
+    data, refused for a permissive-only model. ``cache_dir``: keep the features there for the next refit.
     """
     from distill.data import DataContext
     from distill.evaluate import run_config
@@ -148,6 +186,8 @@ def refit_factor_head(
     taps = [int(t) for t in taps]
     ckpt = load_checkpoint(checkpoint)
     cfg = run_config(ckpt, data)
+    if biq_sources and cfg.data.permissive_only:
+        raise ValueError(f"{checkpoint}: a permissive-only model; BIQ2021 images (research use) cannot train it")
     old = load_student(ckpt).eval()
     if old.factor_taps and list(old.factor_taps) != taps:
         raise ValueError(f"{checkpoint}: already tapped at {list(old.factor_taps)}; refit with those taps")
@@ -162,7 +202,21 @@ def refit_factor_head(
 
     ctx = DataContext.from_config(cfg, new.spec)
     rows = ctx.photos["train"][:photos]
-    d = _features(new, ctx, cfg, rows, groups=groups, seed=seed, progress=progress)
+    sources = [("photos", rows, groups)]
+    if biq_sources:
+        sources.append(("biq2021", _biq_rows(ctx, biq_sources, seed), 1))
+    checkpoint_hash = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    parts = []
+    for name, source_rows, n_groups in sources:
+        key = {
+            "source": name, "checkpoint": checkpoint_hash, "taps": taps, "groups": n_groups, "seed": seed,
+            "data": [str(Path(cfg.data.photos).resolve()), str(Path(cfg.data.biq2021).resolve())],
+            "working_scale": cfg.data.working_scale, "files": [r["file"] for r in source_rows],
+        }  # fmt: skip
+        parts.append(_cached_features(cache_dir, key, lambda r=source_rows, g=n_groups, n=name: _features(
+            new, ctx, cfg, r, groups=g, seed=seed, label=n, progress=progress
+        )))  # fmt: skip
+    d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     factors = list(new.factor_names)
     x = (d["x"][:, 1:] - d["x"][:, :1]).reshape(-1, d["x"].shape[-1])
     y = (d["ft"][:, 1:] - d["ft"][:, :1]).reshape(-1, len(factors))
@@ -191,6 +245,7 @@ def refit_factor_head(
         "taps": taps,
         "groups_per_photo": groups,
         "photos": len(rows),
+        "biq2021_sources": biq_sources,
         "pairs": len(x),
         "ridge": strength,
         "refine_steps": refine_steps,
@@ -220,7 +275,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=4321, help="edit seed (default: %(default)s)")
     p.add_argument("--photos", type=int, default=None, help="only the first N training photos (default: all)")
+    p.add_argument(
+        "--biq-sources", type=int, default=0,
+        help="also edit N BIQ2021 training images, one group each (research-use data; default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--data", type=Path, default=None, help="data root with photos/ and biq2021/ (default: shared)")
+    p.add_argument("--cache", type=Path, default=None, help="keep the features in this folder for later refits")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
     if args.threads:
@@ -231,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         taps = [int(t) for t in args.taps.split(",") if t.strip()]
         summary = refit_factor_head(
             args.checkpoint, args.out, taps=taps, groups=args.groups, strength=args.ridge,
-            refine_steps=args.refine_steps, seed=args.seed, photos=args.photos, data=args.data,
+            refine_steps=args.refine_steps, seed=args.seed, photos=args.photos, biq_sources=args.biq_sources,
+            data=args.data, cache_dir=args.cache,
             progress=sys.stderr.isatty(),
         )  # fmt: skip
     except (RedaesError, OSError, ValueError, TypeError) as e:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from distill.config import dump_config, load_config
+from distill import heads
 from distill.heads import fit_gains, main, refine_for_explanations, ridge
 from distill.splits import DATA_ROOT
 from distill.student import create_student, load_checkpoint, load_student, save_checkpoint
@@ -57,14 +59,19 @@ def test_refinement_names_the_edited_factor_more_often_and_stays_anchored() -> N
     assert np.allclose(refine_for_explanations(x, edited, w0, anchor=1e9), w0, atol=1e-4)
 
 
-def test_refit_keeps_utility_and_writes_a_tapped_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _tiny_checkpoint(tmp_path: Path, *, permissive_only: bool) -> tuple[Path, Any, Any]:
     cfg = load_config(
         "distill/configs/tiny.yaml",
         overrides=["student.backbone=timm:test_efficientnet", "student.pretrained=null", "student.input_size=[32,32]",
-                   "val.group_size=3", "data.permissive_only=true"],
+                   "val.group_size=3", f"data.permissive_only={str(permissive_only).lower()}"],
     )  # fmt: skip
     student, _, _ = create_student(cfg.student.backbone, factors=cfg.factors, img_size=32)
     path = save_checkpoint(tmp_path / "final.pt", student, config=dump_config(cfg), version="0.1.0", temperature=0.5)
+    return path, cfg, student
+
+
+def test_refit_keeps_utility_and_writes_a_tapped_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, cfg, student = _tiny_checkpoint(tmp_path, permissive_only=True)
     assert main([str(path), "--out", str(tmp_path / "heads.pt"), "--groups", "2", "--photos", "12"]) == 0
     summary = load_checkpoint(tmp_path / "heads.pt")["factor_head_refit"]
     assert summary["taps"] == [1, 2] and summary["photos"] == 12 and summary["pairs"] == 12 * 2 * 2
@@ -74,6 +81,31 @@ def test_refit_keeps_utility_and_writes_a_tapped_checkpoint(tmp_path: Path, caps
     with torch.no_grad():
         assert torch.allclose(refit(x)[0], student.eval()(x)[0], atol=1e-6)  # utility untouched
     assert refit.factor_taps == (1, 2)
+
+
+def test_biq_sources_add_scenes_and_the_cache_serves_the_next_refit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _, _ = _tiny_checkpoint(tmp_path, permissive_only=False)
+    args = [str(path), "--groups", "1", "--photos", "4", "--biq-sources", "5", "--cache", str(tmp_path / "cache")]
+    assert main([*args, "--out", str(tmp_path / "a.pt")]) == 0
+    summary = load_checkpoint(tmp_path / "a.pt")["factor_head_refit"]
+    assert summary["biq2021_sources"] == 5 and summary["pairs"] == (4 + 5) * 2
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
+    assert cached == ["biq2021", "photos"]
+    # A refit from scratch with another ridge, then the same from the cache, which must edit nothing.
+    assert main([*args[:-2], "--ridge", "3", "--out", str(tmp_path / "c.pt")]) == 0
+    monkeypatch.setattr(heads, "_features", lambda *a, **k: pytest.fail("features recomputed"))
+    assert main([*args, "--ridge", "3", "--out", str(tmp_path / "b.pt")]) == 0
+    b, c = (load_checkpoint(tmp_path / f"{n}.pt")["state_dict"]["factor_head.weight"] for n in "bc")
+    assert torch.allclose(b, c, atol=1e-6)
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_biq_sources_are_refused_for_a_permissive_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _, _ = _tiny_checkpoint(tmp_path, permissive_only=True)
+    assert main([str(path), "--out", str(tmp_path / "x.pt"), "--photos", "2", "--biq-sources", "3"]) == 2
+    assert "permissive-only" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
 def test_bad_checkpoint_exits_2(tmp_path: Path) -> None:
