@@ -74,7 +74,7 @@ def fit_gains(pred: np.ndarray, edited: np.ndarray, *, sweeps: int = 2) -> np.nd
 
 
 def refine_for_explanations(
-    x: np.ndarray, edited: np.ndarray, w: np.ndarray, *, sharpness: float = 3.0, anchor: float = 1000.0,
+    x: np.ndarray, edited: np.ndarray, w: np.ndarray, *, sharpness: float = 3.0, anchor: float = 3000.0,
     steps: int = 200,
 ) -> np.ndarray:
     """``W [K, D]`` from ``w`` by L-BFGS on ``CE(softmax(sharpness * |x W^T|), edited) + anchor * mean((W - w)^2)``.
@@ -166,9 +166,11 @@ def refit_factor_head(
     groups: int = 6,
     strength: float = 1.0,
     refine_steps: int = 200,
+    anchor: float = 3000.0,
     seed: int = 4321,
     photos: int | None = None,
     biq_sources: int = 0,
+    biq_groups: int = 1,
     data: Path | None = None,
     cache_dir: Path | None = None,
     progress: bool = False,
@@ -176,8 +178,9 @@ def refit_factor_head(
     """Write ``checkpoint`` with a tapped, refitted factor head to ``out``; returns the fit's summary.
 
     ``photos``: use only the first N training photos (quick runs); default all. ``biq_sources``: also edit N
-    BIQ2021 training images (one group each): more scenes for a head that overfits its photos, but research-use
-    data, refused for a permissive-only model. ``cache_dir``: keep the features there for the next refit.
+    BIQ2021 training images (``biq_groups`` groups each): more scenes for a head that overfits its photos, but
+    research-use data, refused for a permissive-only model. ``cache_dir``: keep the features there for the next
+    refit.
     """
     from distill.data import DataContext
     from distill.evaluate import run_config
@@ -204,7 +207,7 @@ def refit_factor_head(
     rows = ctx.photos["train"][:photos]
     sources = [("photos", rows, groups)]
     if biq_sources:
-        sources.append(("biq2021", _biq_rows(ctx, biq_sources, seed), 1))
+        sources.append(("biq2021", _biq_rows(ctx, biq_sources, seed), biq_groups))
     checkpoint_hash = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
     parts = []
     for name, source_rows, n_groups in sources:
@@ -233,7 +236,7 @@ def refit_factor_head(
     w = w * gains[:, None]
     hits = {"least_squares": _hits(pred, edited), "with_gains": _hits(pred * gains, edited)}
     if refine_steps:
-        w = refine_for_explanations(z[keep], edited, w, steps=refine_steps)
+        w = refine_for_explanations(z[keep], edited, w, anchor=anchor, steps=refine_steps)
         hits["refined"] = _hits(z[keep] @ w.T, edited)
     weight = w / scale
     sources = d["x"][:, 0]
@@ -246,9 +249,11 @@ def refit_factor_head(
         "groups_per_photo": groups,
         "photos": len(rows),
         "biq2021_sources": biq_sources,
+        "biq2021_groups": biq_groups if biq_sources else 0,
         "pairs": len(x),
         "ridge": strength,
         "refine_steps": refine_steps,
+        "anchor": anchor,
         "seed": seed,
         "gains": dict(zip(factors, gains.round(4).tolist())),
         "train_explain_acc": hits,
@@ -273,12 +278,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--refine-steps", type=int, default=200,
         help="L-BFGS steps of the explanation refinement, 0: none (default: %(default)s)",
     )  # fmt: skip
+    p.add_argument(
+        "--anchor", type=float, default=3000.0,
+        help="weight keeping the refinement near the least-squares head (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=4321, help="edit seed (default: %(default)s)")
     p.add_argument("--photos", type=int, default=None, help="only the first N training photos (default: all)")
     p.add_argument(
         "--biq-sources", type=int, default=0,
-        help="also edit N BIQ2021 training images, one group each (research-use data; default: %(default)s)",
+        help="also edit N BIQ2021 training images (research-use data; default: %(default)s)",
     )  # fmt: skip
+    p.add_argument("--biq-groups", type=int, default=1, help="edit groups per BIQ2021 image (default: %(default)s)")
     p.add_argument("--data", type=Path, default=None, help="data root with photos/ and biq2021/ (default: shared)")
     p.add_argument("--cache", type=Path, default=None, help="keep the features in this folder for later refits")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -291,8 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         taps = [int(t) for t in args.taps.split(",") if t.strip()]
         summary = refit_factor_head(
             args.checkpoint, args.out, taps=taps, groups=args.groups, strength=args.ridge,
-            refine_steps=args.refine_steps, seed=args.seed, photos=args.photos, biq_sources=args.biq_sources,
-            data=args.data, cache_dir=args.cache,
+            refine_steps=args.refine_steps, anchor=args.anchor, seed=args.seed, photos=args.photos,
+            biq_sources=args.biq_sources, biq_groups=args.biq_groups, data=args.data, cache_dir=args.cache,
             progress=sys.stderr.isatty(),
         )  # fmt: skip
     except (RedaesError, OSError, ValueError, TypeError) as e:

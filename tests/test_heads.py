@@ -90,7 +90,7 @@ def test_biq_sources_add_scenes_and_the_cache_serves_the_next_refit(
     args = [str(path), "--groups", "1", "--photos", "4", "--biq-sources", "5", "--cache", str(tmp_path / "cache")]
     assert main([*args, "--out", str(tmp_path / "a.pt")]) == 0
     summary = load_checkpoint(tmp_path / "a.pt")["factor_head_refit"]
-    assert summary["biq2021_sources"] == 5 and summary["pairs"] == (4 + 5) * 2
+    assert summary["biq2021_sources"] == 5 and summary["biq2021_groups"] == 1 and summary["pairs"] == (4 + 5) * 2
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
     assert cached == ["biq2021", "photos"]
     # A refit from scratch with another ridge, then the same from the cache, which must edit nothing.
