@@ -134,10 +134,12 @@ def _cached_features(cache_dir: Path | None, key: dict[str, Any], compute: Any) 
     """``compute()``, or its earlier result from ``cache_dir`` when made from the same ``key``.
 
     The key holds everything the features depend on (checkpoint bytes, taps, data, edit seed and groups, the
-    images), so a refit with another ridge or refinement reuses them instead of editing every photo again.
+    images, the code that edits and judges them), so a refit with another ridge or refinement reuses them
+    instead of editing every photo again.
     """
     if cache_dir is None:
         return compute()
+    key = {**key, "code": _edit_code_hash()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{key['source']}-{digest}.npz"
     if path.is_file():
@@ -148,6 +150,20 @@ def _cached_features(cache_dir: Path | None, key: dict[str, Any], compute: Any) 
     with atomic_open(path, binary=True) as f:
         np.savez(f, **d)
     return d
+
+
+def _edit_code_hash() -> str:
+    """sha256 of the modules that make and judge edit groups: cached features go stale when they change."""
+    from distill import data, edits, validation
+    from distill.teachers import edit_oracle
+
+    files = sorted(Path(edits.__file__).parent.glob("*.py")) + [
+        Path(str(m.__file__)) for m in (data, validation, edit_oracle)
+    ]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _biq_rows(ctx: Any, n: int, seed: int) -> list[dict[str, Any]]:
