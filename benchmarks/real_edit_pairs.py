@@ -7,7 +7,9 @@ The photo manifest groups some photos by ``pair_id``: MIT-Adobe FiveK inputs wit
 under- and over-exposed shots). Neither the edit oracle nor our edit code made these pairs, so they check
 what the edit-pair validation cannot: edits done by other tools and chosen by people. Reported for all
 pairs and for those whose scene is in the validation split: the other photos were training sources (each
-image seen alone, under synthetic edits; their relation was never a label). Prints a table, writes JSON.
+image seen alone, under synthetic edits; their relation was never a label). Also the explanation: the factor
+with the largest change from the other image to the preferred one, counted by source (an exposure bracket
+should read ``exposure``). Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 from distill.splits import DATA_ROOT, load_split, read_manifest, tags_of
 from redaes_lite import load
 from redaes_lite._atomic import atomic_open
-from redaes_lite.eval.runner import PreferencePair, evaluate_pairs
+from redaes_lite.eval.runner import PreferencePair, pair_report
+from redaes_lite.results import Failure
 
 #: Tags that mark the preferred member of a manifest pair.
 PREFERRED_TAGS = ("expert_retouched", "well_exposed")
@@ -47,6 +51,17 @@ def real_pairs(photos: Path = DATA_ROOT / "photos") -> dict[str, list[tuple[str,
     return out
 
 
+def top_factors(pairs: list[tuple[str, PreferencePair]], scores: dict[Path, Any]) -> dict[str, dict[str, int]]:
+    """Per source: how often each factor has the largest ``|f(preferred) - f(other)|`` (failed images skipped)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for source, pair in pairs:
+        a, b = scores[pair.other], scores[pair.preferred]
+        if isinstance(a, Failure) or isinstance(b, Failure):
+            continue
+        counts[source][max(b.factors, key=lambda k: abs(b.factors[k] - a.factors[k]))] += 1
+    return {src: dict(c.most_common()) for src, c in sorted(counts.items())}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", help="model file or embedded name (default: default and permissive)")
@@ -57,20 +72,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no before/after pairs in {DATA_ROOT / 'photos' / 'manifest.csv'}", file=sys.stderr)
         return 2
     results = []
-    print("| model | pairs | n | accuracy | mean probability | ECE | accuracy by source |\n|---|---|---|---|---|---|---|")
+    print("| model | pairs | n | accuracy | mean probability | ECE | accuracy by source | largest factor change |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.model or ["default", "permissive"]:
         scorer = load(name)
+        # Each image once ("val" is a subset of "all"): utilities for the pair figures, factors for the explanation.
+        images = list(dict.fromkeys(p for _, pr in subsets["all"] for p in (pr.preferred, pr.other)))
+        scores = dict(zip(images, scorer.iter_scores([str(p) for p in images], on_error="record")))
+        utility = {p: s.error if isinstance(s, Failure) else s.utility for p, s in scores.items()}
         for subset, pairs in subsets.items():
-            report = evaluate_pairs(scorer, [pr for _, pr in pairs])
+            report = pair_report([pr for _, pr in pairs], utility, info=scorer.info)
             by_source = {
-                src: evaluate_pairs(scorer, [pr for s, pr in pairs if s == src])["accuracy"]
+                src: pair_report([pr for s, pr in pairs if s == src], utility, info=scorer.info)["accuracy"]
                 for src in sorted({s for s, _ in pairs})
             }
-            row = {"model": name, "version": scorer.info.version, "subset": subset, **report, "by_source": by_source}
+            factors = top_factors(pairs, scores)
+            row = {"model": name, "version": scorer.info.version, "subset": subset, **report, "by_source": by_source,
+                   "largest_factor_change": factors}  # fmt: skip
             results.append(row)
             sources = ", ".join(f"{s} {a:.2f}" for s, a in by_source.items())
+            named = "; ".join(f"{src}: " + ", ".join(f"{k} {n}" for k, n in c.items()) for src, c in factors.items())
             print(f"| {name} {scorer.info.version} | {subset} | {report['n']} | {report['accuracy']:.3f} "
-                  f"| {report['mean_probability']:.3f} | {report['ece']:.3f} | {sources} |")  # fmt: skip
+                  f"| {report['mean_probability']:.3f} | {report['ece']:.3f} | {sources} | {named} |")  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(args.json) as f:
         json.dump(results, f, indent=2)
