@@ -182,6 +182,7 @@ def refit_factor_head(
     out: str | Path,
     *,
     taps: Sequence[int] = DEFAULT_TAPS,
+    centre: bool = True,
     groups: int = 6,
     strength: float = 1.0,
     refine_steps: int = 200,
@@ -211,10 +212,12 @@ def refit_factor_head(
     if biq_sources and cfg.data.permissive_only:
         raise ValueError(f"{checkpoint}: a permissive-only model; BIQ2021 images (research use) cannot train it")
     old = load_student(ckpt).eval()
-    if old.factor_taps and list(old.factor_taps) != taps:
-        raise ValueError(f"{checkpoint}: already tapped at {list(old.factor_taps)}; refit with those taps")
+    if old.factor_taps and (list(old.factor_taps), old.factor_tap_centre) != (taps, centre):
+        raise ValueError(
+            f"{checkpoint}: already tapped at {list(old.factor_taps)}, centre {old.factor_tap_centre}; refit with those"
+        )
     config = old.backbone_config()
-    config["overrides"] = {**config["overrides"], "factor_taps": taps}
+    config["overrides"] = {**config["overrides"], "factor_taps": taps, "factor_tap_centre": centre}
     new = build_student(config).eval()
     missing, unexpected = new.load_state_dict(
         {k: v for k, v in old.state_dict().items() if not k.startswith("factor_head.")}, strict=False
@@ -231,7 +234,8 @@ def refit_factor_head(
     parts = []
     for name, source_rows, n_groups in sources:
         key = {
-            "source": name, "checkpoint": checkpoint_hash, "taps": taps, "groups": n_groups, "seed": seed,
+            "source": name, "checkpoint": checkpoint_hash, "taps": taps, "centre": centre, "groups": n_groups,
+            "seed": seed,
             "data": [str(Path(cfg.data.photos).resolve()), str(Path(cfg.data.biq2021).resolve())],
             "working_scale": cfg.data.working_scale, "files": [r["file"] for r in source_rows],
         }  # fmt: skip
@@ -265,6 +269,7 @@ def refit_factor_head(
         new.factor_head.bias.copy_(old_level - torch.from_numpy(weight @ sources.mean(0)).float())
     summary = {
         "taps": taps,
+        "centre": centre,
         "groups_per_photo": groups,
         "photos": len(rows),
         "biq2021_sources": biq_sources,
@@ -291,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(map(str, DEFAULT_TAPS)),
         help="feature_info levels of the timm trunk (default: %(default)s: stride 4 and 8 on EfficientNet)",
     )
+    p.add_argument(
+        "--no-centre", dest="centre", action="store_false",
+        help="leave out each level's centre-minus-mean statistics (factor_tap_centre)",
+    )  # fmt: skip
     p.add_argument("--groups", type=int, default=6, help="edit groups per training photo (default: %(default)s)")
     p.add_argument("--ridge", type=float, default=1.0, help="penalty, times the mean eigenvalue (default: %(default)s)")
     p.add_argument(
@@ -319,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         taps = [int(t) for t in args.taps.split(",") if t.strip()]
         summary = refit_factor_head(
-            args.checkpoint, args.out, taps=taps, groups=args.groups, strength=args.ridge,
+            args.checkpoint, args.out, taps=taps, centre=args.centre, groups=args.groups, strength=args.ridge,
             refine_steps=args.refine_steps, anchor=args.anchor, seed=args.seed, photos=args.photos,
             biq_sources=args.biq_sources, biq_groups=args.biq_groups, data=args.data, cache_dir=args.cache,
             progress=sys.stderr.isatty(),

@@ -286,6 +286,29 @@ def test_factor_taps_widen_only_the_factor_head() -> None:
     assert build_student(tapped.backbone_config()).factor_taps == (1, 2)  # the checkpoint rebuilds it
 
 
+def test_factor_tap_centre_adds_a_centre_statistic_that_sees_dark_edges() -> None:
+    plain, _, _ = tiny()
+    config = plain.backbone_config()
+    tapped = build_student({**config, "overrides": {"factor_taps": [1, 2]}}).eval()
+    centred = build_student({**config, "overrides": {"factor_taps": [1, 2], "factor_tap_centre": True}}).eval()
+    trunk_and_utility = {k: v for k, v in tapped.state_dict().items() if not k.startswith("factor_head")}
+    centred.load_state_dict(trunk_and_utility, strict=False)
+    levels = plain.trunk.feature_info
+    width = levels[1]["num_chs"] + levels[2]["num_chs"]
+    assert centred.factor_head.in_features == tapped.factor_head.in_features + width
+    flat = torch.full((1, 3, SIZE, SIZE), 0.3)
+    edges = flat.clone()
+    edges[..., : SIZE // 4, :] = edges[..., -SIZE // 4 :, :] = -0.9  # dark top and bottom: a strong vignette
+    with torch.no_grad():
+        (_, t_flat), (_, t_edges), (_, t_plain) = centred.features(flat), centred.features(edges), tapped.features(flat)
+    c1, c2 = levels[1]["num_chs"], levels[2]["num_chs"]
+    centre = torch.cat([t_flat[:, 2 * c1 : 3 * c1], t_flat[:, -c2:]], 1)  # [mean1, std1, centre1, mean2, std2, centre2]
+    moved = torch.cat([t_edges[:, 2 * c1 : 3 * c1], t_edges[:, -c2:]], 1) - centre
+    assert moved.abs().mean() > 3 * centre.abs().mean()  # dark edges move the centre far off the mean
+    assert torch.equal(torch.cat([t_flat[:, : 2 * c1], t_flat[:, 3 * c1 : -c2]], 1), t_plain)  # the rest as before
+    assert build_student(centred.backbone_config()).factor_tap_centre
+
+
 def test_factor_taps_need_existing_levels_of_a_timm_trunk() -> None:
     with pytest.raises(ValueError, match="feature levels"):
         tiny(factor_taps=[9])

@@ -29,7 +29,9 @@ __all__ = ["Student", "create_student", "build_student", "OVERRIDES"]
 #: ``factor_taps`` (timm trunks) lists ``feature_info`` levels whose per-channel mean and standard deviation
 #: join the pooled features at the factor head's input: global pooling after ImageNet training keeps little
 #: of colour, contrast and vignetting, which early layers still see (``python -m distill heads``).
-OVERRIDES = frozenset({"img_size", "resize", "drop_rate", "unlocked_groups", "factor_taps"})
+#: ``factor_tap_centre`` adds, per tapped level, the per-channel mean of the central half (each side) minus the
+#: level's mean: where a photo is darker or busier at its edges than its centre (vignetting, framing).
+OVERRIDES = frozenset({"img_size", "resize", "drop_rate", "unlocked_groups", "factor_taps", "factor_tap_centre"})
 _SPEC_OVERRIDES = ("img_size", "resize")
 
 
@@ -54,6 +56,7 @@ class Student(nn.Module):
         self.trunk = trunk.module
         self.dropout = nn.Dropout(float(overrides.get("drop_rate") or 0.0))
         self.factor_taps = tuple(int(i) for i in overrides.get("factor_taps") or ())
+        self.factor_tap_centre = bool(overrides.get("factor_tap_centre"))
         self.utility_head = nn.Linear(trunk.width, 1)
         self.factor_head = nn.Linear(trunk.width + self._tap_width(backbone), len(factor_names))
         self.spec = spec
@@ -80,7 +83,7 @@ class Student(nn.Module):
         if any(not 0 <= i < len(levels) for i in self.factor_taps):
             last = len(levels) - 1
             raise ValueError(f"factor_taps {list(self.factor_taps)}: {backbone} has feature levels 0..{last}")
-        return 2 * sum(int(levels[i]["num_chs"]) for i in self.factor_taps)
+        return (3 if self.factor_tap_centre else 2) * sum(int(levels[i]["num_chs"]) for i in self.factor_taps)
 
     def features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pooled trunk features ``[N, D]`` and the ``factor_taps`` statistics ``[N, T]`` (None without taps)."""
@@ -91,6 +94,9 @@ class Student(nn.Module):
         for h in levels:
             mean = h.mean((2, 3))
             stats += [mean, (h - mean[:, :, None, None]).square().mean((2, 3)).clamp_min(1e-6).sqrt()]
+            if self.factor_tap_centre:
+                hh, ww = h.shape[2] // 4, h.shape[3] // 4
+                stats.append(h[:, :, hh : h.shape[2] - hh, ww : h.shape[3] - ww].mean((2, 3)) - mean)
         return self.trunk.forward_head(final, pre_logits=True), torch.cat(stats, 1)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
