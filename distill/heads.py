@@ -4,7 +4,8 @@ Why: after ImageNet training, the pooled features of a CNN barely see colour, co
 pretraining augmentations taught it not to), so the factor heads of a trained student name "exposure"
 for most colour edits (default v0.2: explanations right 55%, saturation 8%, white balance 2%). Early
 layers still see them. This stage rebuilds the student with ``factor_taps`` (per-channel mean and std of
-early feature levels joined to the pooled features at the factor head) and fits that head on frozen
+early feature levels, and with ``centre`` their mean over the central half of the frame minus the whole's,
+joined to the pooled features at the factor head) and fits that head on frozen
 features, where training it end to end would need a GPU:
 
 1. Edit groups of the *training* photos (``seeded_edit_groups``: the validation recipe mix, other seed;
@@ -21,7 +22,8 @@ features, where training it end to end would need a GPU:
    the start by ``anchor`` times the mean squared change of the standardised weights. Least squares fits
    every factor's *size*; the explanation only needs the edited one to be the largest. On the default
    student: 2-fold split of the training photos 0.72 -> 0.78, validation 0.712 -> 0.758 (anchor 1000);
-   with 2,550 BIQ2021 sources and anchor 3000, 4-fold by training photo 0.810, validation 0.777.
+   with 2,550 BIQ2021 sources and anchor 3000, 4-fold by training photo 0.810, validation 0.777; with the
+   centre statistic (``factor_tap_centre``) too, 0.831 and 0.811.
 5. Bias set so that the mean factor values of the training sources stay where the old head had them.
 
 Trunk and utility head are copied unchanged: utility, temperature and calibration do not move. Run
