@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from redaes_lite._atomic import atomic_open
+from redaes_lite.metadata import sha256_file
 
 __all__ = ["DEFAULT_TAPS", "fit_gains", "main", "refine_for_explanations", "refit_factor_head", "ridge"]
 
@@ -132,7 +133,7 @@ def _features(
     return {"x": np.stack(feats), "ft": np.stack(ftarget), "t": np.stack(target), "single": np.asarray(single)}
 
 
-def _cached_features(cache_dir: Path | None, key: dict[str, Any], compute: Any) -> dict[str, np.ndarray]:
+def _cached_features(cache_dir: Path | None, key: dict[str, Any] | None, compute: Any) -> dict[str, np.ndarray]:
     """``compute()``, or its earlier result from ``cache_dir`` when made from the same ``key``.
 
     The key holds everything the features depend on (checkpoint bytes, taps, data, edit seed and groups, the
@@ -141,7 +142,6 @@ def _cached_features(cache_dir: Path | None, key: dict[str, Any], compute: Any) 
     """
     if cache_dir is None:
         return compute()
-    key = {**key, "code": _edit_code_hash()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{key['source']}-{digest}.npz"
     if path.is_file():
@@ -229,18 +229,20 @@ def refit_factor_head(
 
     ctx = DataContext.from_config(cfg, new.spec)
     rows = ctx.photos["train"][:photos]
-    sources = [("photos", rows, groups)]
+    edit_sources = [("photos", rows, groups)]
     if biq_sources:
-        sources.append(("biq2021", _biq_rows(ctx, biq_sources, seed), biq_groups))
-    checkpoint_hash = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
-    parts = []
-    for name, source_rows, n_groups in sources:
-        key = {
-            "source": name, "checkpoint": checkpoint_hash, "taps": taps, "centre": centre, "groups": n_groups,
-            "seed": seed,
-            "data": [str(Path(cfg.data.photos).resolve()), str(Path(cfg.data.biq2021).resolve())],
-            "working_scale": cfg.data.working_scale, "files": [r["file"] for r in source_rows],
+        edit_sources.append(("biq2021", _biq_rows(ctx, biq_sources, seed), biq_groups))
+    common = None
+    if cache_dir is not None:  # what every source's features depend on; hashed once, and only for a cache
+        common = {
+            "checkpoint": sha256_file(checkpoint), "code": _edit_code_hash(), "taps": taps, "centre": centre,
+            "seed": seed, "data": [str(Path(cfg.data.photos).resolve()), str(Path(cfg.data.biq2021).resolve())],
+            "working_scale": cfg.data.working_scale,
         }  # fmt: skip
+    parts = []
+    for name, source_rows, n_groups in edit_sources:
+        files = [r["file"] for r in source_rows]
+        key = None if common is None else {**common, "source": name, "groups": n_groups, "files": files}
         parts.append(_cached_features(cache_dir, key, lambda r=source_rows, g=n_groups, n=name: _features(
             new, ctx, cfg, r, groups=g, seed=seed, label=n, progress=progress
         )))  # fmt: skip
