@@ -2,89 +2,33 @@
 
 Thin by design: parse options, call the API, write rows. Every input gets one output row; failed
 inputs carry an ``error`` and do not stop the run. Exit status: 0 all good, 1 some inputs failed,
-2 usage error (bad option, unusable model).
+2 usage error (bad option, unusable model), 130 / 143 stopped by SIGINT / SIGTERM.
+
+Parsed with argparse, as ONNX Runtime's tools are: typer >= 0.29 imports pydantic and rich on every
+call, a tenth of a second and two dependencies that a light runtime should not carry.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import inspect
 import json
 import signal
 import sys
 import threading
-from enum import Enum
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Annotated, Any, Callable, Iterable, Iterator, List, Optional
-
-import click
-import typer
-from typer.core import TyperGroup
+from typing import IO, Any
 
 from . import __version__
 from ._atomic import atomic_open
 from ._cli_io import Progress, compare_row, expand, score_row, tracked, write_rows
 from .errors import RedaesError
 
-__all__ = ["app", "main"]
+__all__ = ["main", "run"]
 
-class _Commands(TyperGroup):
-    """The root command group; ``eval`` (redaes_lite/eval/cli.py, which pulls in numpy and the metrics)
-    is imported only when it is called or listed, so that ``--version`` and the other commands start fast."""
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name == "eval" and "eval" not in self.commands:
-            from .eval.cli import app as eval_app  # reuses _scorer, _progress, _sink, _fail from this module
-
-            self.add_command(typer.main.get_command(eval_app), "eval")
-        return super().get_command(ctx, cmd_name)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return [*self.commands, *(["eval"] if "eval" not in self.commands else [])]
-
-
-app = typer.Typer(
-    cls=_Commands,
-    name="redaes-lite",
-    help="Relative photo aesthetics: which photo is better, by how much, and why.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
-
-
-ModelOpt = Annotated[
-    Optional[str],
-    typer.Option("--model", "-m", help="Model file (.onnx/.ort), folder with model.onnx, or 'default'/'permissive'."),
-]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
-OutputOpt = Annotated[
-    Optional[Path], typer.Option("--output", "-o", help="Write here (atomically) instead of stdout.", dir_okay=False)
-]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads [default: all].")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per inference batch (more: more memory).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.")]
-ProgressOpt = Annotated[
-    Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr [default: if a terminal].")
-]
-RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders.")]
-MaxPixelsOpt = Annotated[
-    int, typer.Option("--max-pixels", min=0, help="Refuse images with more pixels (from the header); 0: no limit.")
-]
-MaxBytesOpt = Annotated[
-    int, typer.Option("--max-bytes", min=0, help="Refuse files larger than this many bytes (from stat); 0: no limit.")
-]
-WorkersOpt = Annotated[
-    int, typer.Option("--workers", "-w", min=0, help="Decode in this many worker processes; 0: threads in-process.")
-]
-ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Keep the rows already scored in --output (jsonl) and score only the rest.")
-]
+FORMATS = ("table", "json", "jsonl", "csv")
 # = redaes_lite.preprocess.DEFAULT_MAX_PIXELS / DEFAULT_MAX_BYTES and api.DEFAULT_BATCH_SIZE (tested); not
 # imported, so that `--version` stays light.
 DEFAULT_MAX_PIXELS = 120_000_000
@@ -92,41 +36,105 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_BATCH_SIZE = 8
 # Exit status after SIGINT / SIGTERM, as a shell reports a process killed by them.
 _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-PathsArg = Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)]
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"redaes-lite {__version__}")
-        raise typer.Exit()
+# ------------------------------------------------------------------------------------------ options
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (their paragraphs kept); an option's default shown where it says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if action.option_strings and "%(default)" not in text and not (default is None or default is False
+                                                                     or default == argparse.SUPPRESS):  # fmt: skip
+            text += " [default: %(default)s]"
+        return text
 
 
-@app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """Relative photo aesthetics: which photo is better, by how much, and why."""
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer ``>= low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
 
 
-def _fail(message: str) -> typer.Exit:
-    """A usage error: one line on stderr, exit status 2."""
-    typer.echo(f"redaes-lite: error: {message}", err=True)
-    return typer.Exit(2)
+def add_model_options(p: argparse.ArgumentParser, *, max_bytes: bool = True, threads: bool = True) -> None:
+    """--model, --threads, --max-pixels [, --max-bytes]: which model, and what it may be given."""
+    p.add_argument("--model", "-m", help="Model file (.onnx/.ort), folder with model.onnx, or 'default'/'permissive'.")
+    if threads:
+        p.add_argument("--threads", type=at_least(1), metavar="N", help="ONNX Runtime threads [default: all cores].")
+    p.add_argument("--max-pixels", type=at_least(0), default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="Refuse images with more pixels (from the header); 0: no limit.")  # fmt: skip
+    if max_bytes:
+        p.add_argument("--max-bytes", type=at_least(0), default=DEFAULT_MAX_BYTES, metavar="N",
+                       help="Refuse files larger than this many bytes (from stat); 0: no limit.")  # fmt: skip
 
 
-def _scorer(model: str | None, threads: int | None, max_pixels: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+def add_output_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORMATS, what: str = "rows") -> None:
+    """--format and --output."""
+    p.add_argument("--format", "-f", dest="fmt", choices=formats, default=formats[0], help=f"Format of the {what}.")
+    p.add_argument("--output", "-o", type=Path, metavar="FILE",
+                   help=f"Write the {what} here (atomically) instead of stdout.")  # fmt: skip
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """--batch-size, --quiet, --progress: how a run over many images goes."""
+    p.add_argument("--batch-size", type=at_least(1), default=DEFAULT_BATCH_SIZE, metavar="N",
+                   help="Images per inference batch (more: more memory).")  # fmt: skip
+    p.add_argument("--quiet", "-q", action="store_true", help="No progress bar or messages on stderr.")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                   help="Progress on stderr [default: if stderr is a terminal].")  # fmt: skip
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="Image files, folders or glob patterns.")
+    p.add_argument("--recursive", "-r", action="store_true", help="Descend into subfolders.")
+    p.add_argument("--workers", "-w", type=at_least(0), default=0, metavar="N",
+                   help="Decode in this many worker processes; 0: threads in-process.")  # fmt: skip
+
+
+def command(sub: Any, name: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A subcommand whose help is ``handler``'s docstring (first line in the command list)."""
+    doc = inspect.cleandoc(handler.__doc__ or "")
+    p = sub.add_parser(name, help=doc.split("\n")[0], description=doc, formatter_class=HelpFormatter)
+    p.set_defaults(handler=handler)
+    return p
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def fail(message: str) -> SystemExit:
+    """A usage error: one line on stderr; raise the result to exit with status 2."""
+    print(f"redaes-lite: error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def say(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"redaes-lite: {message}", file=sys.stderr)
+
+
+def scorer_for(args: argparse.Namespace) -> Any:
+    """The model the options name, loaded with their limits; a model that cannot be used is a usage error."""
     from .session import load
 
+    max_bytes = getattr(args, "max_bytes", DEFAULT_MAX_BYTES)
     try:
-        return load(model, threads=threads, max_pixels=max_pixels or None, max_bytes=max_bytes or None)
+        return load(args.model, threads=getattr(args, "threads", None), max_pixels=args.max_pixels or None,
+                    max_bytes=max_bytes or None)  # fmt: skip
     except (RedaesError, ValueError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
 
 
 @contextlib.contextmanager
-def _sink(output: Path | None) -> Iterator[IO[str]]:
+def sink(output: Path | None) -> Iterator[IO[str]]:
     if output is None:
         yield sys.stdout
         return
@@ -134,11 +142,11 @@ def _sink(output: Path | None) -> Iterator[IO[str]]:
         with atomic_open(output, newline="") as f:
             yield f
     except OSError as e:
-        raise _fail(f"{output}: cannot write ({e.strerror or e})") from None
+        raise fail(f"{output}: cannot write ({e.strerror or e})") from None
 
 
-def _progress(total: int, *, quiet: bool, progress: bool | None, label: str) -> Progress:
-    enabled = not quiet and (progress if progress is not None else sys.stderr.isatty())
+def progress_bar(total: int, args: argparse.Namespace, label: str) -> Progress:
+    enabled = not args.quiet and (args.progress if args.progress is not None else sys.stderr.isatty())
     return Progress(total, enabled=enabled, label=label)
 
 
@@ -173,9 +181,9 @@ def _until(rows: Iterable[dict[str, Any]], stopped: Callable[[], int | None]) ->
             return
 
 
-def _emit(rows: Any, *, total: int, fmt: Format, output: Path | None, factors: Any, quiet: bool,
-          progress: bool | None, label: str) -> None:  # fmt: skip
-    """Write rows (streamed), then exit 1 if any row has an error, 130/143 if a signal stopped the run."""
+def _emit(rows: Any, args: argparse.Namespace, *, total: int, factors: Any, label: str = "") -> int:
+    """Write rows (streamed, with a progress bar when ``label``); the exit status: 1 if any row has an
+    error, 130 / 143 if a signal stopped the run, else 0."""
     errors = written = 0
 
     def count(row: dict[str, Any]) -> None:
@@ -183,26 +191,26 @@ def _emit(rows: Any, *, total: int, fmt: Format, output: Path | None, factors: A
         errors += row["error"] is not None
         written += 1
 
-    bar = _progress(total, quiet=quiet, progress=progress, label=label)
+    bar = progress_bar(total, args, label) if label else Progress(total, enabled=False, label="")
     with _stop_on_signal() as stopped:
         try:
-            with _sink(output) as out:
-                write_rows(_until(tracked(rows, bar, count), stopped), out, fmt=fmt.value, factors=factors)
+            with sink(args.output) as out:
+                write_rows(_until(tracked(rows, bar, count), stopped), out, fmt=args.fmt, factors=factors)
         except RedaesError as e:  # inputs are recorded as rows; what reaches here is a model failing mid-run
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
         finally:
             bar.close()
             if hasattr(rows, "close"):
                 rows.close()  # a generator stopped early ends its decoding now, not when collected
     if stopped():
-        if not quiet:
-            hint = " (run again with --resume to finish)" if fmt is Format.jsonl and output is not None else ""
-            typer.echo(f"redaes-lite: interrupted; wrote {written} of {total} rows{hint}", err=True)
-        raise typer.Exit(_SIGNAL_EXIT[stopped()])
+        resumable = args.fmt == "jsonl" and args.output is not None
+        say(f"interrupted; wrote {written} of {total} rows" + (" (run again with --resume to finish)" if resumable
+                                                               else ""), args.quiet)  # fmt: skip
+        return _SIGNAL_EXIT[stopped()]
     if errors:
-        if not quiet:
-            typer.echo(f"redaes-lite: {errors} of {total} inputs failed", err=True)
-        raise typer.Exit(1)
+        say(f"{errors} of {total} inputs failed", args.quiet)
+        return 1
+    return 0
 
 
 def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0) -> Iterator[Any]:
@@ -224,10 +232,10 @@ def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0) -> I
             yield Failure(input=path, index=i, error=err) if err is not None else next(scored)
 
 
-def _previous_rows(output: Path | None, fmt: Format) -> dict[str, dict[str, Any]]:
+def _previous_rows(output: Path | None, fmt: str) -> dict[str, dict[str, Any]]:
     """``--resume``: the rows of ``output`` that were scored without error, by path."""
-    if output is None or fmt is not Format.jsonl:
-        raise _fail("--resume needs --format jsonl and --output FILE")
+    if output is None or fmt != "jsonl":
+        raise fail("--resume needs --format jsonl and --output FILE")
     done: dict[str, dict[str, Any]] = {}
     try:
         with open(output, encoding="utf-8") as f:
@@ -241,7 +249,7 @@ def _previous_rows(output: Path | None, fmt: Format) -> dict[str, dict[str, Any]
     except FileNotFoundError:
         pass
     except (OSError, UnicodeDecodeError) as e:
-        raise _fail(f"{output}: cannot read for --resume ({getattr(e, 'strerror', None) or e})") from None
+        raise fail(f"{output}: cannot read for --resume ({getattr(e, 'strerror', None) or e})") from None
     return done
 
 
@@ -260,105 +268,57 @@ def _score_rows(scorer: Any, sources: list, done: dict[str, dict[str, Any]], *, 
         scored.close()  # on an early stop: end the decoding threads or processes now
 
 
-@app.command()
-def score(
-    paths: PathsArg,
-    model: ModelOpt = None,
-    fmt: FormatOpt = Format.table,
-    output: OutputOpt = None,
-    threads: ThreadsOpt = None,
-    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
-    quiet: QuietOpt = False,
-    progress: ProgressOpt = None,
-    recursive: RecursiveOpt = False,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    max_bytes: MaxBytesOpt = DEFAULT_MAX_BYTES,
-    workers: WorkersOpt = 0,
-    resume: ResumeOpt = False,
-) -> None:
+# ----------------------------------------------------------------------------------------- commands
+def _score(args: argparse.Namespace) -> int:
     """Score images: display score 0..10, raw utility and factor utilities, one row per input.
 
     Ctrl-C stops after the current batch: the rows done so far are written (exit 130); with
-    ``--format jsonl --output FILE``, run the same command with ``--resume`` to score only the rest."""
-    done = _previous_rows(output, fmt) if resume else {}
-    scorer = _scorer(model, threads, max_pixels, max_bytes)
-    sources = expand(paths, recursive=recursive)
+    --format jsonl --output FILE, run the same command with --resume to score only the rest."""
+    done = _previous_rows(args.output, args.fmt) if args.resume else {}
+    scorer = scorer_for(args)
+    sources = expand(args.paths, recursive=args.recursive)
     wanted = {path for path, _ in sources}
-    if done and not quiet:
+    if done:
         reused = sum(path in done for path in wanted)
-        typer.echo(f"redaes-lite: resuming: {reused} of {len(wanted)} inputs already scored", err=True)
-    rows = _score_rows(scorer, sources, done, batch_size=batch_size, workers=workers)
+        say(f"resuming: {reused} of {len(wanted)} inputs already scored", args.quiet)
+    rows = _score_rows(scorer, sources, done, batch_size=args.batch_size, workers=args.workers)
     total = len(sources) + sum(path not in wanted for path in done)
-    _emit(rows, total=total, fmt=fmt, output=output, factors=scorer.info.factors, quiet=quiet,
-          progress=progress, label="scoring")  # fmt: skip
+    return _emit(rows, args, total=total, factors=scorer.info.factors, label="scoring")
 
 
-@app.command()
-def rank(
-    paths: PathsArg,
-    top: Annotated[Optional[int], typer.Option("--top", "-k", min=0, help="Keep only the K best.")] = None,
-    model: ModelOpt = None,
-    fmt: FormatOpt = Format.table,
-    output: OutputOpt = None,
-    threads: ThreadsOpt = None,
-    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
-    quiet: QuietOpt = False,
-    progress: ProgressOpt = None,
-    recursive: RecursiveOpt = False,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    max_bytes: MaxBytesOpt = DEFAULT_MAX_BYTES,
-    workers: WorkersOpt = 0,
-) -> None:
+def _rank(args: argparse.Namespace) -> int:
     """Rank images best first (ties keep input order; failed inputs last, always listed)."""
     from .api import ranking
 
-    scorer = _scorer(model, threads, max_pixels, max_bytes)
-    sources = expand(paths, recursive=recursive)
-    bar = _progress(len(sources), quiet=quiet, progress=progress, label="scoring")
+    scorer = scorer_for(args)
+    sources = expand(args.paths, recursive=args.recursive)
+    bar = progress_bar(len(sources), args, "scoring")
     results = []
-    for r in _results(scorer, sources, batch_size, workers):
+    for r in _results(scorer, sources, args.batch_size, args.workers):
         bar.advance()
         results.append(r)
     bar.close()
-    keep = ranking(results, top=top)
-    rows = [score_row(sources[i][0], results[i]) for i in keep]
-    _emit(rows, total=len(rows), fmt=fmt, output=output, factors=scorer.info.factors, quiet=quiet,
-          progress=False, label="")  # fmt: skip
+    rows = [score_row(sources[i][0], results[i]) for i in ranking(results, top=args.top)]
+    return _emit(rows, args, total=len(rows), factors=scorer.info.factors)
 
 
-@app.command()
-def compare(
-    a: Annotated[str, typer.Argument(help="First image (the reference).", show_default=False)],
-    b: Annotated[str, typer.Argument(help="Second image; delta > 0 means b is better.", show_default=False)],
-    model: ModelOpt = None,
-    fmt: FormatOpt = Format.table,
-    output: OutputOpt = None,
-    threads: ThreadsOpt = None,
-    quiet: QuietOpt = False,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    max_bytes: MaxBytesOpt = DEFAULT_MAX_BYTES,
-) -> None:
+def _compare(args: argparse.Namespace) -> int:
     """Compare two images: which is preferred, with what probability, delta = u(b) - u(a), and why."""
-    scorer = _scorer(model, threads, max_pixels, max_bytes)
+    scorer = scorer_for(args)
     try:
-        row = compare_row(a, b, scorer.compare(a, b), None)
+        row = compare_row(args.a, args.b, scorer.compare(args.a, args.b), None)
     except RedaesError as e:
-        row = compare_row(a, b, None, str(e))
-    _emit([row], total=1, fmt=fmt, output=output, factors=scorer.info.factors, quiet=quiet,
-          progress=False, label="")  # fmt: skip
+        row = compare_row(args.a, args.b, None, str(e))
+    return _emit([row], args, total=1, factors=scorer.info.factors)
 
 
-@app.command()
-def info(
-    model: ModelOpt = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
-) -> None:
+def _info(args: argparse.Namespace) -> int:
     """Show a model's metadata, sha256 and execution providers."""
     import onnxruntime as ort
 
     from .metadata import sha256_file
 
-    scorer = _scorer(model, None, 0)
+    scorer = scorer_for(args)
     doc = {
         "path": str(scorer.path),
         "sha256": sha256_file(scorer.path),
@@ -367,17 +327,79 @@ def info(
         "onnxruntime": ort.__version__,
         **scorer.info.to_dict(),
     }
-    if fmt in (Format.json, Format.jsonl):
-        typer.echo(json.dumps(doc, indent=2 if fmt is Format.json else None, ensure_ascii=False))
-        return
-    for key, value in doc.items():
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        typer.echo(f"{key:<24} {text}")
+    if args.fmt == "table":
+        for key, value in doc.items():
+            print(f"{key:<24} {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}")
+    else:
+        print(json.dumps(doc, indent=2 if args.fmt == "json" else None, ensure_ascii=False))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The root parser. ``eval`` is listed here but parsed by redaes_lite/eval/cli.py, imported only when
+    it runs (it pulls in numpy and the metrics)."""
+    root = argparse.ArgumentParser(
+        prog="redaes-lite",
+        description="Relative photo aesthetics: which photo is better, by how much, and why.",
+        epilog="exit status: 0 all good, 1 some inputs failed (each has an error row), 2 usage error,\n"
+        "130 / 143 stopped by SIGINT / SIGTERM. `redaes-lite COMMAND --help` shows a command's options.",
+        formatter_class=HelpFormatter,
+    )
+    root.add_argument("--version", action="version", version=f"redaes-lite {__version__}")
+    sub = root.add_subparsers(metavar="COMMAND", required=True)
+
+    p = command(sub, "score", _score)
+    _add_input_options(p)
+    add_model_options(p)
+    add_output_options(p)
+    add_run_options(p)
+    p.add_argument("--resume", action="store_true",
+                   help="Keep the rows already scored in --output (jsonl) and score only the rest.")  # fmt: skip
+
+    p = command(sub, "rank", _rank)
+    _add_input_options(p)
+    p.add_argument("--top", "-k", type=at_least(0), metavar="K", help="Keep only the K best.")
+    add_model_options(p)
+    add_output_options(p)
+    add_run_options(p)
+
+    p = command(sub, "compare", _compare)
+    p.add_argument("a", help="First image (the reference).")
+    p.add_argument("b", help="Second image; delta > 0 means b is better.")
+    add_model_options(p)
+    add_output_options(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="No messages on stderr.")
+
+    p = command(sub, "info", _info)
+    add_model_options(p, max_bytes=False, threads=False)
+    p.add_argument("--format", "-f", dest="fmt", choices=("table", "json", "jsonl"), default="table",
+                   help="Format of the metadata.")  # fmt: skip
+
+    sub.add_parser("eval", help="Evaluate a model against human scores or preferences (see `eval --help`).",
+                   add_help=False)  # fmt: skip
+    return root
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status. Usage errors
+    raise ``SystemExit(2)``, as argparse does, after one line on stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        from .eval.cli import run as run_eval
+
+        return run_eval(argv[1:])
+    return dispatch(parser(), argv)
+
+
+def dispatch(root: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    """Parse ``argv`` and run the command's handler; no arguments at all prints the help (status 2)."""
+    if not argv:
+        root.print_help(sys.stderr)
+        return 2
+    args = root.parse_args(argv)
+    return args.handler(args)
 
 
 def main() -> None:
-    """Console-script entry point; ``--version`` answers before the heavier imports."""
-    if sys.argv[1:] == ["--version"]:
-        print(f"redaes-lite {__version__}")
-        return
-    app()
+    """Console-script entry point."""
+    sys.exit(run())

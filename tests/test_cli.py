@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clirun import invoke
 from PIL import Image
 from test_preprocess import photo
-from typer.testing import CliRunner
 
 from redaes_lite import cli, load, preprocess
-from redaes_lite.cli import app
 
 SCORE_FIELDS = ["path", "score", "utility", "factors", "error"]
 COMPARE_FIELDS = ["a", "b", "preferred", "probability", "delta", "factors", "error"]
@@ -37,7 +36,7 @@ def images(tmp_path_factory) -> Path:
 
 
 def run(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return invoke(cli.run, *args)
 
 
 def rows_of(out: str, fmt: str) -> list[dict]:
@@ -186,10 +185,20 @@ def test_model_errors_are_one_line(tmp_path):
 
 
 def test_console_script_version_is_fast_and_light():
-    code = "import sys; sys.argv = ['redaes-lite', '--version']; from redaes_lite.cli import main; main(); " \
-           "print(sorted(m for m in ('onnxruntime', 'torch', 'numpy', 'PIL') if m in sys.modules))"  # fmt: skip
+    heavy = ("onnxruntime", "torch", "numpy", "PIL", "typer", "click", "pydantic", "rich")
+    code = f"import atexit, sys; atexit.register(lambda: print(sorted(m for m in {heavy} if m in sys.modules))); " \
+           "sys.argv = ['redaes-lite', '--version']; from redaes_lite.cli import main; main()"  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["redaes-lite 0.1.0", "[]"]
+
+
+def test_a_score_run_loads_the_runtime_and_nothing_heavier(tiny_model, images):
+    heavy = ("torch", "typer", "click", "pydantic", "rich", "scipy")
+    code = f"import atexit, sys; atexit.register(lambda: print(sorted(m for m in {heavy} if m in sys.modules))); " \
+           "from redaes_lite.cli import main; main()"  # fmt: skip
+    args = ["score", images / "mid.jpg", "--model", tiny_model, "-f", "jsonl"]
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[0])["error"] is None and out.stdout.splitlines()[1] == "[]"
 
 
 def test_eval_is_mounted():

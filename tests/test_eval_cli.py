@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirun import invoke
 from PIL import Image
-from typer.testing import CliRunner
 
-from redaes_lite.eval.cli import app
+from redaes_lite.eval.cli import run
 from redaes_lite.pairs import PairLabel, write_pairs
 
-runner = CliRunner()
 LEVELS = (40, 80, 120, 160, 200, 240)
 
 
@@ -30,7 +29,7 @@ def photos(tmp_path: Path) -> Path:
 
 
 def _invoke(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
+    result = invoke(run, *args)
     return result.exit_code, result.stdout, result.stderr
 
 

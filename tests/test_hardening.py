@@ -17,15 +17,14 @@ from pathlib import Path
 import fuzzkit
 import numpy as np
 import pytest
+from clirun import invoke
 from modelkit import make_tiny_model
 from PIL import Image
 from test_preprocess import photo, png_bytes
-from typer.testing import CliRunner
 
 from redaes_lite import ImageError, ModelError, api, cli, load, preprocess
 from redaes_lite._cli_io import expand
 from redaes_lite._decode_pool import DecodePool
-from redaes_lite.cli import app
 from redaes_lite.metadata import sidecar_path
 from redaes_lite.preprocess import PreprocessSpec, load_image
 
@@ -36,7 +35,7 @@ CLI = "import sys; from redaes_lite.cli import main; sys.argv[0] = 'redaes-lite'
 
 
 def run(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return invoke(cli.run, *args)
 
 
 # -- resource bounds -------------------------------------------------------------------------------
