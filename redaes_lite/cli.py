@@ -2,7 +2,8 @@
 
 Thin by design: parse options, call the API, write rows. Every input gets one output row; failed
 inputs carry an ``error`` and do not stop the run. Exit status: 0 all good, 1 some inputs failed,
-2 usage error (bad option, unusable model), 130 / 143 stopped by SIGINT / SIGTERM.
+2 usage error (bad option, unusable model), 130 / 143 stopped by SIGINT / SIGTERM, 141 the reader of
+stdout went away.
 
 Parsed with argparse, as ONNX Runtime's tools are: typer >= 0.29 imports pydantic and rich on every
 call, a tenth of a second and two dependencies that a light runtime should not carry.
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import inspect
 import json
+import os
 import signal
 import sys
 import threading
@@ -402,4 +404,12 @@ def dispatch(root: argparse.ArgumentParser, argv: Sequence[str]) -> int:
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(run())
+    try:
+        code = run()
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not as noise at interpreter exit
+    except BrokenPipeError:
+        # The reader went away (`redaes-lite score DIR | head`): stop quietly with the status a shell gives
+        # a process killed by SIGPIPE. Python's exit flushes stdout again: point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
+    sys.exit(code)

@@ -317,6 +317,15 @@ def test_a_killed_run_leaves_the_previous_output_untouched(tiny_model, many, tmp
     assert code == -signal.SIGKILL and out.read_text() == "previous,complete\n"
 
 
+def test_a_reader_that_goes_away_stops_the_run_quietly(tiny_model, many):
+    proc = _start("score", many / "in", "--model", tiny_model, "-f", "jsonl", "--batch-size", "2")
+    first = proc.stdout.readline()  # `redaes-lite score DIR | head -1`
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert json.loads(first)["error"] is None and "Traceback" not in err and "Exception" not in err
+
+
 def test_resume_needs_jsonl_output(tiny_model, tmp_path):
     r = run("score", tmp_path, "--model", tiny_model, "--resume", "-f", "csv", "-o", tmp_path / "x.csv")
     assert r.exit_code == 2 and "--resume needs --format jsonl" in r.stderr
