@@ -132,10 +132,15 @@ class DataContext:
         )
 
     def photo(self, row: dict[str, Any]) -> Image.Image:
-        """A manifest row's photo; a row marked ``dataset: biq2021`` names a BIQ2021 image instead."""
-        if row.get("dataset") == "biq2021":
-            return self.biq_image(row["file"])
-        return self.cache.get(self.photos_root / row["file"])
+        """A manifest row's photo; a row marked ``dataset: biq2021`` names a BIQ2021 image instead, and a row
+        with ``crop: (left, top, right, bottom)`` (fractions of the frame) that part of the image."""
+        biq = row.get("dataset") == "biq2021"
+        im = self.biq_image(row["file"]) if biq else self.cache.get(self.photos_root / row["file"])
+        if "crop" not in row:
+            return im
+        left, top, right, bottom = row["crop"]
+        w, h = im.size
+        return im.crop((round(left * w), round(top * h), round(right * w), round(bottom * h)))
 
     def biq_image(self, name: str) -> Image.Image:
         return self.cache.get(self.biq_root / "images" / name)
@@ -143,6 +148,11 @@ class DataContext:
 
 def photo_tags(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(t for t in str(row.get("tags", "")).split(";") if t)
+
+
+def source_key(row: dict[str, Any]) -> str:
+    """What names an edit source: its file, and the crop box of a cropped source (its own edits and seeds)."""
+    return row["file"] if "crop" not in row else row["file"] + "#crop=" + ",".join(f"{v:.6f}" for v in row["crop"])
 
 
 @dataclass

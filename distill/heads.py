@@ -179,6 +179,23 @@ def _biq_rows(ctx: Any, n: int, seed: int) -> list[dict[str, Any]]:
     return [{"file": items[i][0], "tags": "", "dataset": "biq2021"} for i in pick]
 
 
+def _crop_rows(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` random crops of each row as edit sources: 45-75% of the frame, aspect within +-20% of the photo's,
+    anywhere in it. Another framing of a scene is the nearest thing to another scene that the same licence
+    allows (permissive model, 4-fold by training photo: explanations 0.750 -> 0.781 with two crops a photo)."""
+    from distill.data import stable_key
+
+    out = []
+    for row in rows:
+        rng = np.random.default_rng([seed, stable_key(row["file"]), stable_key("heads-crops")])
+        for _ in range(n):
+            area, aspect = rng.uniform(0.45, 0.75), np.exp(rng.uniform(-0.2, 0.2))
+            w, h = min(1.0, np.sqrt(area * aspect)), min(1.0, np.sqrt(area / aspect))
+            left, top = rng.uniform(0.0, 1.0 - w), rng.uniform(0.0, 1.0 - h)
+            out.append({**row, "crop": (float(left), float(top), float(left + w), float(top + h))})
+    return out
+
+
 def refit_factor_head(
     checkpoint: str | Path,
     out: str | Path,
@@ -193,6 +210,8 @@ def refit_factor_head(
     photos: int | None = None,
     biq_sources: int = 0,
     biq_groups: int = 1,
+    photo_crops: int = 0,
+    crop_groups: int = 3,
     data: Path | None = None,
     cache_dir: Path | None = None,
     progress: bool = False,
@@ -201,10 +220,10 @@ def refit_factor_head(
 
     ``photos``: use only the first N training photos (quick runs); default all. ``biq_sources``: also edit N
     BIQ2021 training images (``biq_groups`` groups each): more scenes for a head that overfits its photos, but
-    research-use data, refused for a permissive-only model. ``cache_dir``: keep the features there for the next
-    refit.
+    research-use data, refused for a permissive-only model. ``photo_crops``: also edit N random crops of each
+    training photo (``crop_groups`` groups each). ``cache_dir``: keep the features there for the next refit.
     """
-    from distill.data import DataContext
+    from distill.data import DataContext, source_key
     from distill.evaluate import run_config
     from distill.student import DERIVED_KEYS, build_student, load_checkpoint, load_student, save_checkpoint
 
@@ -232,6 +251,8 @@ def refit_factor_head(
     edit_sources = [("photos", rows, groups)]
     if biq_sources:
         edit_sources.append(("biq2021", _biq_rows(ctx, biq_sources, seed), biq_groups))
+    if photo_crops:
+        edit_sources.append(("crops", _crop_rows(rows, photo_crops, seed), crop_groups))
     common = None
     if cache_dir is not None:  # what every source's features depend on; hashed once, and only for a cache
         common = {
@@ -241,7 +262,7 @@ def refit_factor_head(
         }  # fmt: skip
     parts = []
     for name, source_rows, n_groups in edit_sources:
-        files = [r["file"] for r in source_rows]
+        files = [source_key(r) for r in source_rows]
         key = None if common is None else {**common, "source": name, "groups": n_groups, "files": files}
         parts.append(_cached_features(cache_dir, key, lambda r=source_rows, g=n_groups, n=name: _features(
             new, ctx, cfg, r, groups=g, seed=seed, label=n, progress=progress
@@ -278,6 +299,8 @@ def refit_factor_head(
         "photos": len(rows),
         "biq2021_sources": biq_sources,
         "biq2021_groups": biq_groups if biq_sources else 0,
+        "photo_crops": photo_crops,
+        "crop_groups": crop_groups if photo_crops else 0,
         "pairs": len(x),
         "ridge": strength,
         "refine_steps": refine_steps,
@@ -321,6 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also edit N BIQ2021 training images (research-use data; default: %(default)s)",
     )  # fmt: skip
     p.add_argument("--biq-groups", type=int, default=1, help="edit groups per BIQ2021 image (default: %(default)s)")
+    p.add_argument(
+        "--photo-crops", type=int, default=0,
+        help="also edit N random crops (45-75%% of the frame) of each training photo (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--crop-groups", type=int, default=3, help="edit groups per crop (default: %(default)s)")
     p.add_argument("--data", type=Path, default=None, help="data root with photos/ and biq2021/ (default: shared)")
     p.add_argument("--cache", type=Path, default=None, help="keep the features in this folder for later refits")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -334,7 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = refit_factor_head(
             args.checkpoint, args.out, taps=taps, centre=args.centre, groups=args.groups, strength=args.ridge,
             refine_steps=args.refine_steps, anchor=args.anchor, seed=args.seed, photos=args.photos,
-            biq_sources=args.biq_sources, biq_groups=args.biq_groups, data=args.data, cache_dir=args.cache,
+            biq_sources=args.biq_sources, biq_groups=args.biq_groups, photo_crops=args.photo_crops,
+            crop_groups=args.crop_groups, data=args.data, cache_dir=args.cache,
             progress=sys.stderr.isatty(),
         )  # fmt: skip
     except (RedaesError, OSError, ValueError, TypeError) as e:

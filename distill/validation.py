@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from distill.calibration import display_calibration, fit_pair_calibration, pair_calibration
-from distill.data import DataContext, Group, edit_group, photo_tags, stable_key
+from distill.data import DataContext, Group, edit_group, photo_tags, source_key, stable_key
 from distill.registry import EDITS
 from distill.teachers.mos import MOS_RANGE as BIQ2021_MOS_RANGE
 from redaes_lite.eval.metrics import plcc_logistic, srcc
@@ -86,7 +86,7 @@ def seeded_edit_groups(
     n_single = round(v.single_fraction * (v.group_size - 1))
     for row in rows:
         for k in range(groups):
-            rng = np.random.default_rng([seed, stable_key(row["file"]), k])
+            rng = np.random.default_rng([seed, stable_key(source_key(row)), k])
             tags = photo_tags(row)
             recipes = [
                 edits.random_recipe(rng, n_ops=1 if i < n_single else None, tags=tags) for i in range(v.group_size - 1)

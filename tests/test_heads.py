@@ -102,6 +102,34 @@ def test_biq_sources_add_scenes_and_the_cache_serves_the_next_refit(
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
+def test_photo_crops_are_other_framings_of_the_training_photos_with_their_own_edits(tmp_path: Path) -> None:
+    from distill.data import DataContext, source_key
+    from distill.evaluate import run_config
+    from distill.validation import seeded_edit_groups
+
+    path, _, student = _tiny_checkpoint(tmp_path, permissive_only=True)
+    cfg = run_config(load_checkpoint(path))
+    ctx = DataContext.from_config(cfg, student.spec)
+    rows = ctx.photos["train"][:3]
+    crops = heads._crop_rows(rows, 2, seed=7)
+    assert [c["file"] for c in crops] == [r["file"] for r in rows for _ in range(2)]
+    assert crops == heads._crop_rows(rows, 2, seed=7) and crops != heads._crop_rows(rows, 2, seed=8)
+    for row in crops:
+        left, top, right, bottom = row["crop"]
+        assert 0 <= left < right <= 1 and 0 <= top < bottom <= 1 and 0.4 < (right - left) * (bottom - top) < 0.8
+        full, part = ctx.photo({k: v for k, v in row.items() if k != "crop"}), ctx.photo(row)
+        assert abs(part.width - (right - left) * full.width) <= 1 and abs(part.height - (bottom - top) * full.height) <= 1
+    # A crop is edited with its own recipes, not its photo's: another source key, other seeds.
+    assert len({source_key(r) for r in [*rows, *crops]}) == len(rows) * 3
+    groups = lambda rs: [g.target.tolist() for g, _ in seeded_edit_groups(ctx, rs, cfg.val, groups=1, seed=1)]  # noqa: E731
+    assert groups(rows[:1]) != groups(crops[:1])
+
+    assert main([str(path), "--out", str(tmp_path / "h.pt"), "--groups", "1", "--photos", "3", "--photo-crops", "2",
+                 "--crop-groups", "1"]) == 0  # fmt: skip
+    summary = load_checkpoint(tmp_path / "h.pt")["factor_head_refit"]
+    assert summary["photo_crops"] == 2 and summary["crop_groups"] == 1 and summary["pairs"] == (3 + 3 * 2) * 2
+
+
 def test_biq_sources_are_refused_for_a_permissive_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, _, _ = _tiny_checkpoint(tmp_path, permissive_only=True)
     assert main([str(path), "--out", str(tmp_path / "x.pt"), "--photos", "2", "--biq-sources", "3"]) == 2
