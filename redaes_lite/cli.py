@@ -106,7 +106,10 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 def command(sub: Any, name: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     """A subcommand whose help is ``handler``'s docstring (first line in the command list)."""
     doc = inspect.cleandoc(handler.__doc__ or "")
-    p = sub.add_parser(name, help=doc.split("\n")[0], description=doc, formatter_class=HelpFormatter)
+    # No abbreviated options (argparse's default allows --out for --output): a later option must not change
+    # what a script's abbreviation means.
+    p = sub.add_parser(name, help=doc.split("\n")[0], description=doc, formatter_class=HelpFormatter,
+                       allow_abbrev=False)  # fmt: skip
     p.set_defaults(handler=handler)
     return p
 
@@ -346,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="exit status: 0 all good, 1 some inputs failed (each has an error row), 2 usage error,\n"
         "130 / 143 stopped by SIGINT / SIGTERM. `redaes-lite COMMAND --help` shows a command's options.",
         formatter_class=HelpFormatter,
+        allow_abbrev=False,
     )
     root.add_argument("--version", action="version", version=f"redaes-lite {__version__}")
     sub = root.add_subparsers(metavar="COMMAND", required=True)

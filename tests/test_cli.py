@@ -165,6 +165,7 @@ def test_info(tiny_model):
     [
         ["score", "x.jpg", "--format", "xml"],
         ["score", "x.jpg", "--batch-size", "0"],
+        ["score", "x.jpg", "--out", "y.csv"],  # no abbreviations: a later option must not change their meaning
         ["score"],
         ["compare", "a.jpg"],
         ["frobnicate"],

@@ -149,7 +149,7 @@ def _shared(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="redaes-lite eval", description=__doc__.replace("``", ""),
-                                   formatter_class=HelpFormatter)
+                                   formatter_class=HelpFormatter, allow_abbrev=False)  # fmt: skip
     sub = root.add_subparsers(metavar="COMMAND", required=True)
 
     p = command(sub, "scores", _scores)
