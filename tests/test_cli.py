@@ -202,6 +202,12 @@ def test_a_score_run_loads_the_runtime_and_nothing_heavier(tiny_model, images):
     assert json.loads(out.stdout.splitlines()[0])["error"] is None and out.stdout.splitlines()[1] == "[]"
 
 
+def test_python_dash_m_runs_the_same_command(tiny_model, images):
+    args = ["score", str(images / "mid.jpg"), "--model", str(tiny_model), "-f", "jsonl"]
+    out = subprocess.run([sys.executable, "-m", "redaes_lite", *args], capture_output=True, text=True, check=True)
+    assert out.stdout == run(*args).stdout
+
+
 def test_eval_is_mounted():
     r = run("--help")
     assert r.exit_code == 0 and "eval" in r.stdout and "score" in r.stdout
