@@ -182,7 +182,7 @@ def _biq_rows(ctx: Any, n: int, seed: int) -> list[dict[str, Any]]:
 def _crop_rows(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` random crops of each row as edit sources: 45-75% of the frame, aspect within +-20% of the photo's,
     anywhere in it. Another framing of a scene is the nearest thing to another scene that the same licence
-    allows (permissive model, 4-fold by training photo: explanations 0.750 -> 0.781 with two crops a photo)."""
+    allows (permissive model, 4-fold by training photo: explanations 0.750 -> 0.788 with 4 crops, 0.809 with 16)."""
     from distill.data import stable_key
 
     out = []

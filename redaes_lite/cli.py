@@ -68,11 +68,15 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-def add_model_options(p: argparse.ArgumentParser, *, max_bytes: bool = True, threads: bool = True) -> None:
-    """--model, --threads, --max-pixels [, --max-bytes]: which model, and what it may be given."""
+def add_model_option(p: argparse.ArgumentParser) -> None:
+    """--model: which model."""
     p.add_argument("--model", "-m", help="Model file (.onnx/.ort), folder with model.onnx, or 'default'/'permissive'.")
-    if threads:
-        p.add_argument("--threads", type=at_least(1), metavar="N", help="ONNX Runtime threads [default: all cores].")
+
+
+def add_model_options(p: argparse.ArgumentParser, *, max_bytes: bool = True) -> None:
+    """--model, --threads, --max-pixels [, --max-bytes]: which model, and what it may be given to score."""
+    add_model_option(p)
+    p.add_argument("--threads", type=at_least(1), metavar="N", help="ONNX Runtime threads [default: all cores].")
     p.add_argument("--max-pixels", type=at_least(0), default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="Refuse images with more pixels (from the header); 0: no limit.")  # fmt: skip
     if max_bytes:
@@ -130,9 +134,11 @@ def scorer_for(args: argparse.Namespace) -> Any:
     """The model the options name, loaded with their limits; a model that cannot be used is a usage error."""
     from .session import load
 
+    # Commands that score no images (info) have no limit options: the runtime's defaults then stand.
+    max_pixels = getattr(args, "max_pixels", DEFAULT_MAX_PIXELS)
     max_bytes = getattr(args, "max_bytes", DEFAULT_MAX_BYTES)
     try:
-        return load(args.model, threads=getattr(args, "threads", None), max_pixels=args.max_pixels or None,
+        return load(args.model, threads=getattr(args, "threads", None), max_pixels=max_pixels or None,
                     max_bytes=max_bytes or None)  # fmt: skip
     except (RedaesError, ValueError) as e:
         raise fail(str(e)) from None
@@ -377,7 +383,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="No messages on stderr.")
 
     p = command(sub, "info", _info)
-    add_model_options(p, max_bytes=False, threads=False)
+    add_model_option(p)  # info scores no images: no threads or limits
     p.add_argument("--format", "-f", dest="fmt", choices=("table", "json", "jsonl"), default="table",
                    help="Format of the metadata.")  # fmt: skip
 
