@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from distill.human_sets import HUMAN_SETS
 from distill.splits import DATA_ROOT
 from redaes_lite.errors import RedaesError
 
@@ -68,6 +69,7 @@ class DataConfig:
     # ``../shared/data`` beside the repository (or ``$REDAES_DATA``), wherever the clone lives.
     photos: str = str(DATA_ROOT / "photos")
     biq2021: str = str(DATA_ROOT / "biq2021")
+    para: str = str(DATA_ROOT / "para")  # read only when a source or val.human_sets uses it
     # Sources are decoded once, shrunk so their long side is this multiple of the model input's long
     # side, and kept in an LRU cache: edits run on small images and workers never re-decode.
     working_scale: float = 1.5
@@ -98,7 +100,10 @@ class SourceConfig:
     labels: str | None = None  # kind=labels: the JSONL file
     root: str | None = None  # kind=labels: image root (defaults to the JSONL's folder)
     n_ops: int | None = None  # kind=edit: edits per recipe (None: the edit module's default mix)
-    within_fraction: float = 0.5  # kind=mos: share of groups drawn within one BIQ2021 subset
+    # kind=mos: the human-score data set (``distill.teachers.mos.HUMAN_SETS``: biq2021, para); pairs never
+    # cross data sets
+    dataset: str = "biq2021"
+    within_fraction: float = 0.5  # kind=mos: share of groups drawn within one subset / session
 
 
 @dataclass
@@ -132,6 +137,9 @@ class ValConfig:
     single_fraction: float = 0.7  # share of members made by one edit (per-factor accuracy, explanations)
     mos_images: int | None = None  # cap on BIQ2021 validation images (None: all)
     mos_pair_margin: float = 0.05  # |dMOS| above which a validation MOS pair counts (temperature, ECE)
+    # Further human-score data sets measured on their validation split (``<name>_srcc``, ``<name>_plcc``).
+    human_sets: list[str] = field(default_factory=list)
+    human_images: int | None = None  # cap on each of their validation images (None: all)
     # Edit pairs whose |oracle delta| is at most this have no perceptible order (the oracle's changes of
     # a few hundredths of a unit) and are not scored by edit_acc; edit_acc_all scores every pair.
     min_delta: float = 0.1
@@ -257,6 +265,14 @@ def _validate(cfg: TrainConfig) -> None:
         sources, _ = cfg.stage_config(stage)
         for name, src in sources.items():
             _validate_source(name, src)
+            if src.kind == "mos" and cfg.data.permissive_only:
+                raise ConfigError(
+                    f"source {name!r}: human scores ({src.dataset}) are research-use data; a permissive_only "
+                    "model may not train on them"
+                )
+    for name in cfg.val.human_sets:
+        if name not in HUMAN_SETS or name == "biq2021":
+            raise ConfigError(f"config {cfg.name!r}: val.human_sets: unknown data set {name!r}")
 
 
 def _validate_source(name: str, src: SourceConfig) -> None:
@@ -268,6 +284,8 @@ def _validate_source(name: str, src: SourceConfig) -> None:
         raise ConfigError(f"source {name!r}: labelled pairs form groups of 2 (group_size: 2)")
     if src.kind == "labels" and not src.labels:
         raise ConfigError(f"source {name!r}: kind 'labels' needs labels: path/to/labels.jsonl")
+    if src.kind == "mos" and src.dataset not in HUMAN_SETS:
+        raise ConfigError(f"source {name!r}: unknown dataset {src.dataset!r}; known: {', '.join(HUMAN_SETS)}")
     if src.kind == "cross" and not src.teacher:
         raise ConfigError(f"source {name!r}: kind 'cross' has no labels of its own and needs a teacher checkpoint")
 

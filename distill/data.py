@@ -12,7 +12,8 @@ Sources (each a :class:`GroupSource`):
 
 - :class:`EditGroups`: a training photo plus ``M - 1`` random edit recipes; targets ``[0, d1, ...]`` from
   the edit oracle, factor targets from its per-factor deltas (0 for the factors a recipe did not touch).
-- :class:`MosGroups`: ``M`` BIQ2021 training images (cross-content); target = MOS.
+- :class:`MosGroups`: ``M`` training images of one human-scored data set (BIQ2021, PARA: cross-content);
+  target = their human score. Never across data sets: their scales and raters differ.
 - :class:`LabelledPairs`: any pair-label JSONL (edit, mos, mllm or model teacher); groups ``[a, b]``
   with targets ``[0, delta]``.
 - :class:`CrossGroups`: ``M`` unrelated training images without labels, for a teacher to judge.
@@ -105,11 +106,16 @@ class DataContext:
     factors: list[str]
     cache: ImageCache
     val_names: frozenset[str] = field(default_factory=frozenset)  # every validation file name
+    # Human-score data sets other than BIQ2021 (``distill.teachers.mos.HUMAN_SETS``), where present:
+    # name -> split -> (image, score, group), and name -> root folder.
+    human: dict[str, dict[str, list[tuple[str, float, str]]]] = field(default_factory=dict)
+    human_roots: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, cfg: Any, spec: PreprocessSpec) -> DataContext:
         """Read the committed splits (``distill.splits``), the photo manifest and BIQ2021 labels."""
         from distill.splits import load_split, read_manifest
+        from distill.human_sets import human_set, read_scores
         from distill.teachers.mos import read_labels
 
         photos_root, biq_root = Path(cfg.data.photos), Path(cfg.data.biq2021)
@@ -118,6 +124,14 @@ class DataContext:
         labels = read_labels(biq_root / "labels.csv")  # image -> (MOS, subset)
         biq_split = load_split("biq2021")
         long_side = round(cfg.data.working_scale * max(spec.size))
+        human, human_roots, human_val = {}, {}, []
+        for name in _extra_human_sets(cfg):
+            root = Path(getattr(cfg.data, name))
+            scores = read_scores(human_set(name), root / "labels.csv")
+            split = load_split(name)
+            human[name] = {k: [(f, *scores[f]) for f in split[k]] for k in ("train", "val")}
+            human_roots[name] = root
+            human_val += split["val"]
         return cls(
             photos_root=photos_root,
             photos={
@@ -128,7 +142,9 @@ class DataContext:
             biq={k: [(f, *labels[f]) for f in biq_split[k]] for k in ("train", "val")},
             factors=list(cfg.factors),
             cache=ImageCache(long_side=long_side, spec=spec, capacity=cfg.data.cache_size),
-            val_names=frozenset([*photo_split["val"], *biq_split["val"]]),
+            val_names=frozenset([*photo_split["val"], *biq_split["val"], *human_val]),
+            human=human,
+            human_roots=human_roots,
         )
 
     def photo(self, row: dict[str, Any]) -> Image.Image:
@@ -144,6 +160,29 @@ class DataContext:
 
     def biq_image(self, name: str) -> Image.Image:
         return self.cache.get(self.biq_root / "images" / name)
+
+    def scored(self, dataset: str) -> dict[str, list[tuple[str, float, str]]]:
+        """A human-score data set's split: ``{"train"|"val": [(image, score, group), ...]}``."""
+        if dataset == "biq2021":
+            return self.biq
+        if dataset not in self.human:
+            raise ConfigError(f"human-score data set {dataset!r} is not loaded (set data.{dataset} to its folder)")
+        return self.human[dataset]
+
+    def scored_path(self, dataset: str, name: str) -> Path:
+        root = self.biq_root if dataset == "biq2021" else self.human_roots[dataset]
+        return root / "images" / name
+
+    def scored_image(self, dataset: str, name: str) -> Image.Image:
+        return self.cache.get(self.scored_path(dataset, name))
+
+
+def _extra_human_sets(cfg: Any) -> list[str]:
+    """The human-score data sets besides BIQ2021 that a config's sources or validation use."""
+    used = set(cfg.val.human_sets)
+    for stage in [None, *cfg.stages]:
+        used |= {s.dataset for s in cfg.stage_config(stage)[0].values() if s.kind == "mos"}
+    return sorted(n for n in used if n and n != "biq2021")
 
 
 def photo_tags(row: dict[str, Any]) -> tuple[str, ...]:
@@ -273,21 +312,25 @@ def edit_group(
 
 
 class MosGroups(GroupSource):
-    """``M`` BIQ2021 training images of different content; target = MOS (times ``scale``)."""
+    """``M`` training images of one human-scored data set (``dataset``: BIQ2021 by default, or PARA), of
+    different content; target = the human score (times ``scale``). ``within_fraction`` of the groups are
+    drawn inside one of the data set's groups (a BIQ2021 subset, a PARA session)."""
 
     kind = "mos"
-    datasets = ("biq2021",)
 
-    def __init__(self, name: str, ctx: DataContext, *, within_fraction: float = 0.5, **kw: Any) -> None:
+    def __init__(
+        self, name: str, ctx: DataContext, *, within_fraction: float = 0.5, dataset: str = "biq2021", **kw: Any
+    ) -> None:
         super().__init__(name, factors=ctx.factors, **kw)
-        self.ctx, self.within_fraction = ctx, within_fraction
-        self.items = ctx.biq["train"]
+        self.ctx, self.within_fraction, self.dataset = ctx, within_fraction, dataset
+        self.datasets = (dataset,)
+        self.items = ctx.scored(dataset)["train"]
         by_subset: dict[str, list[int]] = collections.defaultdict(list)
         for i, (_, _, subset) in enumerate(self.items):
             by_subset[subset].append(i)
         self.subsets = [np.asarray(v) for _, v in sorted(by_subset.items()) if len(v) >= self.group_size]
         if len(self.items) < self.group_size:
-            raise ConfigError(f"source {name!r}: BIQ2021 train split has fewer than {self.group_size} images")
+            raise ConfigError(f"source {name!r}: {dataset} train split has fewer than {self.group_size} images")
 
     def pick(self, rng: np.random.Generator) -> np.ndarray:
         if self.subsets and rng.random() < self.within_fraction:
@@ -299,20 +342,23 @@ class MosGroups(GroupSource):
 
     def group(self, rng: np.random.Generator) -> Group:
         chosen = [self.items[i] for i in self.pick(rng)]
-        images = [self.ctx.biq_image(name) for name, _, _ in chosen]
+        images = [self.ctx.scored_image(self.dataset, name) for name, _, _ in chosen]
         return Group(images, np.asarray([m for _, m, _ in chosen]), self.unknown_factors(len(chosen)))
 
     def teacher_ids(self) -> list[str]:
-        from distill.teachers.mos import TEACHER_ID
+        from distill.human_sets import human_set
 
-        return [TEACHER_ID]
+        return [human_set(self.dataset).teacher]
 
 
 class CrossGroups(MosGroups):
     """``M`` unrelated training images (photos and BIQ2021) with no labels: a teacher judges them."""
 
     kind = "cross"
-    datasets = ("photos", "biq2021")
+
+    def __init__(self, name: str, ctx: DataContext, **kw: Any) -> None:
+        super().__init__(name, ctx, **kw)
+        self.datasets = ("photos", "biq2021")
 
     def teacher_ids(self) -> list[str]:
         return []  # unlabelled: its teacher is the TeacherGroups wrapped around it
@@ -440,7 +486,9 @@ def _edit(name: str, scfg: Any, ctx: DataContext, **kw: Any) -> GroupSource:
 
 _BUILDERS: dict[str, Callable[..., GroupSource]] = {
     "edit": _edit,
-    "mos": lambda name, scfg, ctx, **kw: MosGroups(name, ctx, within_fraction=scfg.within_fraction, **kw),
+    "mos": lambda name, scfg, ctx, **kw: MosGroups(
+        name, ctx, within_fraction=scfg.within_fraction, dataset=scfg.dataset, **kw
+    ),
     "labels": lambda name, scfg, ctx, **kw: LabelledPairs(name, ctx, labels=scfg.labels, root=scfg.root, **kw),
     "cross": lambda name, scfg, ctx, **kw: CrossGroups(name, ctx, **kw),
 }

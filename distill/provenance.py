@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from distill.data import DataContext, GroupSource, LabelledPairs
+from distill.human_sets import HUMAN_SETS
 from distill.teacher_loop import TeacherGroups
 from redaes_lite.metadata import sha256_file
 
 __all__ = ["data_hashes", "describe_data"]
 
-BIQ2021_LICENSE = "research use (BIQ2021: no licence stated by its authors; subset ss03 from Unsplash)"
+BIQ2021_LICENSE = HUMAN_SETS["biq2021"].license
 
 
 def _split_id(teacher_id: str) -> tuple[str, str]:
@@ -55,6 +56,11 @@ def _data_of(src: GroupSource, ctx: DataContext, pairs: int) -> list[dict[str, A
         )
     if "biq2021" in src.datasets:
         out.append({"name": f"BIQ2021 train split ({len(ctx.biq['train'])} images)", "license": BIQ2021_LICENSE})
+    for name in (d for d in src.datasets if d in ctx.human):
+        spec = HUMAN_SETS[name]
+        out.append(
+            {"name": f"{spec.description}, train split ({len(ctx.human[name]['train'])} images)", "license": spec.license}
+        )
     if isinstance(inner, LabelledPairs):
         out.append(
             {
@@ -122,10 +128,11 @@ def data_hashes(ctx: DataContext, label_files: Sequence[str | os.PathLike] = ())
 
     out = {f"photos.{k}": digest([r["file"] for r in v]) for k, v in ctx.photos.items()}
     out |= {f"biq2021.{k}": digest([n for n, _, _ in v]) for k, v in ctx.biq.items()}
-    for name, path in (
-        ("photos/manifest.csv", ctx.photos_root / "manifest.csv"),
-        ("biq2021/labels.csv", ctx.biq_root / "labels.csv"),
-    ):
+    for name, splits in ctx.human.items():
+        out |= {f"{name}.{k}": digest([n for n, _, _ in v]) for k, v in splits.items()}
+    files = [("photos/manifest.csv", ctx.photos_root / "manifest.csv"), ("biq2021/labels.csv", ctx.biq_root / "labels.csv")]
+    files += [(f"{name}/labels.csv", root / "labels.csv") for name, root in ctx.human_roots.items()]
+    for name, path in files:
         if Path(path).exists():
             out[name] = sha256_file(path)
     for path in label_files:

@@ -4,10 +4,13 @@ calibration, temperature and export's parity gates).
 - ``photos``: split by *source scene* (the manifest's ``pair_id`` where set, else the file), so the
   frames of one bracket or the input and expert retouch of one FiveK photo never straddle the split.
 - ``biq2021``: split by image.
+- ``para``: split by annotation *session* (about 70 images rated by the same people), so no rater group
+  scores images on both sides.
 
 Deterministic: inside each stratum, scenes are ordered by ``sha256("<split name>:<scene>")`` and the
 first ``round(15%)`` go to validation. Strata keep small groups represented on both sides: for photos
-(licence permissive or not) x (exposure fault or not), for BIQ2021 its subset. The lists live under
+(licence permissive or not) x (exposure fault or not), for BIQ2021 its subset, for PARA the tercile of the
+session's mean aesthetic score. The lists live under
 ``distill/splits/<name>_{train,val}.txt`` (one file name a line, sorted); regenerate them with
 ``python -m distill.splits`` after the data changes, and commit them.
 
@@ -34,7 +37,7 @@ __all__ = [
 DATA_ROOT = Path(os.environ.get("REDAES_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SPLIT_DIR = Path(__file__).resolve().parent / "splits"
 VAL_FRACTION = 0.15
-SPLITS = ("photos", "biq2021")
+SPLITS = ("photos", "biq2021", "para")
 _FAULTS = {"underexposed", "overexposed"}
 # Licence texts that forbid commercial use or give no licence; checked before the permissive ones,
 # since "CC BY-NC" also contains "CC BY".
@@ -121,19 +124,42 @@ def _biq_split(labels_csv: Path, val_fraction: float) -> dict[str, list[str]]:
     return {"train": sorted(set(subset) - val), "val": sorted(val)}
 
 
+def _para_split(labels_csv: Path, val_fraction: float) -> dict[str, list[str]]:
+    with open(labels_csv, newline="", encoding="utf-8") as f:
+        rows = [(r["image"], r["session"], float(r["aesthetic"])) for r in csv.DictReader(f)]
+    by_session: dict[str, list[float]] = {}
+    for _, session, score in rows:
+        by_session.setdefault(session, []).append(score)
+    means = sorted(sum(v) / len(v) for v in by_session.values())
+    cuts = [means[len(means) // 3], means[2 * len(means) // 3]]
+
+    def stratum(session: str) -> int:
+        m = sum(by_session[session]) / len(by_session[session])
+        return sum(m >= c for c in cuts)
+
+    val = split_keys(by_session, name="para", stratum=stratum, val_fraction=val_fraction)
+    return {
+        "train": sorted(img for img, s, _ in rows if s not in val),
+        "val": sorted(img for img, s, _ in rows if s in val),
+    }
+
+
 def make(
     *,
     data_root: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
     val_fraction: float = VAL_FRACTION,
 ) -> dict[str, dict[str, list[str]]]:
-    """Compute both splits from the shared data and write ``<out_dir>/<name>_{train,val}.txt``."""
+    """Compute the splits from the shared data and write ``<out_dir>/<name>_{train,val}.txt`` (PARA's only
+    where its ``labels.csv`` is present)."""
     root = Path(data_root) if data_root is not None else DATA_ROOT
     out = Path(out_dir) if out_dir is not None else SPLIT_DIR
     splits = {
         "photos": _photo_split(read_manifest(root / "photos" / "manifest.csv"), val_fraction),
         "biq2021": _biq_split(root / "biq2021" / "labels.csv", val_fraction),
     }
+    if (root / "para" / "labels.csv").is_file():
+        splits["para"] = _para_split(root / "para" / "labels.csv", val_fraction)
     out.mkdir(parents=True, exist_ok=True)
     for name, parts in splits.items():
         for part, files in parts.items():
@@ -142,7 +168,7 @@ def make(
 
 
 def load_split(name: str, *, split_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
-    """``{"train": [...], "val": [...]}`` file names (relative to ``photos/`` or ``biq2021/images/``)."""
+    """``{"train": [...], "val": [...]}`` file names (relative to ``photos/`` or ``<data set>/images/``)."""
     if name not in SPLITS:
         raise KeyError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
     d = Path(split_dir) if split_dir is not None else SPLIT_DIR

@@ -12,6 +12,9 @@ Figures (``metrics.jsonl``, ``kind: "val"``):
 - ``explain_acc``: on single-edit pairs, how often the largest factor difference names the edited factor;
 - ``mos_srcc`` / ``mos_plcc``: utility vs MOS on BIQ2021 validation images (``mos_plcc`` after the
   standard 4-parameter logistic);
+- ``<name>_srcc`` / ``<name>_plcc`` for each further human-score data set in ``val.human_sets`` (``para``) on
+  its validation split, and ``human_srcc``: the mean SRCC over every human-score data set measured (each
+  data set counts once, whatever its size: the selection criterion of the default model);
 - at the end also ``temperature`` and ECE of ``sigmoid(|delta| / T)`` on edit and MOS pairs.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,33 +47,48 @@ class ValSets:
     single_factor: list[list[str | None]]  # per group and member: the edited factor of a single edit
     mos_paths: list[Path]
     mos: np.ndarray
+    human: dict[str, tuple[list[Path], np.ndarray]] = field(default_factory=dict)  # further data sets
     _edit_pixels: torch.Tensor | None = None
     _mos_pixels: torch.Tensor | None = None
+    _human_pixels: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def build(cls, ctx: DataContext, cfg: Any) -> ValSets:
         v = cfg.val
         made = list(seeded_edit_groups(ctx, ctx.photos["val"], v, groups=v.photos_groups, seed=v.seed))
         groups, single = [g for g, _ in made], [s for _, s in made]
-        items = ctx.biq["val"]
-        if v.mos_images is not None and v.mos_images < len(items):
-            pick = np.random.default_rng([v.seed, stable_key("biq2021-val")]).choice(
-                len(items), v.mos_images, replace=False
-            )
-            items = [items[i] for i in np.sort(pick)]
+        items = _capped(ctx.biq["val"], v.mos_images, seed=v.seed, key="biq2021-val")
         paths = [ctx.biq_root / "images" / name for name, _, _ in items]
-        return cls(groups, single, paths, np.asarray([m for _, m, _ in items], np.float64))
+        human = {}
+        for name in v.human_sets:
+            rows = _capped(ctx.scored(name)["val"], v.human_images, seed=v.seed, key=f"{name}-val")
+            human[name] = ([ctx.scored_path(name, f) for f, _, _ in rows], np.asarray([m for _, m, _ in rows]))
+        return cls(groups, single, paths, np.asarray([m for _, m, _ in items], np.float64), human)
 
     def edit_pixels(self, eval_tf: Any) -> torch.Tensor:
         if self._edit_pixels is None:
             self._edit_pixels = torch.stack([eval_tf(im).half() for g in self.groups for im in g.images])
         return self._edit_pixels
 
+    def human_pixels(self, name: str, eval_tf: Any) -> torch.Tensor:
+        if name not in self._human_pixels:
+            paths = self.human[name][0]
+            self._human_pixels[name] = torch.stack([eval_tf(load_image(p, eval_tf.spec)).half() for p in paths])
+        return self._human_pixels[name]
+
     def mos_pixels(self, eval_tf: Any) -> torch.Tensor:
         if self._mos_pixels is None:
             # The inference path: decode with the spec's JPEG draft, then the spec's resize.
             self._mos_pixels = torch.stack([eval_tf(load_image(p, eval_tf.spec)).half() for p in self.mos_paths])
         return self._mos_pixels
+
+
+def _capped(items: list[Any], cap: int | None, *, seed: int, key: str) -> list[Any]:
+    """At most ``cap`` of ``items``, a fixed random subset in their original order."""
+    if cap is None or cap >= len(items):
+        return items
+    pick = np.random.default_rng([seed, stable_key(key)]).choice(len(items), cap, replace=False)
+    return [items[i] for i in np.sort(pick)]
 
 
 def seeded_edit_groups(
@@ -176,6 +194,15 @@ def evaluate(
         metrics["mos_srcc"] = srcc(mu, val.mos)
         metrics["mos_plcc"] = plcc_logistic(mu, val.mos)
         raw["mos_utility"] = mu
+    for name, (_, scores) in val.human.items():
+        hu, _ = predict(
+            model, val.human_pixels(name, eval_tf), device=device, batch_size=bs, channels_last=cfg.channels_last
+        )
+        metrics[f"{name}_srcc"] = srcc(hu, scores)
+        metrics[f"{name}_plcc"] = plcc_logistic(hu, scores)
+    per_set = [metrics[k] for k in ("mos_srcc", *(f"{n}_srcc" for n in val.human)) if k in metrics]
+    if per_set:
+        metrics["human_srcc"] = float(np.mean(per_set))
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}, raw
 
 

@@ -67,3 +67,24 @@ def make_context(root: Path, *, size: int = 32, n_photos: int = 12, n_biq: int =
         cache=ImageCache(long_side=round(1.5 * size), spec=spec, capacity=64),
         val_names=frozenset([r["file"] for r in rows[:n_pv]] + [n for n, _, _ in items[:n_bv]]),
     )
+
+
+def add_para(ctx: DataContext, root: Path, *, n: int = 12) -> DataContext:
+    """``ctx`` plus a PARA-like data set under ``root`` (scores 1..5 in three sessions; ``session0`` is
+    the validation split), as ``DataContext.from_config`` loads one."""
+    import dataclasses
+
+    rng = np.random.default_rng(3)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        name = f"iaa_{i}.jpg"
+        _photo(rng, 24, 24).save(root / "images" / name, quality=90)
+        rows.append((name, round(float(rng.uniform(1, 5)), 3), f"session{i % 3}"))
+    (root / "labels.csv").write_text(
+        "image,aesthetic,quality,session\n" + "".join(f"{a},{s},{s},{g}\n" for a, s, g in rows)
+    )
+    split = {"train": [r for r in rows if r[2] != "session0"], "val": [r for r in rows if r[2] == "session0"]}
+    return dataclasses.replace(
+        ctx, human={"para": split}, human_roots={"para": root}, val_names=ctx.val_names | {r[0] for r in split["val"]}
+    )

@@ -112,3 +112,14 @@ def test_cli_help_and_bad_config_exit_codes(tmp_path: Path, capsys: pytest.Captu
     assert info.value.code == 0 and "--resume" in capsys.readouterr().out
     assert main(["train", str(write(tmp_path, {"stpes": 3}))]) == 2
     assert "did you mean 'steps'" in capsys.readouterr().err
+
+
+def test_human_score_sources_name_a_known_data_set_and_stay_out_of_permissive_models() -> None:
+    para = {"kind": "mos", "dataset": "para", "scale": 2.0}
+    assert config_from_dict({"sources": {"para": para}}).sources["para"].dataset == "para"
+    with pytest.raises(ConfigError, match="unknown dataset 'ava'"):
+        config_from_dict({"sources": {"x": {**para, "dataset": "ava"}}})
+    with pytest.raises(ConfigError, match="permissive_only model may not train"):
+        config_from_dict({"sources": {"para": para}, "data": {"permissive_only": True}})
+    with pytest.raises(ConfigError, match="val.human_sets"):
+        config_from_dict({"val": {"human_sets": ["nope"]}})

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic_data import FACTORS, make_context
+from synthetic_data import FACTORS, add_para, make_context
 
 from distill.data import EditGroups, LabelledPairs, MosGroups, batch_loader
 from distill.student import TrainTransform, create_student, save_checkpoint
@@ -163,3 +163,19 @@ def test_teacher_groups_are_labelled_by_the_teacher(ctx, tf, tmp_path: Path) -> 
     ft = labelled["factor_target"]
     assert torch.allclose(ft[..., 0], 2.0 * f[:, 0].view(G, M), atol=1e-5)
     assert torch.isnan(ft[..., FACTORS.index("noise")]).all()  # the teacher has no noise head
+
+
+def test_mos_groups_of_another_data_set_stay_inside_it(ctx, tf, tmp_path: Path) -> None:
+    pctx = add_para(ctx, tmp_path / "para")
+    src = MosGroups("para", pctx, group_size=M, groups=G, seed=0, scale=2.0, within_fraction=1.0, dataset="para")
+    assert src.datasets == ("para",) and src.teacher_ids() == ["para-aesthetic"]
+    items = pctx.human["para"]["train"]
+    picks = [src.pick(src.rng(i)) for i in range(5)]
+    assert all(len({items[j][2] for j in p}) == 1 for p in picks)  # within one session
+    scores = np.asarray([m for _, m, _ in items])
+    batch = src.batch(0, tf)
+    assert batch["target"].shape == (G, M)
+    for value in batch["target"].numpy().ravel():  # PARA training scores x 2, never a BIQ2021 MOS
+        assert np.abs(scores * 2 - value).min() < 1e-4
+    with pytest.raises(Exception, match="not loaded"):
+        MosGroups("x", ctx, group_size=M, groups=G, seed=0, dataset="para")

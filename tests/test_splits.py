@@ -76,3 +76,16 @@ def test_biq2021_split_by_image_without_leak() -> None:
     split = splits.load_split("biq2021")
     train, val = set(split["train"]), set(split["val"])
     assert not train & val and len(train | val) == 3000 and len(val) == 450
+
+
+@pytest.mark.skipif(not (DATA / "para" / "labels.csv").is_file(), reason="PARA not present")
+def test_para_split_by_session_without_leak() -> None:
+    import csv
+
+    with open(DATA / "para" / "labels.csv", newline="", encoding="utf-8") as f:
+        session = {r["image"]: r["session"] for r in csv.DictReader(f)}
+    split = splits.load_split("para")
+    train, val = set(split["train"]), set(split["val"])
+    assert not train & val and train | val == set(session)
+    assert not {session[x] for x in train} & {session[x] for x in val}, "a PARA session on both sides"
+    assert 0.12 < len(val) / len(session) < 0.18

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic_data import FACTORS, make_context
+from synthetic_data import FACTORS, add_para, make_context
 
 from distill.config import TrainConfig, load_config
 from distill.student import load_checkpoint, load_student
@@ -155,3 +155,21 @@ def test_ctrl_c_stops_cleanly_with_a_resumable_checkpoint(ctx, tmp_path: Path, m
     assert ckpt["step"] == 2 and "optimizer" in ckpt
     assert signal.getsignal(signal.SIGINT) is before  # handler restored
     assert Run(tiny_cfg(tmp_path / "run"), ctx=ctx, resume=True).state.step == 2
+
+
+def test_a_second_human_data_set_trains_is_validated_and_recorded(ctx, tmp_path: Path) -> None:
+    pctx = add_para(ctx, tmp_path / "para")
+    sources = (
+        "sources={mos: {kind: mos, group_size: 3, groups: 2}, para: {kind: mos, dataset: para, group_size: 3,"
+        " groups: 2, scale: 2.0}, edit: {kind: edit, group_size: 3, groups: 2}}"
+    )
+    out = tmp_path / "run"
+    cfg = tiny_cfg(out, sources, "steps=2", "val.every=100", "val.human_sets=[para]", "val.best_metric=human_srcc")
+    ckpt = load_checkpoint(Run(cfg, ctx=pctx).fit())
+    metrics = ckpt["metrics"]
+    assert -1 <= metrics["para_srcc"] <= 1
+    assert metrics["human_srcc"] == pytest.approx((metrics["mos_srcc"] + metrics["para_srcc"]) / 2, abs=1e-4)
+    assert "para-aesthetic" in {t["name"] for t in ckpt["teachers"]}
+    para = [d for d in ckpt["training_data"] if d["name"].startswith("PARA")]
+    assert len(para) == 1 and "research" in para[0]["license"] and para[0]["pairs"] > 0
+    assert "PARA" in ckpt["license"] and {"para.train", "para.val", "para/labels.csv"} <= set(ckpt["data_hashes"])

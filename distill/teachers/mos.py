@@ -1,4 +1,5 @@
-"""Human-score pairs from BIQ2021 (``source: "mos"``, teacher ``biq2021-mos``).
+"""Human-score pairs from BIQ2021 (``source: "mos"``, teacher ``biq2021-mos``); the other human-scored
+data sets (PARA) are described in :mod:`distill.human_sets` and drawn by ``distill.data.MosGroups``.
 
 ``labels.csv`` (``image,mos,subset``) holds mean opinion scores of a 1-5 absolute category rating,
 rescaled by the data set's authors to 0..1, higher is better (``MOS_RANGE``). In the 3,000 images we
@@ -18,33 +19,24 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.human_sets import HUMAN_SETS, HumanScoreSet, human_set, read_scores
 from distill.registry import TEACHERS
 from distill.teachers.base import PairRequest
 from redaes_lite.pairs import PairLabel, pair_id
 
-__all__ = ["BIQ2021MOS", "MOS_RANGE", "TEACHER_ID", "mos_pairs", "read_labels", "read_mos"]
+__all__ = [
+    "BIQ2021MOS", "HUMAN_SETS", "HumanScoreSet", "MOS_RANGE", "TEACHER_ID", "human_set", "mos_pairs",
+    "read_labels", "read_mos", "read_scores",
+]  # fmt: skip
 
-TEACHER_ID = "biq2021-mos"
+TEACHER_ID = HUMAN_SETS["biq2021"].teacher
 #: Scale of ``mos`` in labels.csv (a 1-5 rating rescaled to 0-1 by the data set's authors).
-MOS_RANGE = (0.0, 1.0)
+MOS_RANGE = HUMAN_SETS["biq2021"].score_range
 
 
 def read_labels(labels_csv: str | os.PathLike) -> dict[str, tuple[float, str]]:
-    """image -> (MOS, subset); a malformed row, a MOS outside ``MOS_RANGE`` or a repeated image raises
-    ``ValueError`` naming the file and line."""
-    out: dict[str, tuple[float, str]] = {}
-    with open(labels_csv, newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.DictReader(f), 2):
-            try:
-                name, mos, subset = row["image"], float(row["mos"]), row.get("subset") or ""
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{labels_csv}:{lineno}: bad label row ({e})") from None
-            if not MOS_RANGE[0] <= mos <= MOS_RANGE[1]:
-                raise ValueError(f"{labels_csv}:{lineno}: mos {mos} outside {MOS_RANGE}")
-            if name in out:
-                raise ValueError(f"{labels_csv}:{lineno}: image {name!r} listed twice")
-            out[name] = (mos, subset)
-    return out
+    """BIQ2021's image -> (MOS, subset) (:func:`read_scores` of ``HUMAN_SETS["biq2021"]``)."""
+    return read_scores(HUMAN_SETS["biq2021"], labels_csv)
 
 
 def read_mos(labels_csv: str | os.PathLike) -> dict[str, float]:
