@@ -9,6 +9,7 @@ python -m distill pack --out runs/pack
 python -m distill evaluate runs/a/final.pt runs/b/final.pt --json runs/compare.json
 python -m distill slim runs/teacher/final.pt --out distill/artifacts/teacher-lite2.pt
 python -m distill heads runs/default/final.pt --out runs/default/heads.pt
+python -m distill build distill/configs/default-v1.yaml --out runs/build-default
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ _OWN_CLIS = {
     "evaluate": ("distill.evaluate", "validate checkpoints on the full data"),
     "pack": ("distill.pack", "shrunk copy of the data and weights for a GPU machine"),
     "heads": ("distill.heads", "refit the factor head on frozen features (explanations)"),
+    "build": ("distill.build", "train, refit and export one shipped model from its config (resumable)"),
 }
 
 

@@ -168,6 +168,18 @@ class StageConfig:
 
 
 @dataclass
+class BuildConfig:
+    """What ``python -m distill build`` does after training (``distill.build``): options of the later stages
+    as plain data, spelled like their command-line flags (``biq_sources: 2550`` is ``--biq-sources 2550``)."""
+
+    heads: dict[str, Any] | None = None  # python -m distill heads options; None: keep the trained factor head
+    export: dict[str, Any] = field(default_factory=lambda: {"fp16": True})  # python -m export options
+    file: str = "fp16"  # the exported file to ship: fp32 | fp16 | int8
+    model: str = "default"  # its name under redaes_lite/models/
+    notice: str | None = None  # NOTICE file shipped beside it (path relative to the repository)
+
+
+@dataclass
 class TrainConfig:
     """A whole training run."""
 
@@ -209,6 +221,7 @@ class TrainConfig:
     val: ValConfig = field(default_factory=ValConfig)
     stages: list[StageConfig] = field(default_factory=list)
     license: str | None = None  # terms of the weights; None: derived from the training data
+    build: BuildConfig = field(default_factory=BuildConfig)
 
     def __post_init__(self) -> None:
         _validate(self)

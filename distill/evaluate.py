@@ -27,7 +27,7 @@ __all__ = ["evaluate_checkpoint", "main", "run_config"]
 
 #: Columns of the printed table (full figures, per-factor accuracies included, go to ``--json``).
 _COLUMNS = (
-    "mos_srcc", "mos_plcc", "edit_acc", "edit_srcc", "explain_acc", "temperature", "lapse", "ece_edit", "ece_mos"
+    "mos_srcc", "mos_plcc", "para_srcc", "human_srcc", "edit_acc", "edit_srcc", "explain_acc", "temperature", "lapse", "ece_edit", "ece_mos"
 )  # fmt: skip
 
 
@@ -38,7 +38,7 @@ def run_config(ckpt: dict[str, Any], data: Path | None = None) -> Any:
     from distill.splits import DATA_ROOT
 
     cfg, root = config_from_dict(ckpt["config"]), data or DATA_ROOT
-    cfg.data.photos, cfg.data.biq2021 = str(root / "photos"), str(root / "biq2021")
+    cfg.data.photos, cfg.data.biq2021, cfg.data.para = (str(root / d) for d in ("photos", "biq2021", "para"))
     return cfg
 
 
