@@ -85,8 +85,11 @@ class SourceConfig:
     ``kind``: ``edit`` (edit oracle over photos), ``mos`` (BIQ2021 MOS), ``labels`` (pair-label JSONL) or
     ``cross`` (unlabelled cross-content groups; needs ``teacher``). ``scale`` maps the teacher's units to
     utility units; ``weight`` weighs this source's losses; ``losses`` scales named losses for this source
-    only (e.g. ``{relative: 0}`` on MOS groups). ``teacher`` is a trained checkpoint that relabels the
-    groups on the fly (teacher in the loop): its utilities replace the source's own targets.
+    only (e.g. ``{relative: 0}`` on MOS groups). ``teacher`` relabels the groups on the fly (teacher in the
+    loop, ``distill.teacher_loop``): a trained checkpoint, whose utilities (and factor outputs) replace the
+    source's own targets, or ``nima`` (idealo's NIMA MobileNet/AVA release in ``<shared>/weights``, sha256
+    checked; Apache-2.0, so a ``permissive_only`` model may learn from it) or ``nima:PATH`` (another Keras HDF5
+    file), whose mean score (1..10) times ``scale`` becomes the target, with no factor targets.
     """
 
     kind: str = "edit"
@@ -299,8 +302,12 @@ def _validate_source(name: str, src: SourceConfig) -> None:
         raise ConfigError(f"source {name!r}: kind 'labels' needs labels: path/to/labels.jsonl")
     if src.kind == "mos" and src.dataset not in HUMAN_SETS:
         raise ConfigError(f"source {name!r}: unknown dataset {src.dataset!r}; known: {', '.join(HUMAN_SETS)}")
+    if src.teacher is not None and str(src.teacher).strip() == "nima:":
+        raise ConfigError(f"source {name!r}: teacher 'nima:' names no file (nima, nima:PATH or a checkpoint path)")
     if src.kind == "cross" and not src.teacher:
-        raise ConfigError(f"source {name!r}: kind 'cross' has no labels of its own and needs a teacher checkpoint")
+        raise ConfigError(
+            f"source {name!r}: kind 'cross' has no labels of its own and needs a teacher (a checkpoint or nima)"
+        )
 
 
 # --- dict <-> dataclass ---------------------------------------------------------------------------

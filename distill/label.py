@@ -1,6 +1,6 @@
 """``python -m distill label``: label pairs with any teacher into a resumable pair-label cache.
 
-    python -m distill label --teacher PATH_OR_ID|edit-oracle|biq2021-mos --pairs pairs.jsonl --root DIR \\
+    python -m distill label --teacher PATH_OR_ID|edit-oracle|biq2021-mos|nima[:FILE] --pairs pairs.jsonl --root DIR \\
         --out labels.jsonl [--mode pairwise|pointwise] [--samples K] [--retries N] [--shard i/n] \\
         [--engine transformers|vllm] [--batch-size B] ...
     python -m distill label merge A.jsonl B.jsonl ... --out merged.jsonl
@@ -40,7 +40,13 @@ __all__ = [
 
 # Modules whose import registers a teacher in TEACHERS by name.
 _REGISTERED_TEACHERS = ("distill.teachers.edit_oracle", "distill.teachers.mos")
-# Options of the MLLM teacher, split by who takes them; all are refused with a registered teacher.
+# Teachers registered by import path, imported only when asked for (NIMA imports torch and reads 13 MB).
+_LAZY_TEACHERS = {"nima": "distill.teachers.nima:NimaTeacher"}
+for _name, _target in _LAZY_TEACHERS.items():
+    if _name not in TEACHERS:
+        TEACHERS.register_lazy(_name, _target)
+# Options of the MLLM teacher, split by who takes them; a registered teacher gets those its factory takes by
+# name (NIMA: batch_size, device), the others are refused.
 _ENGINE_OPTIONS = ("device", "dtype", "seed", "tensor_parallel_size")
 _TEACHER_OPTIONS = (
     "mode", "prompt", "samples", "retries", "batch_size", "max_new_tokens", "temperature", "top_p",
@@ -284,7 +290,10 @@ def _label_parser() -> argparse.ArgumentParser:
         description="Label image pairs with a teacher into a resumable pair-label JSONL cache "
         "(`python -m distill label merge --help` merges caches).",
     )
-    p.add_argument("--teacher", required=True, help="MLLM folder or hub id, or a registered teacher name")
+    p.add_argument(
+        "--teacher", required=True,
+        help="MLLM folder or hub id, or a registered teacher name (edit-oracle, biq2021-mos, nima, nima:FILE.hdf5)",
+    )  # fmt: skip
     p.add_argument("--pairs", required=True, type=Path, help="JSONL of pairs: a, b, group (+ recipe, tags)")
     p.add_argument("--root", type=Path, default=Path("."), help="folder the pairs' image paths are relative to")
     p.add_argument("--out", required=True, type=Path, help="label cache: appended to, resumed from")
@@ -296,8 +305,8 @@ def _label_parser() -> argparse.ArgumentParser:
     g.add_argument("--samples", type=int, help="answers per pair, averaged (default 1)")
     g.add_argument("--retries", type=int, help="fresh samples per malformed answer before failing (default 2)")
     g.add_argument("--engine", choices=("transformers", "vllm"), help="default transformers")
-    g.add_argument("--batch-size", type=int, help="pairs per round (default 8; 256 with vllm)")
-    g.add_argument("--device", help="transformers: cuda, cuda:1, cpu (default cuda if available)")
+    g.add_argument("--batch-size", type=int, help="pairs per round (default 8; 256 with vllm; nima: 32)")
+    g.add_argument("--device", help="transformers and nima: cuda, cuda:1, cpu (default cuda if available)")
     g.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="default bf16 on GPU, fp32 on CPU")
     g.add_argument("--max-new-tokens", type=int, help="default 512")
     g.add_argument("--temperature", type=float, help="default 0.7; 0 decodes greedily")
@@ -320,17 +329,32 @@ def _merge_parser() -> argparse.ArgumentParser:
 
 
 def build_teacher(args: argparse.Namespace) -> Teacher:
-    """A registered teacher by name (built with ``root=`` if it takes one), else an MLLM teacher loaded
-    from a folder or hub id."""
+    """A registered teacher by name, else an MLLM teacher loaded from a folder or hub id.
+
+    A registered teacher is built with ``root=`` if it takes one, and with those of the MLLM options
+    (``--batch-size``, ``--device``, ...) its factory takes by name; the others are refused. ``NAME:FILE``
+    (e.g. ``nima:weights.hdf5``) gives ``path=FILE`` to a registered teacher that takes a ``path``.
+    """
     for module in _REGISTERED_TEACHERS:
         importlib.import_module(module)  # importing a teacher module registers it
-    if args.teacher in TEACHERS:
-        given = [f"--{k.replace('_', '-')}" for k in _MLLM_ONLY if getattr(args, k) is not None]
-        if given:
-            raise ValueError(f"{' '.join(given)} only apply to an MLLM teacher, not {args.teacher!r}")
-        factory = TEACHERS.get(args.teacher)
-        takes_root = "root" in inspect.signature(factory).parameters
-        return factory(root=args.root) if takes_root else factory()
+    name, sep, file = args.teacher.partition(":")
+    registered = args.teacher in TEACHERS or (sep and name in TEACHERS and not Path(args.teacher).exists())
+    if registered:
+        name = args.teacher if args.teacher in TEACHERS else name
+        factory = TEACHERS.get(name)
+        params = inspect.signature(factory).parameters
+        given = [k for k in _MLLM_ONLY if getattr(args, k) is not None]
+        refused = [f"--{k.replace('_', '-')}" for k in given if k not in params]
+        if refused:
+            raise ValueError(f"{' '.join(refused)} only apply to an MLLM teacher, not {name!r}")
+        kwargs = {k: getattr(args, k) for k in given}
+        if "root" in params:
+            kwargs["root"] = args.root
+        if name != args.teacher:
+            if "path" not in params or not file:
+                raise ValueError(f"--teacher {args.teacher}: teacher {name!r} takes no file (NAME:FILE)")
+            kwargs["path"] = file
+        return factory(**kwargs)
     if not Path(args.teacher).exists() and "/" not in args.teacher:
         TEACHERS.get(args.teacher)  # neither a folder nor org/name: raises with close matches
     from .teachers.mllm import MLLMTeacher

@@ -16,6 +16,10 @@ from typing import Any
 from distill.data import DataContext, GroupSource, LabelledPairs
 from distill.human_sets import HUMAN_SETS
 from distill.teacher_loop import TeacherGroups
+from distill.teachers.nima import NIMA_FILE, NIMA_SHA256
+from distill.teachers.nima import TEACHER_ID as NIMA_TEACHER_ID
+from distill.teachers.nima import TRAINING_DATA_NAME as NIMA_DATA_NAME
+from distill.teachers.nima import training_data as nima_training_data
 from redaes_lite.metadata import sha256_file
 
 __all__ = ["data_hashes", "describe_data"]
@@ -68,7 +72,12 @@ def _data_of(src: GroupSource, ctx: DataContext, pairs: int) -> list[dict[str, A
                 "license": f"unknown: that of the images under {inner.root}",
             }
         )
-    if isinstance(src, TeacherGroups):
+    if isinstance(inner, LabelledPairs) and NIMA_TEACHER_ID in inner.teachers:
+        out.append(nima_training_data(NIMA_SHA256, NIMA_FILE))  # labels written by --teacher nima
+    if isinstance(src, TeacherGroups) and src.nima:
+        # NIMA's weights are what a NIMA-taught model learns from: Apache-2.0 for idealo's release.
+        out.append(nima_training_data(src.teacher_sha256, src.checkpoint))
+    elif isinstance(src, TeacherGroups):
         from distill.student import load_checkpoint
 
         for rec in load_checkpoint(src.checkpoint).get("training_data", []):
@@ -103,12 +112,14 @@ def describe_data(
         data += _data_of(src, ctx, int(pairs_seen.get(name, 0)))
     data = _merge(data)
     research = [d["name"] for d in data if not d["license"].startswith("permissive")]
+    nima = any(d["name"] == NIMA_DATA_NAME for d in data)
+    taught = "; taught by NIMA-MobileNet, idealo's Apache-2.0 weights trained on AVA" if nima else ""
     license_ = cfg.license or (
         "research and non-commercial use only: trained on data that is not all permissively licensed ("
         + "; ".join(research)
         + ")"
         if research
-        else "Apache-2.0 (trained on permissively licensed photos only)"
+        else f"Apache-2.0 (trained on permissively licensed photos only{taught})"
     )
     inners = [src.inner if isinstance(src, TeacherGroups) else src for src in sources.values()]
     labels = [str(src.path) for src in inners if isinstance(src, LabelledPairs)]

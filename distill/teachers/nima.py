@@ -13,6 +13,10 @@ rebuilds the graph exactly as Keras 2.1.6 built it (``../shared/weights/nima-mob
 - Preprocessing is idealo's, not ``redaes_lite.preprocess``'s: full decode (no JPEG draft), EXIF orientation,
   RGB, 224x224 ignoring the aspect ratio with **nearest** sampling, ``x / 127.5 - 1``.
 - Output: a distribution over scores 1..10; the score is its mean ``sum(i * p_i)``.
+
+As a teacher (``source: "model"``): :class:`NimaTeacher` labels pairs of any images (photos, their crops and
+edits, unlabelled photos) with ``delta = score(b) - score(a)`` for ``python -m distill label --teacher nima``;
+``distill.teacher_loop`` runs the same network in the loop (a source config's ``teacher: nima``).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +38,14 @@ from PIL import Image
 from torch import nn
 
 from distill.splits import DATA_ROOT
+from distill.teachers.base import PairRequest
+from redaes_lite.pairs import PairLabel, content_hash, pair_id
 from redaes_lite.preprocess import load_image
 
 __all__ = [
-    "NIMA_FILE", "NIMA_SHA256", "NIMA_SIZE", "LoadInfo", "NimaNet", "default_path", "export_nima_onnx",
-    "load_nima", "mean_score", "nima_predict", "nima_preprocess", "nima_scores",
+    "NIMA_FILE", "NIMA_SHA256", "NIMA_SIZE", "TEACHER_ID", "LoadInfo", "NimaNet", "NimaTeacher", "default_path",
+    "export_nima_onnx", "load_nima", "mean_score", "nima_predict", "nima_preprocess", "nima_scores", "teacher_id",
+    "training_data",
 ]  # fmt: skip
 
 NIMA_FILE = "weights_mobilenet_aesthetic_0.07.hdf5"
@@ -51,6 +60,18 @@ _ATTR = {"kernel": "weight", "depthwise_kernel": "weight", "bias": "bias", "gamm
          "moving_mean": "running_mean", "moving_variance": "running_var"}  # fmt: skip
 #: Padding layers Keras 2.1.6 wrote (later versions pad only stride-2 blocks, differently).
 _PAD_LAYERS = ("conv1_pad", *(f"conv_pad_{i}" for i in range(1, 14)))
+
+#: Teacher id of idealo's release: the weights folder's name, and idealo's file version (its EMD, 0.07).
+TEACHER_ID = "nima-mobilenet-ava@idealo-0.07"
+#: Version of what a record's delta means (mean-score difference, idealo preprocessing), part of record ids.
+LABEL_VERSION = "mean-score-v1"
+#: The training-data record of a model taught by the release (``distill.provenance``): Apache-2.0 weights, so
+#: ``permissive`` may learn from it (``DESIGN.md``); export copies it into ``redaes.training_data``.
+TRAINING_DATA_NAME = "NIMA-MobileNet (idealo, trained on AVA), Apache-2.0 weights"
+TRAINING_DATA_LICENSE = (
+    "permissive: Apache-2.0 weights, copyright 2018 idealo internet GmbH "
+    f"(idealo's {NIMA_FILE}, sha256 {NIMA_SHA256[:12]}; trained on AVA)"
+)
 
 
 def default_path() -> Path:
@@ -280,6 +301,143 @@ def nima_predict(
 def nima_scores(model: NimaNet, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
     """Mean scores ``sum(i * p_i)`` (1..10) of ``images`` (paths or any ``load_image`` input)."""
     return nima_predict(model, images, batch_size=batch_size)[1]
+
+
+# ---------------------------------------------------------------------------------------------- teacher
+
+
+def teacher_id(sha256: str, path: str | os.PathLike) -> str:
+    """:data:`TEACHER_ID` for idealo's release; another file (a fine-tune) is ``nima-mobilenet:<stem>@<sha12>``."""
+    return TEACHER_ID if sha256 == NIMA_SHA256 else f"nima-mobilenet:{Path(path).stem}@{sha256[:12]}"
+
+
+def training_data(sha256: str, path: str | os.PathLike) -> dict[str, str]:
+    """The ``training_data`` record of a model NIMA taught: ``permissive`` only for idealo's release, since
+    only its licence is known (another file's weights may have learnt from anything)."""
+    if sha256 == NIMA_SHA256:
+        return {"name": TRAINING_DATA_NAME, "license": TRAINING_DATA_LICENSE}
+    return {
+        "name": f"NIMA-MobileNet weights {Path(path).name} (sha256 {sha256[:12]}, not idealo's release)",
+        "license": f"unknown: that of the NIMA weights {Path(path).name} and the data they were trained on",
+    }
+
+
+class NimaTeacher:
+    """A ``model`` teacher: ``delta`` = NIMA mean score of ``b`` minus that of ``a`` (1..10 units, so -9..9).
+
+    ``a``/``b`` are paths under ``root`` or ``sha256:<hex>`` generated images (``distill.data.resolve_image``),
+    decoded and preprocessed as idealo did (:func:`nima_preprocess`). Any image works: a photo, its crops and
+    edits, an unlabelled photo. An image that cannot be read or decoded gives a ``status: "failed"`` record
+    naming it, never an exception. Record ids hash both images' bytes, the teacher id (weights version) and
+    :data:`LABEL_VERSION`, so moved images keep their labels. Scores of the last 4,096 distinct images are
+    reused (the edits of one photo share its score).
+
+    ``path=None`` loads the shipped release and checks its sha256; another file (``--teacher nima:PATH``) is
+    loaded unchecked and named by its own sha256 (:func:`teacher_id`).
+    """
+
+    source = "model"
+    _CACHE = 4096
+
+    def __init__(
+        self,
+        root: str | os.PathLike = ".",
+        *,
+        path: str | os.PathLike | None = None,
+        batch_size: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.batch_size = batch_size or 32
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = (load_nima() if path is None else load_nima(path, sha256=None)).to(self.device)
+        info = self.model.loaded
+        assert info is not None
+        self.id = teacher_id(info.sha256, info.path)
+        self._hashes: dict[str, str] = {}
+        self._scores: OrderedDict[str, float] = OrderedDict()
+
+    # -- keys
+    def _read(self, ref: str) -> bytes:
+        from distill.data import resolve_image  # the trainer's rule for image references
+
+        try:
+            return resolve_image(self.root, ref).read_bytes()
+        except OSError as e:
+            raise _Unreadable(f"{e.filename or ref}: cannot read ({e.strerror or e})") from None
+
+    def image_key(self, ref: str) -> str:
+        """``sha256:<hex>`` of the image's bytes (memoised); ``unreadable:<ref>`` when it cannot be read."""
+        if ref.startswith("sha256:"):
+            return ref
+        if ref not in self._hashes:
+            try:
+                self._hashes[ref] = content_hash(self._read(ref))
+            except _Unreadable:
+                return f"unreadable:{ref}"
+        return self._hashes[ref]
+
+    def key(self, req: PairRequest) -> str:
+        """The record id written for ``req``: both images' content + teacher id + :data:`LABEL_VERSION`."""
+        return pair_id(self.image_key(req.a), self.image_key(req.b), self.id, LABEL_VERSION)
+
+    # -- labelling
+    def label(self, pairs: Iterable[PairRequest]) -> Iterator[PairLabel]:
+        """One record per request, in order; ``batch_size`` requests' distinct images scored per round."""
+        it = iter(pairs)
+        while batch := list(islice(it, self.batch_size)):
+            scores = self._score(dict.fromkeys(r for req in batch for r in (req.a, req.b)))
+            for req in batch:
+                sa, sb = scores[req.a], scores[req.b]
+                errors = [f"{side}: {s}" for side, s in (("a", sa), ("b", sb)) if isinstance(s, str)]
+                common = dict(
+                    id=self.key(req), a=req.a, b=req.b, source=self.source, teacher=self.id, group=req.group,
+                    recipe=list(req.recipe) if req.recipe else None,
+                )  # fmt: skip
+                if errors:
+                    yield PairLabel(delta=None, status="failed", error="; ".join(errors), **common)
+                else:
+                    yield PairLabel(delta=round(float(sb) - float(sa), 6), **common)
+
+    def _score(self, refs: Iterable[str]) -> dict[str, float | str]:
+        """ref -> NIMA mean score, or the reason it has none (a ``str``)."""
+        out: dict[str, float | str] = {}
+        todo: dict[str, torch.Tensor] = {}  # content key -> preprocessed pixels
+        keys: dict[str, str] = {}
+        for ref in refs:
+            known = ref if ref.startswith("sha256:") else self._hashes.get(ref)
+            if known is not None and known in self._scores:  # scored before: no need to read it again
+                self._scores.move_to_end(known)
+                keys[ref] = known
+                continue
+            try:
+                data = self._read(ref)
+                key = known or self._hashes.setdefault(ref, content_hash(data))
+                if key not in todo:
+                    todo[key] = nima_preprocess(data)
+                keys[ref] = key
+            except _Unreadable as e:
+                out[ref] = str(e)
+            except Exception as e:  # noqa: BLE001 - any decoder failure on any input is a failed record
+                out[ref] = f"{ref}: cannot decode ({type(e).__name__}: {e})"
+        items = list(todo.items())
+        with torch.inference_mode():
+            for i in range(0, len(items), self.batch_size):
+                chunk = items[i : i + self.batch_size]
+                x = torch.cat([t for _, t in chunk]).to(self.device)
+                for (key, _), s in zip(chunk, mean_score(self.model(x)).float().cpu().tolist(), strict=True):
+                    self._scores[key] = s
+        for ref, key in keys.items():
+            out[ref] = self._scores[key]
+        while len(self._scores) > self._CACHE:
+            self._scores.popitem(last=False)
+        return out
+
+
+class _Unreadable(Exception):
+    """An image reference whose bytes cannot be read."""
 
 
 # ---------------------------------------------------------------------------------------------- export
