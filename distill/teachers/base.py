@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator, Protocol, runtime_checkable
 
-from redaes_lite.pairs import PairLabel
+from redaes_lite.errors import ImageError
+from redaes_lite.pairs import PairLabel, content_hash
 
-__all__ = ["PairRequest", "Teacher"]
+__all__ = ["ImageRefs", "PairRequest", "Teacher"]
 
 
 @dataclass(frozen=True)
@@ -32,3 +34,32 @@ class Teacher(Protocol):
     id: str
 
     def label(self, pairs: Iterable[PairRequest]) -> Iterator[PairLabel]: ...
+
+
+class ImageRefs:
+    """For teachers that read the images they label: image references resolved under ``root`` and keyed by
+    content, so a record's id survives a moved or renamed file. Subclasses set ``root`` and ``_hashes = {}``."""
+
+    root: Path
+    _hashes: dict[str, str]
+
+    def _read(self, ref: str) -> bytes:
+        """The bytes of ``ref``: a path under ``root``, or ``sha256:<hex>`` stored as ``root/<hex>.<ext>``;
+        :class:`ImageError` when they cannot be read."""
+        from distill.data import resolve_image  # the trainer's rule for references; imports torch
+
+        try:
+            return resolve_image(self.root, ref).read_bytes()
+        except OSError as e:
+            raise ImageError(f"{e.filename or ref}: cannot read ({e.strerror or e})") from None
+
+    def image_key(self, ref: str) -> str:
+        """``sha256:<hex>`` of the image's bytes (memoised); ``unreadable:<ref>`` when it cannot be read."""
+        if ref.startswith("sha256:"):
+            return ref
+        if ref not in self._hashes:
+            try:
+                self._hashes[ref] = content_hash(self._read(ref))
+            except ImageError:
+                return f"unreadable:{ref}"
+        return self._hashes[ref]

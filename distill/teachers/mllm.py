@@ -27,10 +27,10 @@ from typing import Any
 from PIL import Image
 
 from redaes_lite.errors import ImageError
-from redaes_lite.pairs import PairLabel, content_hash, pair_id
+from redaes_lite.pairs import PairLabel, pair_id
 from redaes_lite.preprocess import PreprocessSpec, load_image
 
-from .base import PairRequest
+from .base import ImageRefs, PairRequest
 from .engines import ENGINES, Engine, Prompt, Sampling, load_engine
 from .parsing import Answer, MalformedAnswer, parse_answer
 from .prompts import DEFAULT_PROMPT, PromptTemplate, get_prompt
@@ -80,7 +80,7 @@ def _checked_prompt(
     return template
 
 
-class MLLMTeacher:
+class MLLMTeacher(ImageRefs):
     """Labels pairs with an :class:`~distill.teachers.engines.Engine`; ``id`` is ``<model>@<prompt name>``."""
 
     def __init__(
@@ -142,17 +142,6 @@ class MLLMTeacher:
         return cls(loaded, sampling=sampling, batch_size=batch_size, **options)
 
     # -- keys ---------------------------------------------------------------------------------------
-    def image_key(self, ref: str) -> str:
-        """``sha256:<hex>`` of the image's bytes (memoised); ``unreadable:<ref>`` when it cannot be read."""
-        if ref.startswith("sha256:"):
-            return ref
-        if ref not in self._hashes:
-            try:
-                self._hashes[ref] = content_hash(self._read(ref))
-            except ImageError:
-                return f"unreadable:{ref}"
-        return self._hashes[ref]
-
     def key(self, req: PairRequest) -> str:
         """The record id this teacher writes for ``req``: both images' content + teacher id + prompt version."""
         return pair_id(self.image_key(req.a), self.image_key(req.b), self.id, self.prompt.version)
@@ -235,18 +224,6 @@ class MLLMTeacher:
         self._ratings[key] = rating
         while len(self._ratings) > _SCORE_CACHE:
             self._ratings.popitem(last=False)
-
-    def _read(self, ref: str) -> bytes:
-        """The bytes of ``ref``: a path under ``root``, or ``sha256:<hex>`` stored as ``root/<hex>.<ext>``."""
-        from distill.data import (
-            resolve_image,  # the trainer's rule for references; imports torch
-        )
-
-        try:
-            path = resolve_image(self.root, ref)
-            return path.read_bytes()
-        except OSError as e:
-            raise ImageError(f"{e.filename or ref}: cannot read ({e.strerror or e})") from None
 
     def _prompt(self, *refs: str) -> Prompt:
         return Prompt(self.prompt.messages(), tuple(self._image(r) for r in refs))

@@ -38,7 +38,8 @@ from PIL import Image
 from torch import nn
 
 from distill.splits import DATA_ROOT
-from distill.teachers.base import PairRequest
+from distill.teachers.base import ImageRefs, PairRequest
+from redaes_lite.errors import ImageError
 from redaes_lite.pairs import PairLabel, content_hash, pair_id
 from redaes_lite.preprocess import load_image
 
@@ -322,7 +323,7 @@ def training_data(sha256: str, path: str | os.PathLike) -> dict[str, str]:
     }
 
 
-class NimaTeacher:
+class NimaTeacher(ImageRefs):
     """A ``model`` teacher: ``delta`` = NIMA mean score of ``b`` minus that of ``a`` (1..10 units, so -9..9).
 
     ``a``/``b`` are paths under ``root`` or ``sha256:<hex>`` generated images (``distill.data.resolve_image``),
@@ -360,25 +361,6 @@ class NimaTeacher:
         self._scores: OrderedDict[str, float] = OrderedDict()
 
     # -- keys
-    def _read(self, ref: str) -> bytes:
-        from distill.data import resolve_image  # the trainer's rule for image references
-
-        try:
-            return resolve_image(self.root, ref).read_bytes()
-        except OSError as e:
-            raise _Unreadable(f"{e.filename or ref}: cannot read ({e.strerror or e})") from None
-
-    def image_key(self, ref: str) -> str:
-        """``sha256:<hex>`` of the image's bytes (memoised); ``unreadable:<ref>`` when it cannot be read."""
-        if ref.startswith("sha256:"):
-            return ref
-        if ref not in self._hashes:
-            try:
-                self._hashes[ref] = content_hash(self._read(ref))
-            except _Unreadable:
-                return f"unreadable:{ref}"
-        return self._hashes[ref]
-
     def key(self, req: PairRequest) -> str:
         """The record id written for ``req``: both images' content + teacher id + :data:`LABEL_VERSION`."""
         return pair_id(self.image_key(req.a), self.image_key(req.b), self.id, LABEL_VERSION)
@@ -414,12 +396,14 @@ class NimaTeacher:
                 continue
             try:
                 data = self._read(ref)
+            except ImageError as e:
+                out[ref] = str(e)
+                continue
+            try:
                 key = known or self._hashes.setdefault(ref, content_hash(data))
                 if key not in todo:
                     todo[key] = nima_preprocess(data)
                 keys[ref] = key
-            except _Unreadable as e:
-                out[ref] = str(e)
             except Exception as e:  # noqa: BLE001 - any decoder failure on any input is a failed record
                 out[ref] = f"{ref}: cannot decode ({type(e).__name__}: {e})"
         items = list(todo.items())
@@ -434,10 +418,6 @@ class NimaTeacher:
         while len(self._scores) > self._CACHE:
             self._scores.popitem(last=False)
         return out
-
-
-class _Unreadable(Exception):
-    """An image reference whose bytes cannot be read."""
 
 
 # ---------------------------------------------------------------------------------------------- export
