@@ -102,26 +102,15 @@ def _train(cfg: Any, out: Path, until_step: int | None) -> Path | None:
 
 def _refit(cfg: Any, checkpoint: Path, out: Path, state: dict[str, Any]) -> Path:
     from distill.evaluate import evaluate_checkpoint
-    from distill.student import load_checkpoint, load_student, save_checkpoint
+    from distill.student import load_checkpoint
 
     target = out / "refit" / "model.pt"
-    figures = evaluate_checkpoint(checkpoint, refit=target, version=cfg.version)
-    ckpt = load_checkpoint(target)
     # Exported as redaes.metrics: a model file says which build and data made it.
-    metrics = {
-        **ckpt["metrics"],
-        "build": {"config_sha256": state["config_sha256"], "commit": state["commit"],
-                  "data_hashes": ckpt.get("data_hashes", {})},
-    }  # fmt: skip
-    save_checkpoint(target, load_student(ckpt), **{**_kept(ckpt), "metrics": metrics})
+    build = {"config_sha256": state["config_sha256"], "commit": state["commit"],
+             "data_hashes": load_checkpoint(checkpoint).get("data_hashes", {})}  # fmt: skip
+    figures = evaluate_checkpoint(checkpoint, refit=target, version=cfg.version, extra_metrics={"build": build})
     _write_json(out / "refit" / "metrics.json", figures)
     return target
-
-
-def _kept(ckpt: dict[str, Any]) -> dict[str, Any]:
-    from distill.student import DERIVED_KEYS
-
-    return {k: v for k, v in ckpt.items() if k not in DERIVED_KEYS}
 
 
 def _export(cfg: Any, checkpoint: Path, out: Path) -> Path:

@@ -103,7 +103,7 @@ class SourceConfig:
     labels: str | None = None  # kind=labels: the JSONL file
     root: str | None = None  # kind=labels: image root (defaults to the JSONL's folder)
     n_ops: int | None = None  # kind=edit: edits per recipe (None: the edit module's default mix)
-    # kind=mos: the human-score data set (``distill.teachers.mos.HUMAN_SETS``: biq2021, para); pairs never
+    # kind=mos: the human-score data set (``distill.human_sets.HUMAN_SETS``: biq2021, para); pairs never
     # cross data sets
     dataset: str = "biq2021"
     within_fraction: float = 0.5  # kind=mos: share of groups drawn within one subset / session

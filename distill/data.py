@@ -106,7 +106,7 @@ class DataContext:
     factors: list[str]
     cache: ImageCache
     val_names: frozenset[str] = field(default_factory=frozenset)  # every validation file name
-    # Human-score data sets other than BIQ2021 (``distill.teachers.mos.HUMAN_SETS``), where present:
+    # Human-score data sets other than BIQ2021 (``distill.human_sets.HUMAN_SETS``) that the config uses:
     # name -> split -> (image, score, group), and name -> root folder.
     human: dict[str, dict[str, list[tuple[str, float, str]]]] = field(default_factory=dict)
     human_roots: dict[str, Path] = field(default_factory=dict)
@@ -159,7 +159,7 @@ class DataContext:
         return im.crop((round(left * w), round(top * h), round(right * w), round(bottom * h)))
 
     def biq_image(self, name: str) -> Image.Image:
-        return self.cache.get(self.biq_root / "images" / name)
+        return self.scored_image("biq2021", name)
 
     def scored(self, dataset: str) -> dict[str, list[tuple[str, float, str]]]:
         """A human-score data set's split: ``{"train"|"val": [(image, score, group), ...]}``."""

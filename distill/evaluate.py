@@ -43,11 +43,17 @@ def run_config(ckpt: dict[str, Any], data: Path | None = None) -> Any:
 
 
 def evaluate_checkpoint(
-    path: str | Path, *, data: Path | None = None, refit: Path | None = None, version: str | None = None
+    path: str | Path,
+    *,
+    data: Path | None = None,
+    refit: Path | None = None,
+    version: str | None = None,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validation figures of checkpoint ``path`` on ``data`` (default: the shared data); see module doc.
 
-    ``refit``: write the checkpoint there with refitted temperature and calibration (and model ``version``).
+    ``refit``: write the checkpoint there with refitted temperature and calibration (and model ``version``),
+    its metrics joined by ``extra_metrics``.
     """
     from distill.data import DataContext
     from distill.student import DERIVED_KEYS, EvalTransform, load_checkpoint, load_student, save_checkpoint
@@ -61,6 +67,7 @@ def evaluate_checkpoint(
     if refit is not None:
         fields["metrics"]["stages"] = ckpt.get("metrics", {}).get("stages", [])
         fields["metrics"]["refit_on"] = f"{cfg.data.photos}, {cfg.data.biq2021}"
+        fields["metrics"].update(extra_metrics or {})
         kept = {k: v for k, v in ckpt.items() if k not in DERIVED_KEYS}
         if version is not None:
             kept["version"] = version

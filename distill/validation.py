@@ -58,7 +58,7 @@ class ValSets:
         made = list(seeded_edit_groups(ctx, ctx.photos["val"], v, groups=v.photos_groups, seed=v.seed))
         groups, single = [g for g, _ in made], [s for _, s in made]
         items = _capped(ctx.biq["val"], v.mos_images, seed=v.seed, key="biq2021-val")
-        paths = [ctx.biq_root / "images" / name for name, _, _ in items]
+        paths = [ctx.scored_path("biq2021", name) for name, _, _ in items]
         human = {}
         for name in v.human_sets:
             rows = _capped(ctx.scored(name)["val"], v.human_images, seed=v.seed, key=f"{name}-val")
@@ -72,15 +72,18 @@ class ValSets:
 
     def human_pixels(self, name: str, eval_tf: Any) -> torch.Tensor:
         if name not in self._human_pixels:
-            paths = self.human[name][0]
-            self._human_pixels[name] = torch.stack([eval_tf(load_image(p, eval_tf.spec)).half() for p in paths])
+            self._human_pixels[name] = _inference_pixels(self.human[name][0], eval_tf)
         return self._human_pixels[name]
 
     def mos_pixels(self, eval_tf: Any) -> torch.Tensor:
         if self._mos_pixels is None:
-            # The inference path: decode with the spec's JPEG draft, then the spec's resize.
-            self._mos_pixels = torch.stack([eval_tf(load_image(p, eval_tf.spec)).half() for p in self.mos_paths])
+            self._mos_pixels = _inference_pixels(self.mos_paths, eval_tf)
         return self._mos_pixels
+
+
+def _inference_pixels(paths: Sequence[Path], eval_tf: Any) -> torch.Tensor:
+    """The inference path: decode with the spec's JPEG draft, then the spec's resize (float16)."""
+    return torch.stack([eval_tf(load_image(p, eval_tf.spec)).half() for p in paths])
 
 
 def _capped(items: list[Any], cap: int | None, *, seed: int, key: str) -> list[Any]:
