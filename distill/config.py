@@ -79,6 +79,20 @@ class DataConfig:
 
 
 @dataclass
+class UnusableConfig:
+    """Unusable frames (``distill.edits.unusable``) swapped into a source's groups, targeted below every photo.
+
+    ``fraction``: share of the groups that get ``per_group`` of them (in place of their last members);
+    ``target``: their target in the source's units before ``scale``; None (``mos`` sources only): below the
+    data set's score range by a quarter of that range.
+    """
+
+    fraction: float = 0.5
+    per_group: int = 1
+    target: float | None = None
+
+
+@dataclass
 class SourceConfig:
     """One training stream of groups.
 
@@ -107,6 +121,7 @@ class SourceConfig:
     # cross data sets
     dataset: str = "biq2021"
     within_fraction: float = 0.5  # kind=mos: share of groups drawn within one subset / session
+    unusable: UnusableConfig | None = None  # kind=edit/mos: teach that a non-photo is worse than any photo
 
 
 @dataclass
@@ -304,6 +319,14 @@ def _validate_source(name: str, src: SourceConfig) -> None:
         raise ConfigError(f"source {name!r}: unknown dataset {src.dataset!r}; known: {', '.join(HUMAN_SETS)}")
     if src.teacher is not None and str(src.teacher).strip() == "nima:":
         raise ConfigError(f"source {name!r}: teacher 'nima:' names no file (nima, nima:PATH or a checkpoint path)")
+    if src.unusable is not None:
+        u = src.unusable
+        if src.kind not in ("edit", "mos") or src.teacher:
+            raise ConfigError(f"source {name!r}: unusable frames need an edit or mos source with its own targets")
+        if not 0.0 < u.fraction <= 1.0 or not 1 <= u.per_group < src.group_size:
+            raise ConfigError(f"source {name!r}: unusable needs 0 < fraction <= 1 and 1 <= per_group < group_size")
+        if u.target is None and src.kind != "mos":
+            raise ConfigError(f"source {name!r}: unusable.target is needed outside mos sources")
     if src.kind == "cross" and not src.teacher:
         raise ConfigError(
             f"source {name!r}: kind 'cross' has no labels of its own and needs a teacher (a checkpoint or nima)"

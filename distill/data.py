@@ -227,15 +227,46 @@ class GroupSource:
     def group(self, rng: np.random.Generator) -> Group:
         raise NotImplementedError
 
+    # Unusable frames swapped into the groups (:meth:`with_unusable`): (fraction, per_group, target) or None.
+    unusable: tuple[float, int, float] | None = None
+
     def teacher_ids(self) -> list[str]:
         return []
+
+    def all_teacher_ids(self) -> list[str]:
+        """:meth:`teacher_ids` and the unusable-frame rule when this source uses it."""
+        from distill.edits.unusable import TEACHER_ID
+
+        return [*self.teacher_ids(), *([TEACHER_ID] if self.unusable else [])]
 
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stable_key(self.name), index])
 
+    def with_unusable(self, fraction: float, per_group: int, target: float) -> GroupSource:
+        self.unusable = (fraction, per_group, target)
+        return self
+
     def batch(self, index: int, transform: Transform) -> dict[str, Any]:
         rng = self.rng(index)
-        return self.collate([self.group(rng) for _ in range(self.groups)], transform, rng)
+        groups = [self.group(rng) for _ in range(self.groups)]
+        if self.unusable:
+            # Its own generator: the groups drawn are the same with or without unusable frames.
+            self.swap_in_unusable(groups, np.random.default_rng([self.seed, stable_key(self.name), index, 1]))
+        return self.collate(groups, transform, rng)
+
+    def swap_in_unusable(self, groups: list[Group], rng: np.random.Generator) -> None:
+        """Replace the last ``per_group`` members of a ``fraction`` of ``groups`` by unusable frames made
+        from the group's members, with target ``target`` and unknown factors."""
+        from distill.edits.unusable import unusable_frame
+
+        fraction, per_group, target = self.unusable
+        for g in groups:
+            if rng.random() >= fraction:
+                continue
+            for i in range(len(g.images) - per_group, len(g.images)):
+                g.images[i] = unusable_frame(g.images[int(rng.integers(len(g.images)))], rng)
+                g.target[i] = target
+                g.factor_target[i] = np.nan
 
     def collate(self, groups: list[Group], transform: Transform, rng: np.random.Generator) -> dict[str, Any]:
         target = torch.tensor(np.stack([g.target for g in groups]) * self.scale, dtype=torch.float32)
@@ -494,10 +525,21 @@ _BUILDERS: dict[str, Callable[..., GroupSource]] = {
 }
 
 
+def _unusable_target(scfg: Any) -> float:
+    if scfg.unusable.target is not None:
+        return float(scfg.unusable.target)
+    from distill.human_sets import human_set
+
+    lo, hi = human_set(scfg.dataset).score_range
+    return lo - 0.25 * (hi - lo)
+
+
 def build_source(name: str, scfg: Any, ctx: DataContext, *, seed: int) -> GroupSource:
     """The source a :class:`distill.config.SourceConfig` describes (wrapped by its teacher, if any)."""
     kw = {"group_size": scfg.group_size, "groups": scfg.groups, "seed": seed, "scale": scfg.scale}
     source = _BUILDERS[scfg.kind](name, scfg, ctx, **kw)
+    if scfg.unusable is not None:
+        source.with_unusable(scfg.unusable.fraction, scfg.unusable.per_group, _unusable_target(scfg))
     if not scfg.teacher:
         return source
     from distill.teacher_loop import TeacherGroups

@@ -106,7 +106,7 @@ def describe_data(
     data: list[dict[str, Any]] = []
     for name, src in sources.items():
         weight = _source_weight(cfg, name)
-        for teacher_id in src.teacher_ids():
+        for teacher_id in src.all_teacher_ids():
             key = _split_id(teacher_id)
             teachers[key] = max(teachers.get(key, 0.0), weight)
         data += _data_of(src, ctx, int(pairs_seen.get(name, 0)))
