@@ -15,7 +15,11 @@ Figures (``metrics.jsonl``, ``kind: "val"``):
 - ``<name>_srcc`` / ``<name>_plcc`` for each further human-score data set in ``val.human_sets`` (``para``) on
   its validation split, and ``human_srcc``: the mean SRCC over every human-score data set measured (each
   data set counts once, whatever its size: the selection criterion of the default model);
-- at the end also ``temperature`` and ECE of ``sigmoid(|delta| / T)`` on edit and MOS pairs.
+- ``unusable_acc``: share of (unusable frame, validation photo or BIQ2021 image) pairs the photo wins; the
+  frames (``distill.edits.unusable``: one per validation photo, kinds in turn, and a black, a white and a
+  noise frame) are never trained on;
+- at the end also ``temperature``, ECE of ``sigmoid(|delta| / T)`` on edit and MOS pairs, and
+  ``unusable_score_max``: the highest 0..10 display score of an unusable frame.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from distill.calibration import display_calibration, fit_pair_calibration, pair_calibration
 from distill.data import DataContext, Group, edit_group, photo_tags, source_key, stable_key
 from distill.registry import EDITS
 from distill.teachers.mos import MOS_RANGE as BIQ2021_MOS_RANGE
 from redaes_lite.eval.metrics import plcc_logistic, srcc
+from redaes_lite.metadata import apply_calibration
 from redaes_lite.preprocess import load_image
 
 __all__ = ["ValSets", "evaluate", "finalize", "seeded_edit_groups"]
@@ -48,9 +54,11 @@ class ValSets:
     mos_paths: list[Path]
     mos: np.ndarray
     human: dict[str, tuple[list[Path], np.ndarray]] = field(default_factory=dict)  # further data sets
+    unusable: list[Image.Image] = field(default_factory=list)
     _edit_pixels: torch.Tensor | None = None
     _mos_pixels: torch.Tensor | None = None
     _human_pixels: dict[str, torch.Tensor] = field(default_factory=dict)
+    _unusable_pixels: torch.Tensor | None = None
 
     @classmethod
     def build(cls, ctx: DataContext, cfg: Any) -> ValSets:
@@ -63,7 +71,8 @@ class ValSets:
         for name in v.human_sets:
             rows = _capped(ctx.scored(name)["val"], v.human_images, seed=v.seed, key=f"{name}-val")
             human[name] = ([ctx.scored_path(name, f) for f, _, _ in rows], np.asarray([m for _, m, _ in rows]))
-        return cls(groups, single, paths, np.asarray([m for _, m, _ in items], np.float64), human)
+        mos = np.asarray([m for _, m, _ in items], np.float64)
+        return cls(groups, single, paths, mos, human, unusable_frames(ctx, seed=v.seed))
 
     def edit_pixels(self, eval_tf: Any) -> torch.Tensor:
         if self._edit_pixels is None:
@@ -75,10 +84,29 @@ class ValSets:
             self._human_pixels[name] = _inference_pixels(self.human[name][0], eval_tf)
         return self._human_pixels[name]
 
+    def unusable_pixels(self, eval_tf: Any) -> torch.Tensor:
+        if self._unusable_pixels is None:
+            self._unusable_pixels = torch.stack([eval_tf(im).half() for im in self.unusable])
+        return self._unusable_pixels
+
     def mos_pixels(self, eval_tf: Any) -> torch.Tensor:
         if self._mos_pixels is None:
             self._mos_pixels = _inference_pixels(self.mos_paths, eval_tf)
         return self._mos_pixels
+
+
+def unusable_frames(ctx: DataContext, *, seed: int) -> list[Image.Image]:
+    """One unusable frame per validation photo (kinds in turn), then a black, a white and a noise frame."""
+    from distill.edits.unusable import UNUSABLE_KINDS, unusable_frame
+
+    frames = []
+    for i, row in enumerate(ctx.photos["val"]):
+        rng = np.random.default_rng([seed, stable_key(source_key(row)), stable_key("unusable")])
+        frames.append(unusable_frame(ctx.photo(row), rng, kind=UNUSABLE_KINDS[i % len(UNUSABLE_KINDS)]))
+    rng = np.random.default_rng([seed, stable_key("unusable")])
+    for arr in (np.zeros((240, 320, 3)), np.full((240, 320, 3), 255), rng.integers(0, 256, (240, 320, 3))):
+        frames.append(Image.fromarray(arr.astype(np.uint8), "RGB"))
+    return frames
 
 
 def _inference_pixels(paths: Sequence[Path], eval_tf: Any) -> torch.Tensor:
@@ -203,6 +231,13 @@ def evaluate(
         )
         metrics[f"{name}_srcc"] = srcc(hu, scores)
         metrics[f"{name}_plcc"] = plcc_logistic(hu, scores)
+    if val.unusable:
+        nu, _ = predict(model, val.unusable_pixels(eval_tf), device=device, batch_size=bs, channels_last=cfg.channels_last)
+        m = len(val.groups[0].images) if val.groups else 1
+        photos = np.concatenate([raw["edit_utility"][::m], raw.get("mos_utility", np.empty(0))])
+        if photos.size:
+            metrics["unusable_acc"] = float(_agree(photos[None, :] - nu[:, None], np.ones(1)).mean())
+        raw["unusable_utility"] = nu
     per_set = [metrics[k] for k in ("mos_srcc", *(f"{n}_srcc" for n in val.human)) if k in metrics]
     if per_set:
         metrics["human_srcc"] = float(np.mean(per_set))
@@ -254,4 +289,6 @@ def finalize(
             mos_range=(0.0, 1.0),
             fitted_on=f"edit validation images ({len(u_all)}): utility quantiles -> uniform 0.5..9.5",
         )
+    if "unusable_utility" in raw:
+        metrics["unusable_score_max"] = round(float(apply_calibration(calibration, raw["unusable_utility"]).max()), 4)
     return {"temperature": temperature, "lapse": lapse, "calibration": calibration, "metrics": metrics}

@@ -126,8 +126,9 @@ def test_final_checkpoint_has_everything_export_needs(ctx, tmp_path: Path) -> No
     assert all(d["pairs"] > 0 and d["license"] for d in ckpt["training_data"])
     assert {"photos.train", "photos.val", "biq2021.train", "biq2021.val"} <= set(ckpt["data_hashes"])
     assert ckpt["git_commit"] and ckpt["seed"] == 0 and ckpt["config"]["steps"] == 6
-    for key in ("edit_acc", "mos_srcc", "explain_acc", "ece_edit", "ece_mos", "temperature"):
+    for key in ("edit_acc", "mos_srcc", "explain_acc", "ece_edit", "ece_mos", "temperature", "unusable_acc"):
         assert key in ckpt["metrics"]
+    assert 0 <= ckpt["metrics"]["unusable_score_max"] <= 10
     kinds = {r["kind"] for r in log_lines(out)}
     assert kinds == {"train", "val"}
     student = load_student(final)
