@@ -118,9 +118,10 @@ class SourceConfig:
     root: str | None = None  # kind=labels: image root (defaults to the JSONL's folder)
     n_ops: int | None = None  # kind=edit: edits per recipe (None: the edit module's default mix)
     # kind=mos: the human-score data set (``distill.human_sets.HUMAN_SETS``: biq2021, para); pairs never
-    # cross data sets
+    # cross data sets. kind=cross: ``photos`` (training photos only) or a data set drawn beside them
     dataset: str = "biq2021"
     within_fraction: float = 0.5  # kind=mos: share of groups drawn within one subset / session
+    crop_fraction: float = 0.0  # kind=cross: share of members that are random crops (25-80% of the frame)
     unusable: UnusableConfig | None = None  # kind=edit/mos: teach that a non-photo is worse than any photo
 
 
@@ -296,6 +297,11 @@ def _validate(cfg: TrainConfig) -> None:
         sources, _ = cfg.stage_config(stage)
         for name, src in sources.items():
             _validate_source(name, src)
+            if src.kind == "cross" and src.dataset != "photos" and cfg.data.permissive_only:
+                raise ConfigError(
+                    f"source {name!r}: cross groups of a permissive_only model draw from the photos only "
+                    f"(dataset: photos), not {src.dataset}"
+                )
             if src.kind == "mos" and cfg.data.permissive_only:
                 raise ConfigError(
                     f"source {name!r}: human scores ({src.dataset}) are research-use data; a permissive_only "
@@ -315,6 +321,8 @@ def _validate_source(name: str, src: SourceConfig) -> None:
         raise ConfigError(f"source {name!r}: labelled pairs form groups of 2 (group_size: 2)")
     if src.kind == "labels" and not src.labels:
         raise ConfigError(f"source {name!r}: kind 'labels' needs labels: path/to/labels.jsonl")
+    if src.kind == "cross" and src.dataset not in ("photos", *HUMAN_SETS):
+        raise ConfigError(f"source {name!r}: cross groups draw from photos or {', '.join(HUMAN_SETS)}, not {src.dataset!r}")
     if src.kind == "mos" and src.dataset not in HUMAN_SETS:
         raise ConfigError(f"source {name!r}: unknown dataset {src.dataset!r}; known: {', '.join(HUMAN_SETS)}")
     if src.teacher is not None and str(src.teacher).strip() == "nima:":

@@ -81,24 +81,34 @@ def fit_gains(pred: np.ndarray, edited: np.ndarray, *, sweeps: int = 2) -> np.nd
 
 def refine_for_explanations(
     x: np.ndarray, edited: np.ndarray, w: np.ndarray, *, sharpness: float = 3.0, anchor: float = 3000.0,
-    steps: int = 200,
+    steps: int = 200, signs: np.ndarray | None = None, sign_weight: float = 1.0,
 ) -> np.ndarray:
-    """``W [K, D]`` from ``w`` by L-BFGS on ``CE(softmax(sharpness * |x W^T|), edited) + anchor * mean((W - w)^2)``.
+    """``W [K, D]`` from ``w`` by L-BFGS on ``CE(softmax(sharpness * |x W^T|), edited) + anchor * mean((W - w)^2)``
+    ``+ sign_weight * mean(softplus(-sharpness * signs * (x W^T)[edited]))``.
 
-    ``x`` are standardised feature differences of single-edit pairs, ``edited`` the edited factor's index.
-    The objective is not convex (``|.|``): the anchor keeps the result near the least-squares start, whose
-    signs (which way a factor moved) the cross-entropy alone would not care about. The result is scaled to the
-    start's root-mean-square factor difference on ``x``.
+    ``x`` are standardised feature differences of single-edit pairs, ``edited`` the edited factor's index,
+    ``signs`` (+-1) the sign of the oracle's delta on that factor. The cross-entropy only asks the edited
+    factor to move most, in either direction; the sign term asks it to move toward the better photo, which
+    the least-squares start gets wrong where one direction of an edit dominates the data (oversaturation
+    costs more than desaturation, so a linear head learnt "less colour is better"). The objective is not
+    convex (``|.|``): the anchor keeps the result near the start. The result is scaled to the start's
+    root-mean-square factor difference on ``x``.
     """
     xt, y = torch.from_numpy(np.asarray(x, np.float64)), torch.from_numpy(np.asarray(edited, np.int64))
+    sg = None if signs is None else torch.from_numpy(np.asarray(signs, np.float64))
     w0 = torch.from_numpy(np.ascontiguousarray(w, np.float64))  # L-BFGS flattens with view(): needs contiguous
     v = w0.clone().requires_grad_(True)
     opt = torch.optim.LBFGS([v], max_iter=steps, line_search_fn="strong_wolfe", tolerance_grad=1e-9)
+    rms0 = (xt @ w0.T).square().mean().sqrt()
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        logits = sharpness * (xt @ v.T).abs()
-        loss = torch.nn.functional.cross_entropy(logits, y) + anchor * (v - w0).square().mean()
+        pred = xt @ v.T
+        loss = torch.nn.functional.cross_entropy(sharpness * pred.abs(), y) + anchor * (v - w0).square().mean()
+        if sg is not None and sign_weight:
+            # In the start's units, so that scaling the whole head up cannot buy the sign term down.
+            edited_pred = pred.gather(1, y[:, None])[:, 0] * (rms0 / pred.square().mean().sqrt().clamp_min(1e-12))
+            loss = loss + sign_weight * torch.nn.functional.softplus(-sharpness * sg * edited_pred).mean()
         loss.backward()
         return loss
 
@@ -206,6 +216,7 @@ def refit_factor_head(
     strength: float = 1.0,
     refine_steps: int = 200,
     anchor: float = 3000.0,
+    sign_weight: float = 10.0,
     seed: int = 4321,
     photos: int | None = None,
     biq_sources: int = 0,
@@ -275,6 +286,7 @@ def refit_factor_head(
     # Imperceptible edits have nothing to explain (the validation's own rule).
     keep = np.isin(single, factors) & (np.abs(delta) > cfg.val.min_delta)
     edited = np.asarray([factors.index(s) for s in single[keep]])
+    signs = np.sign(y[keep][np.arange(len(edited)), edited])
 
     scale = x.std(0) + 1e-8
     z = x / scale
@@ -284,8 +296,12 @@ def refit_factor_head(
     w = w * gains[:, None]
     hits = {"least_squares": _hits(pred, edited), "with_gains": _hits(pred * gains, edited)}
     if refine_steps:
-        w = refine_for_explanations(z[keep], edited, w, anchor=anchor, steps=refine_steps)
+        w = refine_for_explanations(
+            z[keep], edited, w, anchor=anchor, steps=refine_steps, signs=signs, sign_weight=sign_weight
+        )
         hits["refined"] = _hits(z[keep] @ w.T, edited)
+    edited_pred = (z[keep] @ w.T)[np.arange(len(edited)), edited]
+    hits["signs_right"] = float((np.sign(edited_pred) == signs).mean())
     weight = w / scale
     sources = d["x"][:, 0]
     with torch.no_grad():
@@ -305,6 +321,7 @@ def refit_factor_head(
         "ridge": strength,
         "refine_steps": refine_steps,
         "anchor": anchor,
+        "sign_weight": sign_weight,
         "seed": seed,
         "gains": dict(zip(factors, gains.round(4).tolist())),
         "train_explain_acc": hits,
@@ -337,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--anchor", type=float, default=3000.0,
         help="weight keeping the refinement near the least-squares head (default: %(default)s)",
     )  # fmt: skip
+    p.add_argument(
+        "--sign-weight", type=float, default=10.0,
+        help="weight of the refinement's term asking the edited factor to favour the better photo (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=4321, help="edit seed (default: %(default)s)")
     p.add_argument("--photos", type=int, default=None, help="only the first N training photos (default: all)")
     p.add_argument(
@@ -361,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         taps = [int(t) for t in args.taps.split(",") if t.strip()]
         summary = refit_factor_head(
             args.checkpoint, args.out, taps=taps, centre=args.centre, groups=args.groups, strength=args.ridge,
-            refine_steps=args.refine_steps, anchor=args.anchor, seed=args.seed, photos=args.photos,
+            refine_steps=args.refine_steps, anchor=args.anchor, sign_weight=args.sign_weight, seed=args.seed, photos=args.photos,
             biq_sources=args.biq_sources, biq_groups=args.biq_groups, photo_crops=args.photo_crops,
             crop_groups=args.crop_groups, data=args.data, cache_dir=args.cache,
             progress=sys.stderr.isatty(),

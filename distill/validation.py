@@ -10,6 +10,8 @@ Figures (``metrics.jsonl``, ``kind: "val"``):
   counts half); ``edit_acc.<factor>`` on single-edit pairs by the edited factor;
 - ``edit_srcc``: Spearman between utility and oracle target inside each edit group, averaged;
 - ``explain_acc``: on single-edit pairs, how often the largest factor difference names the edited factor;
+  ``factor_sign_acc``: how often the edited factor's difference has the sign of the oracle's (points to the
+  better photo);
 - ``mos_srcc`` / ``mos_plcc``: utility vs MOS on BIQ2021 validation images (``mos_plcc`` after the
   standard 4-parameter logistic);
 - ``<name>_srcc`` / ``<name>_plcc`` for each further human-score data set in ``val.human_sets`` (``para``) on
@@ -185,8 +187,10 @@ def edit_metrics(
     rhos = [r for r in rhos if not math.isnan(r)]
     out["edit_srcc"] = float(np.mean(rhos)) if rhos else math.nan
     single = np.asarray([s[1:] for s in val.single_factor], dtype=object)
-    f_delta = np.abs(f[:, 1:] - f[:, :1])  # [G, M-1, K]
-    hits = []
+    f_signed = f[:, 1:] - f[:, :1]  # [G, M-1, K]
+    f_delta = np.abs(f_signed)
+    ft_signed = np.stack([g.factor_target[1:] - g.factor_target[:1] for g in val.groups])
+    hits, signs = [], []
     for name in sorted({s for s in single.ravel() if s is not None}):
         sel = (single == name) & scored  # an imperceptible edit has nothing to order or explain
         if not sel.any():
@@ -196,7 +200,12 @@ def edit_metrics(
             hit = (f_delta[sel].argmax(-1) == list(factors).index(name)).astype(np.float64)
             out[f"explain_acc.{name}"] = float(hit.mean())
             hits.append(hit)
+            k = list(factors).index(name)
+            right = _agree(f_signed[sel][:, k], ft_signed[sel][:, k])
+            out[f"factor_sign_acc.{name}"] = float(right.mean())
+            signs.append(right)
     out["explain_acc"] = float(np.concatenate(hits).mean()) if hits else math.nan
+    out["factor_sign_acc"] = float(np.concatenate(signs).mean()) if signs else math.nan
     raw = {
         "edit_utility": u.ravel(),
         "edit_dpred": d_pred[scored],
