@@ -71,3 +71,19 @@ def test_config_targets_mos_sources_below_their_range_and_needs_a_target_elsewhe
     for source, message in bad:
         with pytest.raises(ConfigError, match=message):
             config_from_dict({"sources": {"s": source}})
+
+
+def test_cross_groups_of_photos_only_draw_no_scored_image_and_crop_some_members(ctx) -> None:
+    from distill.data import CrossGroups
+
+    src = CrossGroups("nima", ctx, dataset="photos", crop_fraction=0.5, group_size=4, groups=2, seed=0)
+    assert src.datasets == ("photos",) and src.items == []
+    photo_sizes = {ctx.photo(r).size for r in ctx.photos["train"]}
+    sizes = [im.size for _ in range(10) for im in src.group(np.random.default_rng(_)).images]
+    cropped = [s for s in sizes if s not in photo_sizes]
+    assert 0 < len(cropped) < len(sizes)
+    assert all(w * h < 0.85 * max(pw * ph for pw, ph in photo_sizes) for w, h in cropped)
+    with pytest.raises(ConfigError, match="draw from the photos only"):
+        config_from_dict({"data": {"permissive_only": True}, "sources": {"x": {"kind": "cross", "teacher": "nima"}}})
+    permissive = {"data": {"permissive_only": True}, "sources": {"x": {"kind": "cross", "teacher": "nima", "dataset": "photos"}}}
+    assert config_from_dict(permissive).sources["x"].dataset == "photos"
