@@ -7,12 +7,13 @@ checkpoint; export copies them into ``redaes.temperature``, ``redaes.lapse`` and
 - Temperature ``T`` and lapse: ``P(b better than a) = lapse / 2 + (1 - lapse) * sigmoid((u(b) - u(a)) / T)``,
   fitted jointly by maximum likelihood on validation pairs whose order is known: edit pairs (the oracle's
   sign) and BIQ2021 pairs with ``|dMOS|`` above a margin. Expected calibration error is reported per kind.
-- Display score: *quantile matching*. The k-th quantile of the validation utilities is mapped to the k-th
-  quantile of the validation MOS rescaled to 0..10, so the display scores of validation images follow the
-  human score distribution. Both knot lists are sorted, hence the map is monotone by construction; it
-  keeps the spread of scores, where a regression of MOS on utility would shrink it towards the mean.
-  The runtime extends the end segments linearly and clamps to [0, 10], so images far below anything in
-  validation (black or noise frames) go to 0.
+- Display score (:func:`reference_calibration`): a *percentile of a reference pool*. The pool joins
+  validation images of several kinds, each kind weighing the same whatever its size (the default model:
+  BIQ2021 phone and camera snaps, PARA web photos, the full-size validation photos): the utility at the
+  pool's q-th weighted quantile maps to ``10 q``. A 9 means "better than 90% of the pool". Fitted on one
+  kind (BIQ2021 alone), the map put a quarter of well-made full-size photos at exactly 10; a pool that
+  spans the kinds keeps every kind off the ends. The runtime extends the end segments linearly and clamps
+  to [0, 10], so images far below anything in the pool (black or noise frames) go to 0.
 """
 
 from __future__ import annotations
@@ -26,48 +27,48 @@ import numpy as np
 from redaes_lite.eval.metrics import expected_calibration_error
 from redaes_lite.metadata import preference_probability
 
-__all__ = ["display_calibration", "fit_pair_calibration", "pair_calibration"]
+__all__ = [
+    "fit_pair_calibration", "pair_calibration", "reference_calibration", "weighted_quantile"
+]
 
-# Quantile levels of the knots: dense at the tails, where a display score is read most critically,
-# and not at 0 / 1 exactly so one outlier cannot set the slope of an end segment.
-_LEVELS = (0.01, 0.03, 0.07, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.93, 0.97, 0.99)
+# Pool quantiles of the reference calibration's knots: close to the ends, so that the end segments (which
+# the runtime extends) are set by the pool's tails, not by a few outliers.
+_POOL_LEVELS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 
 
-def display_calibration(
-    utility: Sequence[float] | np.ndarray,
-    mos: Sequence[float] | np.ndarray,
-    *,
-    mos_range: tuple[float, float],
-    fitted_on: str,
-    levels: Sequence[float] = _LEVELS,
+def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Quantiles of ``values`` under ``weights`` (the midpoint rule: each value sits at the centre of its weight)."""
+    order = np.argsort(values, kind="stable")
+    v, w = np.asarray(values, np.float64)[order], np.asarray(weights, np.float64)[order]
+    cdf = (np.cumsum(w) - 0.5 * w) / w.sum()
+    return np.interp(np.asarray(q, np.float64), cdf, v)
+
+
+def reference_calibration(
+    pool: dict[str, np.ndarray], *, levels: Sequence[float] = _POOL_LEVELS
 ) -> dict[str, Any]:
-    """Monotone piecewise-linear map utility -> 0..10 in the ``redaes.calibration`` format.
+    """Utility -> 0..10 in the ``redaes.calibration`` format: the percentile of a reference pool.
 
-    ``mos`` are human scores in ``mos_range`` (rescaled linearly to 0..10); ``utility`` are the model's
-    utilities of validation images (need not be the same images, only the same kind of data).
+    ``pool`` maps a kind of image to the utilities of its validation images; each kind weighs the same.
     """
-    u = np.asarray(utility, np.float64).ravel()
-    m = np.asarray(mos, np.float64).ravel()
-    lo, hi = mos_range
-    if u.size < 2 or m.size < 2:
-        raise ValueError(f"display calibration needs >= 2 utilities and MOS values, got {u.size} and {m.size}")
-    if not (np.isfinite(u).all() and np.isfinite(m).all()):
-        raise ValueError("display calibration inputs must be finite")
-    if hi <= lo:
-        raise ValueError(f"mos_range must be (low, high) with low < high, got {mos_range}")
+    kinds = {k: np.asarray(u, np.float64).ravel() for k, u in pool.items() if len(u)}
+    if not kinds or sum(len(u) for u in kinds.values()) < 2:
+        raise ValueError("reference calibration needs >= 2 utilities")
+    u = np.concatenate(list(kinds.values()))
+    if not np.isfinite(u).all():
+        raise ValueError("reference calibration inputs must be finite")
+    w = np.concatenate([np.full(len(v), 1.0 / len(v)) for v in kinds.values()])
     q = np.asarray(levels, np.float64)
-    u_knots = np.quantile(u, q)
-    s_knots = np.clip(10.0 * (np.quantile(m, q) - lo) / (hi - lo), 0.0, 10.0)
-    # Utility knots must be strictly ascending: drop repeats (a constant stretch of utilities).
+    u_knots = weighted_quantile(u, w, q)
     keep = np.r_[True, np.diff(u_knots) > 1e-9 * max(1.0, float(np.abs(u_knots).max()))]
-    u_knots, s_knots = u_knots[keep], s_knots[keep]
-    if u_knots.size < 2:
-        raise ValueError("display calibration: the utilities are constant; the model separates nothing")
+    if keep.sum() < 2:
+        raise ValueError("reference calibration: the utilities are constant; the model separates nothing")
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in kinds.items())
     return {
-        "method": "quantile-matching",
-        "utility": [round(float(x), 6) for x in u_knots],
-        "score": [round(float(x), 4) for x in np.maximum.accumulate(s_knots)],
-        "fitted_on": fitted_on,
+        "method": "reference-percentile",
+        "utility": [round(float(x), 6) for x in u_knots[keep]],
+        "score": [round(float(x), 4) for x in 10.0 * q[keep]],
+        "fitted_on": f"percentile of a reference pool, each kind weighing the same ({sizes} validation images)",
     }
 
 

@@ -36,10 +36,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from distill.calibration import display_calibration, fit_pair_calibration, pair_calibration
+from distill.calibration import fit_pair_calibration, pair_calibration, reference_calibration
 from distill.data import DataContext, Group, edit_group, photo_tags, source_key, stable_key
 from distill.registry import EDITS
-from distill.teachers.mos import MOS_RANGE as BIQ2021_MOS_RANGE
 from redaes_lite.eval.metrics import plcc_logistic, srcc
 from redaes_lite.metadata import apply_calibration
 from redaes_lite.preprocess import load_image
@@ -239,6 +238,7 @@ def evaluate(
             model, val.human_pixels(name, eval_tf), device=device, batch_size=bs, channels_last=cfg.channels_last
         )
         metrics[f"{name}_srcc"] = srcc(hu, scores)
+        raw[f"{name}_utility"] = hu
         metrics[f"{name}_plcc"] = plcc_logistic(hu, scores)
     if val.unusable:
         nu, _ = predict(model, val.unusable_pixels(eval_tf), device=device, batch_size=bs, channels_last=cfg.channels_last)
@@ -262,7 +262,8 @@ def finalize(
     device: torch.device,
     evaluated: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
-    """Temperature and lapse (edit + MOS validation pairs) and display calibration (BIQ2021 validation).
+    """Temperature and lapse (edit + MOS validation pairs) and the display calibration: the percentile of a
+    reference pool of validation images (``distill.calibration.reference_calibration``).
 
     ``evaluated``: :func:`evaluate`'s result for the current weights, when the caller has it already.
     """
@@ -282,22 +283,14 @@ def finalize(
         if pairs is not None:  # MOS pairs are measured even when not fitted on
             report = pair_calibration(*pairs, temperature=temperature, lapse=lapse)
             metrics[f"ece_{kind}"], metrics[f"pairs_{kind}"] = report["ece"], report["n"]
+    m = len(val.groups[0].images) if val.groups else 1
+    edit_u = raw["edit_utility"].reshape(-1, m)
     if use_mos:
-        calibration = display_calibration(
-            raw["mos_utility"],
-            val.mos,
-            mos_range=BIQ2021_MOS_RANGE,
-            fitted_on=f"biq2021 validation split ({len(val.mos)} images): utility quantiles -> MOS x 10 quantiles",
-        )
+        pool = {"biq2021": raw["mos_utility"], **{n: raw[f"{n}_utility"] for n in val.human}, "photos": edit_u[:, 0]}
     else:
-        # No human scores (e.g. the permissive model): validation photos and their edits, spread evenly.
-        u_all = raw["edit_utility"]
-        calibration = display_calibration(
-            u_all,
-            np.linspace(0.05, 0.95, len(u_all)),
-            mos_range=(0.0, 1.0),
-            fitted_on=f"edit validation images ({len(u_all)}): utility quantiles -> uniform 0.5..9.5",
-        )
+        # No human-scored data (the permissive model): the validation photos and their edits.
+        pool = {"photos": edit_u[:, 0], "edits": edit_u[:, 1:].ravel()}
+    calibration = reference_calibration(pool)
     if "unusable_utility" in raw:
         metrics["unusable_score_max"] = round(float(apply_calibration(calibration, raw["unusable_utility"]).max()), 4)
     return {"temperature": temperature, "lapse": lapse, "calibration": calibration, "metrics": metrics}

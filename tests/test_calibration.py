@@ -40,3 +40,20 @@ def test_pair_calibration_reports_the_preferred_images_probability() -> None:
     r = pair_calibration(d, o, temperature=1.0, lapse=0.2)
     assert r["n"] == 3 and r["accuracy"] == pytest.approx(2 / 3)
     assert pair_calibration(np.array([]), np.array([]), temperature=1.0)["n"] == 0
+
+
+def test_reference_calibration_is_the_pool_percentile_with_each_kind_weighing_the_same() -> None:
+    from distill.calibration import reference_calibration
+    from redaes_lite.metadata import apply_calibration
+
+    rng = np.random.default_rng(0)
+    snaps, photos = rng.normal(0.0, 1.0, 2000), rng.normal(3.0, 0.5, 50)  # few, but a kind of its own
+    cal = reference_calibration({"snaps": snaps, "photos": photos})
+    assert cal["method"] == "reference-percentile" and np.all(np.diff(cal["utility"]) > 0)
+    # Each kind counts half: the median of the pool lies between the kinds, near the snaps' top.
+    assert 0.9 < np.interp(5.0, cal["score"], cal["utility"]) < 2.5
+    s_photos, s_snaps = apply_calibration(cal, photos), apply_calibration(cal, snaps)
+    for s in (s_photos, s_snaps):
+        assert np.mean((s == 0) | (s == 10)) <= 0.02  # neither kind piles up at an end
+    assert np.mean(s_snaps < 5) > 0.97 and np.mean(s_photos > 5) == 1.0
+    assert apply_calibration(cal, [-50.0])[0] == 0.0  # far below the pool: 0
