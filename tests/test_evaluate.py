@@ -43,5 +43,5 @@ def test_evaluate_validates_on_the_data_here_and_refits(tmp_path: Path, capsys: 
     assert -1 <= row["mos_srcc"] <= 1 and 0 <= row["edit_acc"] <= 1 and row["edit_pairs"] > 0
     refit = load_checkpoint(tmp_path / "refit" / "run.pt")
     assert refit["version"] == "0.2.0" and refit["temperature"] == row["temperature"] != 9.0
-    assert refit["calibration"]["fitted_on"].startswith("biq2021 validation split (24 images)")
+    assert "biq2021 24" in refit["calibration"]["fitted_on"] and refit["calibration"]["method"] == "reference-percentile"
     assert refit["metrics"]["stages"] == [{"name": "s"}] and str(DATA_ROOT) in refit["metrics"]["refit_on"]
