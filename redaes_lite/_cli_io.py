@@ -1,8 +1,9 @@
 """CLI plumbing: expand path arguments, turn results into rows, write rows, show progress.
 
-Rows follow DESIGN.md: ``score``/``rank``: ``path, score, utility, factors, error``; ``compare``:
-``a, b, preferred, probability, delta, factors, error``. In CSV ``factors`` becomes one
-``factor.<name>`` column per factor.
+Rows (README, "Command line"): ``score``/``rank``: ``path, score, utility, factors, model, error``;
+``compare``: ``a, b, preferred, probability, delta, factors, model, error``. ``model`` names the model that
+made the row (``Scorer.model_id``: ``default@0.5.0``, or ``sha256:<12 hex>@<version>`` for a model file).
+In CSV ``factors`` becomes one ``factor.<name>`` column per factor.
 """
 
 from __future__ import annotations
@@ -120,19 +121,19 @@ def expand(args: Sequence[str], *, recursive: bool) -> list[Source]:
     return out
 
 
-def score_row(path: str, result: Score | Failure) -> dict[str, Any]:
+def score_row(path: str, result: Score | Failure, model: str) -> dict[str, Any]:
     from .results import Failure
 
     if isinstance(result, Failure):
-        return {"path": path, "score": None, "utility": None, "factors": None, "error": result.error}
-    return {"path": path, **result.to_dict(), "error": None}
+        return {"path": path, "score": None, "utility": None, "factors": None, "model": model, "error": result.error}
+    return {"path": path, **result.to_dict(), "model": model, "error": None}
 
 
-def compare_row(a: str, b: str, result: Comparison | None, error: str | None) -> dict[str, Any]:
+def compare_row(a: str, b: str, result: Comparison | None, error: str | None, model: str) -> dict[str, Any]:
     row: dict[str, Any] = {"a": a, "b": b, "preferred": None, "probability": None, "delta": None, "factors": None}
     if result is not None:
         row.update(result.to_dict())
-    return {**row, "error": error}
+    return {**row, "model": model, "error": error}
 
 
 def _csv_cell(v: Any) -> Any:
@@ -142,8 +143,9 @@ def _csv_cell(v: Any) -> Any:
 def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence[str]) -> None:
     writer: Any = None
     for row in rows:
-        flat = {k: v for k, v in row.items() if k not in ("factors", "error")}
+        flat = {k: v for k, v in row.items() if k not in ("factors", "model", "error")}
         flat.update({f"factor.{n}": (row["factors"] or {}).get(n) for n in factors})
+        flat["model"] = row.get("model")
         flat["error"] = row["error"]
         if writer is None:
             writer = csv.DictWriter(out, fieldnames=list(flat), lineterminator="\n")
@@ -157,30 +159,53 @@ def _cell(v: Any, width: int, spec: str) -> str:
     return text.rjust(width)
 
 
-# Table columns (key, width, float format) before the factor columns.
+# Table columns (key, width, float format) after the path and before the factor columns.
 _SCORE_COLS = (("score", 5, ".2f"), ("utility", 8, ".3f"))
 _COMPARE_COLS = (("preferred", 9, ""), ("probability", 11, ".3f"), ("delta", 8, "+.3f"))
+#: A path wider than this pushes its own row to the right instead of widening every row.
+MAX_PATH_WIDTH = 60
 
 
-def _write_table(rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence[str]) -> None:
-    """Fixed-width numeric columns, names last, so rows can be printed as they arrive."""
+def _write_table(rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence[str], *, width: int | None,
+                 label_width: int) -> int:  # fmt: skip
+    """The path (``a  b`` for compare) first, padded to ``label_width``; fixed-width numbers; the factor
+    columns that fit in ``width`` characters (all when ``None``); the model. Rows are printed as they
+    arrive. Returns how many factor columns were left out."""
+    hidden = 0
     for i, row in enumerate(rows):
-        is_compare = "preferred" in row
-        cols = _COMPARE_COLS if is_compare else _SCORE_COLS
-        fcols = [(n, max(8, len(n)), "+.3f" if is_compare else ".3f") for n in factors]
         if i == 0:
-            head = [k.rjust(w) for k, w, _ in (*cols, *fcols)]
-            out.write("  ".join([*head, "a  b" if is_compare else "path"]) + "\n")
+            is_compare = "preferred" in row
+            cols = _COMPARE_COLS if is_compare else _SCORE_COLS
+            head = "a  b" if is_compare else "path"
+            first = f"{row['a']}  {row['b']}" if is_compare else row["path"]
+            lw = max(len(head), len(first) if is_compare else min(label_width, MAX_PATH_WIDTH))
+            mw = max(len("model"), len(row.get("model") or "-"))
+            fcols = [(n, max(8, len(n)), "+.3f" if is_compare else ".3f") for n in factors]
+            if width is not None:
+                room = width - (lw + sum(2 + w for _, w, _ in cols) + 2 + mw)
+                keep = 0
+                while keep < len(fcols) and room >= 2 + fcols[keep][1]:
+                    room -= 2 + fcols[keep][1]
+                    keep += 1
+                hidden, fcols = len(fcols) - keep, fcols[:keep]
+            header = [head.ljust(lw), *(k.rjust(w) for k, w, _ in (*cols, *fcols)), "model"]
+            out.write("  ".join(header) + "\n")
         fac = row["factors"] or {}
-        cells = [_cell(row[k], w, f) for k, w, f in cols] + [_cell(fac.get(k), w, f) for k, w, f in fcols]
         label = f"{row['a']}  {row['b']}" if is_compare else row["path"]
-        tail = f"  error: {row['error']}" if row["error"] else ""
-        out.write("  ".join([*cells, label]) + tail + "\n")
+        cells = [label.ljust(lw), *(_cell(row[k], w, f) for k, w, f in cols),
+                 *(_cell(fac.get(k), w, f) for k, w, f in fcols)]  # fmt: skip
+        model = row.get("model") or "-"
+        line = "  ".join([*cells, model.ljust(mw) if row["error"] else model])
+        out.write(line + (f"  error: {row['error']}" if row["error"] else "") + "\n")
         out.flush()
+    return hidden
 
 
-def write_rows(rows: Iterable[dict[str, Any]], out: IO[str], *, fmt: str, factors: Sequence[str]) -> None:
-    """Write rows as ``fmt``; rows are consumed (and, except for ``json``, printed) as they come."""
+def write_rows(rows: Iterable[dict[str, Any]], out: IO[str], *, fmt: str, factors: Sequence[str],
+               width: int | None = None, label_width: int = 0) -> int:  # fmt: skip
+    """Write rows as ``fmt``; rows are consumed (and, except for ``json``, printed) as they come. The
+    table's paths are padded to ``label_width`` and its factor columns cut to fit ``width`` characters
+    (``None``: all of them); returns how many factor columns the table left out (0 for other formats)."""
     if fmt == "json":
         out.write("[")
         for i, row in enumerate(rows):
@@ -193,7 +218,8 @@ def write_rows(rows: Iterable[dict[str, Any]], out: IO[str], *, fmt: str, factor
     elif fmt == "csv":
         _write_csv(rows, out, factors)
     else:
-        _write_table(rows, out, factors)
+        return _write_table(rows, out, factors, width=width, label_width=label_width)
+    return 0
 
 
 class Progress:

@@ -59,6 +59,12 @@ class Scorer:
         return self._session.path
 
     @property
+    def model_id(self) -> str:
+        """Which model this is, as the CLI's ``model`` field names it: ``name@version`` for an embedded model
+        (``"default@0.5.0"``), ``"sha256:<12 hex>@<redaes.version>"`` for a model file."""
+        return self._session.model_id
+
+    @property
     def providers(self) -> tuple[str, ...]:
         return self._session.providers
 

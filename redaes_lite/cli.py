@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -25,7 +26,7 @@ from typing import IO, Any
 
 from . import __version__
 from ._atomic import atomic_open
-from ._cli_io import Progress, compare_row, expand, score_row, tracked, write_rows
+from ._cli_io import MAX_PATH_WIDTH, Progress, compare_row, expand, score_row, tracked, write_rows
 from .errors import RedaesError
 
 __all__ = ["main", "run"]
@@ -192,10 +193,24 @@ def _until(rows: Iterable[dict[str, Any]], stopped: Callable[[], int | None]) ->
             return
 
 
-def _emit(rows: Any, args: argparse.Namespace, *, total: int, factors: Any, label: str = "") -> int:
+def _table_width(args: argparse.Namespace) -> int | None:
+    """The terminal's width for a table printed on it (COLUMNS, else the terminal's size); None (no factor
+    columns left out) for other formats, an --output file, or a stdout that is no terminal and no COLUMNS."""
+    if args.fmt != "table" or args.output is not None:
+        return None
+    if not os.environ.get("COLUMNS", "").isdigit() and not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def _emit(rows: Any, args: argparse.Namespace, *, total: int, factors: Any, label: str = "",
+          inputs: int | None = None, paths: Iterable[str] = ()) -> int:  # fmt: skip
     """Write rows (streamed, with a progress bar when ``label``); the exit status: 1 if any row has an
-    error, 130 / 143 if a signal stopped the run, else 0."""
+    error, 130 / 143 if a signal stopped the run, else 0. ``inputs``: how many inputs the run had (for the
+    message on failures; default ``total``); ``paths``: the rows' paths, to align the table's path column."""
     errors = written = 0
+    width = _table_width(args)
+    label_width = max((len(p) for p in paths), default=0) if args.fmt == "table" else 0
 
     def count(row: dict[str, Any]) -> None:
         nonlocal errors, written
@@ -206,20 +221,24 @@ def _emit(rows: Any, args: argparse.Namespace, *, total: int, factors: Any, labe
     with _stop_on_signal() as stopped:
         try:
             with sink(args.output) as out:
-                write_rows(_until(tracked(rows, bar, count), stopped), out, fmt=args.fmt, factors=factors)
+                hidden = write_rows(_until(tracked(rows, bar, count), stopped), out, fmt=args.fmt, factors=factors,
+                                    width=width, label_width=min(label_width, MAX_PATH_WIDTH))  # fmt: skip
         except RedaesError as e:  # inputs are recorded as rows; what reaches here is a model failing mid-run
             raise fail(str(e)) from None
         finally:
             bar.close()
             if hasattr(rows, "close"):
                 rows.close()  # a generator stopped early ends its decoding now, not when collected
+    if hidden:
+        say(f"{hidden} of {len(factors)} factor columns left out to fit {width} columns; "
+            "--format csv or jsonl has them all", args.quiet)  # fmt: skip
     if stopped():
         resumable = args.fmt == "jsonl" and args.output is not None
         say(f"interrupted; wrote {written} of {total} rows" + (" (run again with --resume to finish)" if resumable
                                                                else ""), args.quiet)  # fmt: skip
         return _SIGNAL_EXIT[stopped()]
     if errors:
-        say(f"{errors} of {total} inputs failed", args.quiet)
+        say(f"{errors} of {total if inputs is None else inputs} inputs failed", args.quiet)
         return 1
     return 0
 
@@ -243,11 +262,18 @@ def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0) -> I
             yield Failure(input=path, index=i, error=err) if err is not None else next(scored)
 
 
-def _previous_rows(output: Path | None, fmt: str) -> dict[str, dict[str, Any]]:
-    """``--resume``: the rows of ``output`` that were scored without error, by path."""
-    if output is None or fmt != "jsonl":
+def _check_resumable(args: argparse.Namespace) -> None:
+    if args.output is None or args.fmt != "jsonl":
         raise fail("--resume needs --format jsonl and --output FILE")
+
+
+def _previous_rows(output: Path, model: str) -> dict[str, dict[str, Any]]:
+    """``--resume``: the rows of ``output`` that were scored without error, by path. A file with rows of
+    another model, or rows that name no model (written before rows named theirs), is refused (exit 2, the
+    file left as it is): one file holds the results of one model."""
     done: dict[str, dict[str, Any]] = {}
+    others: set[str] = set()
+    unnamed = 0
     try:
         with open(output, encoding="utf-8") as f:
             for line in f:
@@ -255,12 +281,25 @@ def _previous_rows(output: Path | None, fmt: str) -> dict[str, dict[str, Any]]:
                     row = json.loads(line)
                 except ValueError:
                     continue  # a cut line (the file was not written by us): its input is scored again
-                if isinstance(row, dict) and isinstance(row.get("path"), str) and row.get("error") is None:
+                if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+                    continue
+                if not isinstance(row.get("model"), str):
+                    unnamed += 1
+                elif row["model"] != model:
+                    others.add(row["model"])
+                elif row.get("error") is None:
                     done[row["path"]] = row
     except FileNotFoundError:
         pass
     except (OSError, UnicodeDecodeError) as e:
         raise fail(f"{output}: cannot read for --resume ({getattr(e, 'strerror', None) or e})") from None
+    if others:
+        raise fail(f"{output}: cannot resume: its rows were made by {', '.join(sorted(others))}, not {model}; "
+                   "pass the --model that made them, or write to a new --output")  # fmt: skip
+    if unnamed:
+        rows = "1 row names" if unnamed == 1 else f"{unnamed} rows name"
+        raise fail(f"{output}: cannot resume: {rows} no model (written by an older redaes-lite), "
+                   f"so they may not be {model}'s; score into a new --output")  # fmt: skip
     return done
 
 
@@ -272,9 +311,10 @@ def _score_rows(scorer: Any, sources: list, done: dict[str, dict[str, Any]], *, 
     yield from (row for path, row in done.items() if path not in paths)
     todo = [(path, err) for path, err in sources if path not in done]
     scored = _results(scorer, todo, batch_size, workers)
+    model = scorer.model_id
     try:
         for path, _ in sources:
-            yield done[path] if path in done else score_row(path, next(scored))
+            yield done[path] if path in done else score_row(path, next(scored), model)
     finally:
         scored.close()  # on an early stop: end the decoding threads or processes now
 
@@ -285,8 +325,10 @@ def _score(args: argparse.Namespace) -> int:
 
     Ctrl-C stops after the current batch: the rows done so far are written (exit 130); with
     --format jsonl --output FILE, run the same command with --resume to score only the rest."""
-    done = _previous_rows(args.output, args.fmt) if args.resume else {}
+    if args.resume:
+        _check_resumable(args)
     scorer = scorer_for(args)
+    done = _previous_rows(args.output, scorer.model_id) if args.resume else {}
     sources = expand(args.paths, recursive=args.recursive)
     wanted = {path for path, _ in sources}
     if done:
@@ -294,7 +336,8 @@ def _score(args: argparse.Namespace) -> int:
         say(f"resuming: {reused} of {len(wanted)} inputs already scored", args.quiet)
     rows = _score_rows(scorer, sources, done, batch_size=args.batch_size, workers=args.workers)
     total = len(sources) + sum(path not in wanted for path in done)
-    return _emit(rows, args, total=total, factors=scorer.info.factors, label="scoring")
+    return _emit(rows, args, total=total, factors=scorer.info.factors, label="scoring",
+                 paths=[*wanted, *done])  # fmt: skip
 
 
 def _rank(args: argparse.Namespace) -> int:
@@ -309,17 +352,18 @@ def _rank(args: argparse.Namespace) -> int:
         bar.advance()
         results.append(r)
     bar.close()
-    rows = [score_row(sources[i][0], results[i]) for i in ranking(results, top=args.top)]
-    return _emit(rows, args, total=len(rows), factors=scorer.info.factors)
+    rows = [score_row(sources[i][0], results[i], scorer.model_id) for i in ranking(results, top=args.top)]
+    return _emit(rows, args, total=len(rows), inputs=len(sources), factors=scorer.info.factors,
+                 paths=[row["path"] for row in rows])  # fmt: skip
 
 
 def _compare(args: argparse.Namespace) -> int:
     """Compare two images: which is preferred, with what probability, delta = u(b) - u(a), and why."""
     scorer = scorer_for(args)
     try:
-        row = compare_row(args.a, args.b, scorer.compare(args.a, args.b), None)
+        row = compare_row(args.a, args.b, scorer.compare(args.a, args.b), None, scorer.model_id)
     except RedaesError as e:
-        row = compare_row(args.a, args.b, None, str(e))
+        row = compare_row(args.a, args.b, None, str(e), scorer.model_id)
     return _emit([row], args, total=1, factors=scorer.info.factors)
 
 
@@ -366,11 +410,13 @@ def parser() -> argparse.ArgumentParser:
     add_output_options(p)
     add_run_options(p)
     p.add_argument("--resume", action="store_true",
-                   help="Keep the rows already scored in --output (jsonl) and score only the rest.")  # fmt: skip
+                   help="Keep the rows already scored in --output (jsonl) and score only the rest. Refused "
+                   "(exit 2, the file left as it is) when its rows were made by another model, or name no "
+                   "model (files of redaes-lite before rows named their model).")  # fmt: skip
 
     p = command(sub, "rank", _rank)
     _add_input_options(p)
-    p.add_argument("--top", "-k", type=at_least(0), metavar="K", help="Keep only the K best.")
+    p.add_argument("--top", "-k", type=at_least(1), metavar="K", help="Keep only the K best (K >= 1).")
     add_model_options(p)
     add_output_options(p)
     add_run_options(p)

@@ -7,9 +7,11 @@ threads), so ``load()`` called twice shares one session.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -22,7 +24,7 @@ from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 if TYPE_CHECKING:
     from .api import Scorer
 
-__all__ = ["EMBEDDED", "ModelSession", "load", "open_session", "resolve_model"]
+__all__ = ["EMBEDDED", "ModelSession", "load", "model_id", "open_session", "resolve_model"]
 
 #: Names of the models embedded in the wheel, under ``redaes_lite/models/<name>/model.onnx``.
 EMBEDDED = ("default", "permissive")
@@ -119,6 +121,11 @@ class ModelSession:
     embedded: bool
     session: Any
 
+    @cached_property
+    def model_id(self) -> str:
+        """``name@version`` (see :func:`model_id`)."""
+        return model_id(self.path, self.info.version, embedded=self.embedded)
+
     def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 ``[N, 3, H, W]`` -> (utility ``[N]``, factors ``[N, K]``), checked finite."""
         utility, factors = self.session.run(list(_OUTPUTS), {_INPUT: pixels})
@@ -132,6 +139,30 @@ class ModelSession:
         if not (np.isfinite(utility).all() and np.isfinite(factors).all()):
             raise ModelError(f"{self.path}: the model produced non-finite outputs")
         return utility, factors
+
+
+def _embedded_name(sha256: str) -> str | None:
+    """The embedded model whose ``model.json`` records this sha256, if any (a path to an embedded file)."""
+    for name in EMBEDDED:
+        try:
+            doc = json.loads((_MODELS_DIR / name / "model.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and str(doc.get("sha256", "")).lower() == sha256:
+            return name
+    return None
+
+
+def model_id(path: str | os.PathLike, version: str, *, embedded: bool) -> str:
+    """What names a model in the CLI's rows: ``name@version`` for an embedded model (``default@0.5.0``,
+    also when it is given by its path), else ``sha256:<first 12 hex digits of the file>@version``: two
+    files with one id hold the same bytes, so give the same results."""
+    path = Path(path)
+    if embedded:
+        return f"{path.parent.name}@{version}"
+    sha = sha256_file(path)
+    name = _embedded_name(sha)
+    return f"{name}@{version}" if name else f"sha256:{sha[:12]}@{version}"
 
 
 def _check_signature(path: Path, session: Any, info: ModelInfo) -> None:

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clirun import invoke
+from modelkit import make_tiny_model
 from PIL import Image
 from test_preprocess import photo
 
 from redaes_lite import cli, load, preprocess
 
-SCORE_FIELDS = ["path", "score", "utility", "factors", "error"]
-COMPARE_FIELDS = ["a", "b", "preferred", "probability", "delta", "factors", "error"]
+SCORE_FIELDS = ["path", "score", "utility", "factors", "model", "error"]
+COMPARE_FIELDS = ["a", "b", "preferred", "probability", "delta", "factors", "model", "error"]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,9 @@ def test_score_rows_match_the_api(tiny_model, images, fmt):
     assert r.exit_code == 0, r.output
     rows = rows_of(r.stdout, fmt)
     assert [list(row) for row in rows] == [SCORE_FIELDS] * 2
-    expected = load(tiny_model).score(images / "mid.jpg")
-    assert rows[1] == {"path": str(images / "mid.jpg"), **expected.to_dict(), "error": None}
+    scorer = load(tiny_model)
+    expected = scorer.score(images / "mid.jpg")
+    assert rows[1] == {"path": str(images / "mid.jpg"), **expected.to_dict(), "model": scorer.model_id, "error": None}
 
 
 def test_csv_has_one_column_per_factor(tiny_model, images):
@@ -62,17 +64,37 @@ def test_csv_has_one_column_per_factor(tiny_model, images):
     assert r.exit_code == 1
     rows = rows_of(r.stdout, "csv")
     factor_cols = ["factor.exposure", "factor.contrast", "factor.sharpness"]
-    assert list(rows[0]) == ["path", "score", "utility", *factor_cols, "error"]
+    assert list(rows[0]) == ["path", "score", "utility", *factor_cols, "model", "error"]
     assert rows[0]["error"] == "" and float(rows[0]["factor.exposure"]) > 0
     assert rows[1]["score"] == "" and "not a recognised image" in rows[1]["error"]
 
 
-def test_table_is_readable(tiny_model, images):
+def test_table_is_readable(tiny_model, images, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
     r = run("score", images / "dark.png", images / "missing.png", "--model", tiny_model)
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["score", "utility", "exposure", "contrast", "sharpness", "path"]
-    assert lines[1].endswith("dark.png") and "missing.png: no such file" in lines[2]
+    assert lines[0].split() == ["path", "score", "utility", "exposure", "contrast", "sharpness", "model"]
+    assert lines[1].startswith(str(images / "dark.png")) and "missing.png: no such file" in lines[2]
+    model = load(tiny_model).model_id
+    assert lines[1].endswith(f"  {model}") and f"  {model}  error: " in lines[2]
+    # The path column is as wide as the longest path: the score column lines up under its head.
+    start = len(str(images / "missing.png")) + 2
+    assert lines[0][start:start + 5] == "score" and lines[2][start:start + 5].strip() == "-"
+    assert float(lines[1][start:start + 5]) >= 0
     assert r.exit_code == 1
+
+
+def test_table_factor_columns_fit_the_terminal(tiny_model, images, monkeypatch):
+    monkeypatch.chdir(images)
+    monkeypatch.setenv("COLUMNS", "75")  # path, score, utility and model take 61: room for one factor
+    r = run("score", "dark.png", "--model", tiny_model)
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 75
+    assert lines[0].split() == ["path", "score", "utility", "exposure", "model"]
+    assert "2 of 3 factor columns left out to fit 75 columns" in r.stderr
+    monkeypatch.setenv("COLUMNS", "300")
+    wide = run("score", "dark.png", "--model", tiny_model)
+    assert "sharpness" in wide.stdout.splitlines()[0] and wide.stderr == ""
 
 
 def test_folders_globs_and_recursion(tiny_model, images):
@@ -103,7 +125,7 @@ def test_rank_best_first_with_top_and_failures_last(tiny_model, images):
     rows = rows_of(r.stdout, "jsonl")
     assert [Path(row["path"]).name for row in rows] == ["bright.png", "mid.jpg", "broken.jpg"]
     assert rows[0]["utility"] > rows[1]["utility"] and rows[2]["error"]
-    assert r.exit_code == 1
+    assert r.exit_code == 1 and "1 of 4 inputs failed" in r.stderr  # the inputs, not the rows kept
     ok = run("rank", images / "dark.png", images / "bright.png", "--model", tiny_model, "-f", "csv")
     assert ok.exit_code == 0 and [row["path"] for row in rows_of(ok.stdout, "csv")][0].endswith("bright.png")
 
@@ -113,12 +135,95 @@ def test_compare_row(tiny_model, images, fmt):
     r = run("compare", images / "dark.png", images / "bright.png", "--model", tiny_model, "-f", fmt)
     assert r.exit_code == 0
     if fmt == "table":
-        assert r.stdout.splitlines()[1].split()[0] == "b"
+        head, line = r.stdout.splitlines()
+        assert head.split()[:3] == ["a", "b", "preferred"] and line.split()[2] == "b"
+        assert line.split()[-1] == load(tiny_model).model_id
         return
     row = rows_of(r.stdout, fmt)[0]
     if fmt != "csv":
         assert list(row) == COMPARE_FIELDS and list(row["factors"])[0] == "exposure"
     assert row["preferred"] == "b" and float(row["delta"]) > 0 and 0.5 < float(row["probability"]) < 1
+
+
+def test_top_must_be_at_least_1(tiny_model, images):
+    r = run("rank", images, "--model", tiny_model, "--top", "0")
+    assert r.exit_code == 2 and r.stdout == "" and "--top" in r.stderr
+
+
+def test_model_id_names_the_model(tiny_model, tmp_path):
+    from redaes_lite.metadata import sha256_file
+
+    scorer = load(tiny_model)
+    assert scorer.model_id == f"sha256:{sha256_file(tiny_model)[:12]}@0.0.0+modelkit"
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(tiny_model.read_bytes())
+    assert load(copy).model_id == scorer.model_id  # the same bytes: the same results, the same id
+    other = make_tiny_model(tmp_path / "other", version="0.0.1")
+    assert load(other).model_id.endswith("@0.0.1") and load(other).model_id != scorer.model_id
+
+
+def test_model_id_of_an_embedded_model():
+    from redaes_lite.session import EMBEDDED, resolve_model
+
+    for name in EMBEDDED:
+        try:
+            path, _ = resolve_model(name)
+        except Exception:  # noqa: BLE001 - not shipped in this checkout
+            continue
+        version = load(name).info.version
+        assert load(name).model_id == load(path).model_id == f"{name}@{version}"
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "compare"])
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "table"])
+def test_every_row_names_its_model(tiny_model, images, command, fmt, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    inputs = [images / "dark.png", images / "broken.jpg"]
+    r = run(command, *inputs, "--model", tiny_model, "-f", fmt)
+    model = load(tiny_model).model_id
+    if fmt == "table":
+        lines = r.stdout.splitlines()
+        assert lines[0].split()[-1] == "model" and all(f"  {model}" in line for line in lines[1:])
+        return
+    rows = rows_of(r.stdout, fmt)
+    assert len(rows) == (1 if command == "compare" else 2) and all(row["model"] == model for row in rows)
+
+
+def _partial(tiny_model, images, out, *names):
+    r = run("score", *(images / n for n in names), "--model", tiny_model, "-f", "jsonl", "-o", out)
+    assert r.exit_code in (0, 1), r.stderr
+
+
+def test_resume_continues_a_file_of_the_same_model(tiny_model, images, tmp_path):
+    out = tmp_path / "scores.jsonl"
+    _partial(tiny_model, images, out, "dark.png")
+    r = run("score", images / "dark.png", images / "mid.jpg", "--model", tiny_model, "-f", "jsonl", "-o", out,
+            "--resume")  # fmt: skip
+    assert r.exit_code == 0 and "resuming: 1 of 2 inputs already scored" in r.stderr
+    assert [Path(row["path"]).name for row in rows_of(out.read_text(), "jsonl")] == ["dark.png", "mid.jpg"]
+
+
+def test_resume_refuses_a_file_of_another_model(tiny_model, images, tmp_path):
+    out = tmp_path / "scores.jsonl"
+    _partial(tiny_model, images, out, "dark.png", "broken.jpg")
+    before = out.read_bytes()
+    other = make_tiny_model(tmp_path / "other", version="9.9.9")
+    r = run("score", images, "--model", other, "-f", "jsonl", "-o", out, "--resume")
+    assert r.exit_code == 2 and out.read_bytes() == before
+    assert r.stderr.count("\n") == 1 and str(out) in r.stderr
+    assert f"made by {load(tiny_model).model_id}, not {load(other).model_id}" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "scores.jsonl"]  # no temporary left
+
+
+def test_resume_refuses_rows_that_name_no_model(tiny_model, images, tmp_path):
+    out = tmp_path / "old.jsonl"
+    out.write_text(json.dumps({"path": str(images / "dark.png"), "score": 1.0, "utility": 0.5, "factors": {},
+                               "error": None}) + "\n")  # fmt: skip
+    before = out.read_bytes()
+    r = run("score", images, "--model", tiny_model, "-f", "jsonl", "-o", out, "--resume")
+    assert r.exit_code == 2 and out.read_bytes() == before
+    assert r.stderr.count("\n") == 1 and str(out) in r.stderr and "1 row names no model" in r.stderr
+    assert "or name no model" in " ".join(run("score", "--help").stdout.split())  # the rule is in the help
 
 
 def test_compare_with_a_bad_input_is_a_row_with_error(tiny_model, images):

@@ -287,7 +287,8 @@ def test_sigint_writes_what_was_done_and_resume_finishes(tiny_model, many, tmp_p
     assert code == 130 and "interrupted" in err and "--resume" in err
     first = out.read_text().splitlines()
     paths = [str(many / "in" / f"{i:03d}.png") for i in range(N_MANY)]
-    expected = {"path": "", **load(tiny_model).score(many / "source.bin").to_dict(), "error": None}
+    scorer = load(tiny_model)
+    expected = {"path": "", **scorer.score(many / "source.bin").to_dict(), "model": scorer.model_id, "error": None}
     assert 0 < len(first) < N_MANY
     assert [json.loads(line) for line in first] == [{**expected, "path": p} for p in paths[: len(first)]]
     assert [p.name for p in tmp_path.iterdir()] == ["scores.jsonl"]  # committed, no temporary left
