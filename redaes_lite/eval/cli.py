@@ -7,7 +7,12 @@
 - ``dataset NAME --root DIR``: ``scores`` on a standard data set in its native layout.
 
 Images that fail to load are listed and excluded; the exit status is then 1 (the report is still
-written), 2 for usage errors, as for the other commands. ONNX Runtime is imported only when a
+written), 2 for usage errors, as for the other commands.
+
+Labelled images that trained the model (its redaes.training_data against the committed train/validation
+split shipped with redaes-lite) make its figures optimistic: eval then warns, and reports the same
+figures on the images that did not train it (held_out; on the shared BIQ2021 subset, its committed
+validation split). ONNX Runtime is imported only when a
 command runs, through the runtime CLI's own model loading, output and progress helpers.
 """
 
@@ -35,13 +40,16 @@ from ..cli import (
 from ..errors import RedaesError
 from .datasets import LabelledImage, list_datasets, read_dataset, read_labels
 from .runner import evaluate_pairs, evaluate_scores, read_preference_pairs, unique_images
+from .training import named_without_list
 
 __all__ = ["run"]
 
 
-def _evaluate(args: argparse.Namespace, total: int,
-              work: Callable[[Any, int, Callable[[], None]], dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    """Load the model, run ``work(scorer, batch_size, tick)`` under a progress bar; add the model's identity."""
+def _evaluate(args: argparse.Namespace, total: int, work: Callable[[Any, int, Callable[[], None]], dict[str, Any]],
+              *, dataset_names: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """Load the model, run ``work(scorer, batch_size, tick)`` under a progress bar; add the model's identity
+    and, for a data set (``dataset_names``: its name, title, aliases) that the model's training data names
+    but no committed list covers image by image, ``named_in_training_data``."""
     scorer = scorer_for(args)
     bar = progress_bar(total, args, "scoring")
     try:
@@ -49,8 +57,24 @@ def _evaluate(args: argparse.Namespace, total: int,
     finally:
         bar.close()
     info = scorer.info
-    report["model"] = {"path": str(scorer.path), "version": info.version, "quantization": info.quantization}
+    named = named_without_list(info, dataset_names)
+    if named:
+        report["named_in_training_data"] = named
+    report["model"] = {"id": scorer.model_id, "path": str(scorer.path), "version": info.version,
+                       "quantization": info.quantization}  # fmt: skip
     return report
+
+
+def _training_warning(report: dict[str, Any]) -> str | None:
+    """One line when labelled images trained the model: how many, from what, and the held-out figure."""
+    overlap, held = report.get("training_overlap"), report.get("held_out")
+    if not overlap:
+        return None
+    key = "srcc" if "srcc" in held else "accuracy"
+    figure = f", {key} {_number(held[key])}" if held["n"] else ""
+    return (f"warning: {overlap['images']} of the {overlap['of']} labelled images trained this model "
+            f"({'; '.join(overlap['training_data'])}): the figures on all of them are optimistic; "
+            f"held out: {held['n']} {'pairs' if key == 'accuracy' else 'images'}{figure} (see held_out)")  # fmt: skip
 
 
 def _finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
@@ -58,6 +82,12 @@ def _finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
     text = json.dumps(report, indent=2, ensure_ascii=False) if args.fmt == "json" else _table(report)
     with sink(args.output) as out:
         out.write(text + "\n")
+    warning = _training_warning(report)
+    if warning:
+        say(warning, args.quiet)
+    for name in report.get("named_in_training_data", []):
+        say(f"warning: the model's training data names this data set ({name}); unless this split is "
+            "disjoint from what it used, the figures are optimistic", args.quiet)  # fmt: skip
     failed = len(report["failed"])
     if failed:
         say(f"{failed} images failed and were excluded", args.quiet)
@@ -77,27 +107,33 @@ def _table(report: dict[str, Any]) -> str:
     for key, value in report.items():
         if key in ("failed", "groups") or isinstance(value, dict):
             continue
-        lines.append(f"{key:<18} {_number(value)}")
+        lines.append(f"{key:<18} {'; '.join(map(str, value)) if isinstance(value, list) else _number(value)}")
     groups = report.get("groups")
     if groups:
         lines.append(f"{'groups':<18} {groups['count']} ({groups['used']} with 2+ images and distinct labels)")
         lines.extend(f"  mean {k:<13} {_number(v)}" for k, v in groups["mean"].items())
-    for key in ("labels", "dataset", "model"):
+    overlap = report.get("training_overlap")
+    if overlap:
+        lines.append(f"{'trained on':<18} {overlap['images']} of {overlap['of']} labelled images "
+                     f"({'; '.join(overlap['training_data'])})")  # fmt: skip
+    for key in ("held_out", "labels", "dataset", "model"):
         if key in report:
-            lines.append(f"{key:<18} " + "  ".join(f"{k}={v}" for k, v in report[key].items()))
+            lines.append(f"{key:<18} " + "  ".join(f"{k}={_number(v)}" for k, v in report[key].items()))
     # Loader messages already start with the path; do not print it twice.
     lines.extend(f"failed: {f['error'] if f['error'].startswith(f['path']) else f['path'] + ': ' + f['error']}"
                  for f in report["failed"])  # fmt: skip
     return "\n".join(lines)
 
 
-def _scores_report(args: argparse.Namespace, records: list[LabelledImage], *, by_group: bool) -> dict[str, Any]:
+def _scores_report(args: argparse.Namespace, records: list[LabelledImage], *, by_group: bool,
+                   dataset_names: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     if not records:
         raise fail("no labelled images to evaluate")
     return _evaluate(
         args,
         len(records),
         lambda scorer, batch, tick: evaluate_scores(scorer, records, by_group=by_group, batch_size=batch, tick=tick),
+        dataset_names=dataset_names,
     )
 
 
@@ -136,7 +172,8 @@ def _dataset(args: argparse.Namespace) -> int:
         data = read_dataset(args.name, args.root, split=args.split, id_list=args.list)
     except RedaesError as e:
         raise fail(str(e)) from None
-    report = _scores_report(args, list(data.records), by_group=args.by_group)
+    names = (data.spec.name, data.spec.title, *data.spec.aliases)
+    report = _scores_report(args, list(data.records), by_group=args.by_group, dataset_names=names)
     report["dataset"] = {"name": data.spec.name, "split": data.split, "labels": str(data.label_file)}
     return _finish(args, report)
 

@@ -4,6 +4,11 @@ Reports are plain JSON-ready dictionaries (``nan`` becomes ``None``) with the ke
 ``redaes-lite eval``: ``n, srcc, plcc, plcc_raw, krcc, pair_accuracy`` for scores and
 ``n, accuracy, mean_probability`` for pairs. Images that fail to load are listed under ``failed``
 and excluded (a pair with a failed image is excluded too); ``n`` counts what was evaluated.
+
+When some labelled images trained the model (``training.py``: its ``redaes.training_data`` against the
+committed split), the report says how many (``training_overlap``) and gives the same figures on the others
+(``held_out``: images that did not train it; ``in_validation_split`` of them are in a committed
+validation list). A pair is held out when neither of its images trained the model.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..pairs import read_pairs
 from ..results import Failure
 from .datasets import LabelledImage
 from .metrics import expected_calibration_error, score_metrics
+from .training import TrainingImages, training_images, validation_images
 
 __all__ = [
     "PreferencePair",
@@ -37,6 +43,17 @@ __all__ = [
 #: Called once per scored image (e.g. a progress bar's ``advance``).
 Tick = Callable[[], None]
 _GROUP_KEYS = ("srcc", "plcc", "plcc_raw", "krcc", "pair_accuracy")
+_PAIR_KEYS = ("n", "accuracy", "mean_probability", "ece")
+
+
+def _overlap(trained: TrainingImages, paths: Sequence[Path]) -> dict[str, Any]:
+    """How many of ``paths`` trained the model, and from which of its training data."""
+    return {"images": sum(p in trained for p in paths), "of": len(paths), "training_data": trained.sources_of(paths)}
+
+
+def _held_out(figures: dict[str, Any], keys: Sequence[str], paths: Iterable[Path]) -> dict[str, Any]:
+    val = validation_images()
+    return {**{k: figures[k] for k in keys}, "in_validation_split": len({p for p in paths if p.name in val})}
 
 
 @dataclass(frozen=True)
@@ -70,9 +87,14 @@ def _utilities(scorer: Any, paths: Sequence[Path], batch_size: int, tick: Tick |
 
 
 def score_report(
-    records: Sequence[LabelledImage], utilities: Sequence[float | str], *, by_group: bool
+    records: Sequence[LabelledImage],
+    utilities: Sequence[float | str],
+    *,
+    by_group: bool,
+    trained: TrainingImages | None = None,
 ) -> dict[str, Any]:
-    """Agreement of ``utilities`` (a float, or the error text of a failed image) with the records' labels."""
+    """Agreement of ``utilities`` (a float, or the error text of a failed image) with the records' labels;
+    with ``trained`` (the model's training images), also ``training_overlap`` and ``held_out``."""
     failed = [{"path": str(r.path), "error": u} for r, u in zip(records, utilities) if isinstance(u, str)]
     ok = [(r, float(u)) for r, u in zip(records, utilities) if not isinstance(u, str)]
     pred = np.array([u for _, u in ok], dtype=np.float64)
@@ -86,6 +108,13 @@ def score_report(
         usable = [m for m in per.values() if m["n"] >= 2 and not math.isnan(m["srcc"])]
         mean = {k: float(np.mean([m[k] for m in usable if not math.isnan(m[k])] or [math.nan])) for k in _GROUP_KEYS}
         report["groups"] = {"count": len(per), "used": len(usable), "mean": mean, "by_group": per}
+    inside = [r.path in trained for r in records] if trained else []
+    if any(inside):
+        keep = [i for i, x in enumerate(inside) if not x]
+        held = score_report([records[i] for i in keep], [utilities[i] for i in keep], by_group=False) if keep \
+            else {"n": 0, **dict.fromkeys(_GROUP_KEYS)}  # fmt: skip
+        report["training_overlap"] = _overlap(trained, [r.path for r in records])
+        report["held_out"] = _held_out(held, ("n", *_GROUP_KEYS), (records[i].path for i in keep))
     report["n_failed"] = len(failed)
     report["failed"] = failed
     return _clean(report)
@@ -101,7 +130,7 @@ def evaluate_scores(
 ) -> dict[str, Any]:
     """Score every record's image (failures recorded, not raised) and report :func:`score_report`."""
     utilities = list(_utilities(scorer, [r.path for r in records], batch_size, tick))
-    return score_report(records, utilities, by_group=by_group)
+    return score_report(records, utilities, by_group=by_group, trained=training_images(scorer.info))
 
 
 # ---------------------------------------------------------------------------------------------- pairs
@@ -141,10 +170,16 @@ def read_preference_pairs(
 
 
 def pair_report(
-    pairs: Sequence[PreferencePair], utility: dict[Path, float | str], *, info: ModelInfo, skipped: int = 0
+    pairs: Sequence[PreferencePair],
+    utility: dict[Path, float | str],
+    *,
+    info: ModelInfo,
+    skipped: int = 0,
+    trained: TrainingImages | None = None,
 ) -> dict[str, Any]:
     """Accuracy (preferred scored higher; a tie counts half), the mean probability the model gives the
-    preferred image, and the ECE of the model's own choices (``info.preference(|delta|)`` vs. being right)."""
+    preferred image, and the ECE of the model's own choices (``info.preference(|delta|)`` vs. being right);
+    with ``trained`` (the model's training images), also ``training_overlap`` and ``held_out``."""
     failed = sorted({p for pair in pairs for p in (pair.preferred, pair.other) if isinstance(utility[p], str)})
     deltas = np.array(
         [float(utility[p.preferred]) - float(utility[p.other]) for p in pairs
@@ -154,11 +189,20 @@ def pair_report(
     right = np.where(deltas > 0, 1.0, np.where(deltas == 0, 0.5, 0.0))
     prob_preferred = info.preference(deltas)
     confidence = info.preference(np.abs(deltas))
-    report = {
+    report: dict[str, Any] = {
         "n": int(deltas.size),
         "accuracy": float(right.mean()) if deltas.size else math.nan,
         "mean_probability": float(prob_preferred.mean()) if deltas.size else math.nan,
         "ece": expected_calibration_error(confidence, right) if deltas.size else math.nan,
+    }
+    images = list(dict.fromkeys(p for pair in pairs for p in (pair.preferred, pair.other)))
+    inside = sum(p in trained for p in images) if trained else 0
+    if inside:
+        keep = [pair for pair in pairs if pair.preferred not in trained and pair.other not in trained]
+        held = pair_report(keep, utility, info=info) if keep else {"n": 0, **dict.fromkeys(_PAIR_KEYS[1:])}
+        report["training_overlap"] = _overlap(trained, images)
+        report["held_out"] = _held_out(held, _PAIR_KEYS, (p for pair in keep for p in (pair.preferred, pair.other)))
+    report |= {
         "n_skipped": skipped,  # JSONL records that failed or judged a tie
         "n_failed": len(pairs) - int(deltas.size),  # pairs excluded because an image failed
         "failed": [{"path": str(p), "error": utility[p]} for p in failed],
@@ -177,7 +221,7 @@ def evaluate_pairs(
     """Score each distinct image once, then report :func:`pair_report`."""
     images = list(dict.fromkeys(p for pair in pairs for p in (pair.preferred, pair.other)))
     utility = dict(zip(images, _utilities(scorer, images, batch_size, tick)))
-    return pair_report(pairs, utility, info=scorer.info, skipped=skipped)
+    return pair_report(pairs, utility, info=scorer.info, skipped=skipped, trained=training_images(scorer.info))
 
 
 def unique_images(pairs: Iterable[PreferencePair]) -> int:
