@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError, features
 
 from .errors import ImageError
 
-__all__ = ["DECODE_ERRORS", "check_jpeg_scans", "first_line", "open_image", "read_source"]
+__all__ = ["DECODE_ERRORS", "check_jpeg_scans", "first_line", "open_image", "over_limit", "read_source"]
 
 # The formats we decode (those of the CLI's image extensions; JPEG covers MPO). Pillow would otherwise
 # try every plugin it has on untrusted bytes, EPS (Ghostscript) and a dozen rarely fuzzed decoders included.
@@ -38,6 +38,16 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, LookupError, TypeEr
 # ISO BMFF brands of the formats pillow-heif opens (HEIC/HEIF/AVIF).
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
 
+
+def over_limit(size: int, limit: int, big: str, small: str) -> tuple[str, str]:
+    """``size`` and ``limit`` for a message, in millions (``big``: "MP", "MB") from 100,000 up, else whole
+    ``small`` units ("px", "bytes"); exact counts where the rounded figures would read the same."""
+
+    def text(n: int) -> str:
+        return f"{n / 1e6:.1f} {big}" if n >= 100_000 else f"{n:,} {small}"
+
+    a, b = text(size), text(limit)
+    return (f"{size:,} {small}", f"{limit:,} {small}") if a == b else (a, b)
 
 def _heif_brand(head: bytes) -> bytes | None:
     """The ISO BMFF brand of HEIC/HEIF/AVIF data, else None."""
@@ -80,7 +90,8 @@ def _open_file(path: Path, name: str, max_bytes: int | None) -> BinaryIO:
     elif st.st_size == 0:
         problem = "empty file (0 bytes)"
     elif max_bytes is not None and st.st_size > max_bytes:
-        problem = f"file is {st.st_size / 1e6:.1f} MB, over max_bytes {max_bytes / 1e6:.1f} MB"
+        size, limit = over_limit(st.st_size, max_bytes, "MB", "bytes")
+        problem = f"file is {size}, over max_bytes {limit}"
     if problem:
         os.close(fd)
         raise ImageError(f"{name}: {problem}")
@@ -95,7 +106,8 @@ def read_source(x: Any, name: str, max_bytes: int | None) -> BinaryIO:
     if not size:
         raise ImageError(f"{name}: empty input (0 bytes)")
     if max_bytes is not None and size > max_bytes:
-        raise ImageError(f"{name}: input is {size / 1e6:.1f} MB, over max_bytes {max_bytes / 1e6:.1f} MB")
+        have, limit = over_limit(size, max_bytes, "MB", "bytes")
+        raise ImageError(f"{name}: input is {have}, over max_bytes {limit}")
     return io.BytesIO(x)
 
 

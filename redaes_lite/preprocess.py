@@ -2,7 +2,7 @@
 
 Training (``distill``), export (``export``) and inference (``redaes_lite``) all call :func:`load_image`
 and :func:`preprocess`, so every stage sees exactly the same pixels. Mobile apps re-implement this
-module from ``DESIGN.md`` ("Preprocessing spec") and ``examples/EMBEDDING.md``.
+module from ``docs/model-format.md`` (section 4, "Preprocessing") and ``examples/EMBEDDING.md``.
 
 Order of operations (each step is part of the contract):
 
@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Iterable, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from ._safe_open import DECODE_ERRORS, check_jpeg_scans, first_line, open_image, read_source
+from ._safe_open import DECODE_ERRORS, check_jpeg_scans, first_line, open_image, over_limit, read_source
 from .errors import ImageError
 
 __all__ = [
@@ -243,7 +243,8 @@ def _decode(
         if max(w, h) > _MAX_SIDE:
             raise ImageError(f"{name}: {w}x{h} has a side over {_MAX_SIDE} px")
         if max_pixels is not None and w * h > max_pixels:
-            raise ImageError(f"{name}: {w}x{h} = {w * h / 1e6:.1f} MP exceeds max_pixels {max_pixels / 1e6:.1f} MP")
+            size, limit = over_limit(w * h, max_pixels, "MP", "px")
+            raise ImageError(f"{name}: {w}x{h} = {size} exceeds max_pixels {limit}")
         if source is not None and im.format in ("JPEG", "MPO"):
             check_jpeg_scans(im, source, name)
             im.draft("RGB", (2 * spec.width, 2 * spec.height))

@@ -242,10 +242,13 @@ def test_output_is_written_atomically(tiny_model, images, tmp_path):
     assert bad.exit_code == 2 and "cannot write" in bad.stderr
 
 
-def test_max_pixels_option(tiny_model, images):
+def test_max_pixels_option(tiny_model, images, tmp_path):
     assert cli.DEFAULT_MAX_PIXELS == preprocess.DEFAULT_MAX_PIXELS
     r = run("score", images / "dark.png", "--model", tiny_model, "--max-pixels", "100", "-f", "jsonl")
-    assert r.exit_code == 1 and "max_pixels" in json.loads(r.stdout)["error"]
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"].endswith("40x30 = 1,200 px exceeds max_pixels 100 px")
+    Image.new("RGB", (500, 400)).save(tmp_path / "big.png")
+    big = run("score", tmp_path / "big.png", "--model", tiny_model, "--max-pixels", "1000", "-f", "jsonl")
+    assert json.loads(big.stdout)["error"].endswith("500x400 = 0.2 MP exceeds max_pixels 1,000 px")  # not "0.0 MP"
 
 
 def test_threads_batch_size_and_progress_do_not_change_results(tiny_model, images):
