@@ -42,6 +42,33 @@ _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 # ------------------------------------------------------------------------------------------ options
+def version_text() -> str:
+    """``redaes-lite 0.1.0 (models: default@0.5.0, permissive@0.6.0)``: the package and the embedded models,
+    as rows name them. Read from the models' ``model.json`` with json alone: ``--version`` stays light."""
+    found = []
+    for folder in sorted((Path(__file__).parent / "models").glob("*/model.json")):
+        try:
+            version = json.loads(folder.read_text(encoding="utf-8"))["metadata"]["redaes.version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            version = "? (unreadable model.json)"
+        found.append(f"{folder.parent.name}@{version}")
+    order = {"default": 0, "permissive": 1}
+    found.sort(key=lambda m: (order.get(m.split("@")[0], 2), m))
+    return f"redaes-lite {__version__} (" + (f"models: {', '.join(found)}" if found else "no embedded models") + ")"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: :func:`version_text`, computed only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="Show the version of redaes-lite and of its embedded models, and exit.")  # fmt: skip
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: Any = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions as written (their paragraphs kept); an option's default shown where it says something."""
 
@@ -367,6 +394,47 @@ def _compare(args: argparse.Namespace) -> int:
     return _emit([row], args, total=1, factors=scorer.info.factors)
 
 
+def _info_value(value: Any) -> str:
+    """One value on one line: numbers to 6 significant digits, flat lists and objects inline; deeper
+    structures as a count (``--format json`` shows them)."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (str, int, bool)) or value is None:
+        return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+    flat = lambda v: not isinstance(v, (list, dict))  # noqa: E731
+    if not value:
+        return "(none)"
+    if isinstance(value, list) and all(map(flat, value)):
+        return ", ".join(map(_info_value, value))
+    if isinstance(value, dict) and all(map(flat, value.values())):  # a record: its name first
+        items = sorted(value.items(), key=lambda kv: kv[0] != "name")
+        return "  ".join(f"{k}={_info_value(v)}" for k, v in items)
+    return f"({len(value)} entries; see --format json)"
+
+
+def _build_paths(value: Any) -> Any:
+    """Absolute paths of the machine that built a model (``refit_on: /work/shared/data/photos, ...``) as
+    their last component: they say what the data was, not where it is here."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        if all(p.startswith("/") and len(p) > 1 for p in parts):
+            return ", ".join(Path(p).name for p in parts)
+    return value
+
+
+def _info_table(doc: dict[str, Any]) -> Iterator[str]:
+    """``key  value`` lines; objects and lists of objects one entry a line below their key, indented."""
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            yield key
+            yield from (f"  {k:<28} {_info_value(_build_paths(v))}" for k, v in value.items())
+        elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            yield key
+            yield from (f"  - {_info_value(v)}" for v in value)
+        else:
+            yield f"{key:<30} {_info_value(value)}"
+
+
 def _info(args: argparse.Namespace) -> int:
     """Show a model's metadata, sha256 and execution providers."""
     import onnxruntime as ort
@@ -375,6 +443,7 @@ def _info(args: argparse.Namespace) -> int:
 
     scorer = scorer_for(args)
     doc = {
+        "model": scorer.model_id,
         "path": str(scorer.path),
         "sha256": sha256_file(scorer.path),
         "providers": list(scorer.providers),
@@ -383,8 +452,7 @@ def _info(args: argparse.Namespace) -> int:
         **scorer.info.to_dict(),
     }
     if args.fmt == "table":
-        for key, value in doc.items():
-            print(f"{key:<24} {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}")
+        print("\n".join(_info_table(doc)))
     else:
         print(json.dumps(doc, indent=2 if args.fmt == "json" else None, ensure_ascii=False))
     return 0
@@ -401,7 +469,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
-    root.add_argument("--version", action="version", version=f"redaes-lite {__version__}")
+    root.add_argument("--version", action=_VersionAction)
     sub = root.add_subparsers(metavar="COMMAND", required=True)
 
     p = command(sub, "score", _score)

@@ -265,7 +265,25 @@ def test_info(tiny_model):
     doc = json.loads(r.stdout)
     assert r.exit_code == 0 and doc["redaes.factors"] == ["exposure", "contrast", "sharpness"]
     assert len(doc["sha256"]) == 64 and "CPUExecutionProvider" in doc["providers"]
+    assert doc["model"] == load(tiny_model).model_id
     assert "redaes.license" in run("info", "--model", tiny_model).stdout
+
+
+def test_info_table_is_readable(tmp_path):
+    metrics = {"mos_srcc": 0.799543, "edit_acc.noise": 0.94872, "refit_on": "/work/shared/data/photos, /x/biq2021",
+               "stages": [{"stage": "edits", "step": 200, **{f"m{i}": 0.5 for i in range(60)}}], "none": []}  # fmt: skip
+    model = make_tiny_model(tmp_path, metrics=metrics)
+    text = run("info", "--model", model).stdout
+    lines = text.splitlines()
+    assert lines[0].split() == ["model", load(model).model_id]
+    assert max(map(len, lines)) < 200 and len(text) < 4000  # no 3 KB line of JSON
+    assert "redaes.metrics" in lines and "  mos_srcc                     0.799543" in lines
+    assert "  refit_on                     photos, biq2021" in lines  # the build machine's paths, shortened
+    assert "  stages                       (1 entries; see --format json)" in lines
+    assert "  none                         (none)" in lines
+    assert "redaes.teacher" in lines and "  - name=pixel-statistics  version=1  weight=1" in lines
+    assert any(line.startswith("redaes.factors ") and line.endswith("exposure, contrast, sharpness") for line in lines)
+    assert json.loads(run("info", "--model", model, "-f", "json").stdout)["redaes.metrics"] == metrics  # as stored
 
 
 @pytest.mark.parametrize(
@@ -298,7 +316,22 @@ def test_console_script_version_is_fast_and_light():
     code = f"import atexit, sys; atexit.register(lambda: print(sorted(m for m in {heavy} if m in sys.modules))); " \
            "sys.argv = ['redaes-lite', '--version']; from redaes_lite.cli import main; main()"  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == ["redaes-lite 0.1.0", "[]"]
+    models = [f"{p.parent.name}@{json.loads(p.read_text())['metadata']['redaes.version']}"
+              for p in sorted((Path(cli.__file__).parent / "models").glob("*/model.json"))]  # fmt: skip
+    shown = f"models: {', '.join(models)}" if models else "no embedded models"
+    assert out.splitlines() == [f"redaes-lite 0.1.0 ({shown})", "[]"]
+    if {"default", "permissive"} <= {m.split("@")[0] for m in models}:
+        assert "default@" in shown and shown.index("default@") < shown.index("permissive@")
+
+
+def test_version_names_the_models_as_rows_do():
+    version = run("--version").stdout
+    for name in ("default", "permissive"):
+        try:
+            model = load(name).model_id
+        except Exception:  # noqa: BLE001 - not shipped in this checkout
+            continue
+        assert model in version
 
 
 def test_a_score_run_loads_the_runtime_and_nothing_heavier(tiny_model, images):
