@@ -3,7 +3,7 @@
     python benchmarks/nima_peer.py [--labels CSV --images DIR [--ids LIST]] [--pairs JSONL [--pairs-root DIR]]
                                    [--model default --model permissive] [--no-nima] [--json OUT]
 
-``DESIGN.md``: a shipped model that loses to the NIMA peer on data it did not train on is not shipped.
+The project's rule: a shipped model that loses to the NIMA peer on data it did not train on is not shipped.
 ``peers.py`` times peer *architectures* with random weights; this script scores with NIMA's released
 weights (``distill/teachers/nima.py``: torch, idealo's preprocessing) and with each of our models on:
 

@@ -1,6 +1,6 @@
 """Preprocessing speed of a camera-like 12 MP JPEG on one core: full decode vs draft decode vs our path.
 
-The test image follows DESIGN.md ("Speed is measured on"): a photo upscaled to 4000x3000 with Gaussian
+The test image is the camera-like JPEG of ``benchmarks/README.md``: a photo upscaled to 4000x3000 with Gaussian
 grain sigma 6, saved at quality 92 (~3 MB). It is written once to ``--cache`` (not the repository).
 
     python benchmarks/preprocess_speed.py [--photo PATH] [--size 224] [--repeat 15] [--json out.json]
@@ -60,7 +60,7 @@ def run(path: Path, spec: PreprocessSpec, repeat: int) -> dict[str, dict[str, fl
         with Image.open(path) as im:
             im.load()
 
-    def draft_decode() -> None:  # the floor of DESIGN.md: open + draft + load
+    def draft_decode() -> None:  # the decode floor: open + draft + load
         with Image.open(path) as im:
             im.draft("RGB", (2 * w, 2 * h))
             im.load()

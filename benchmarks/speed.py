@@ -6,7 +6,7 @@ Every configuration runs in a fresh process (``--child``), warms up, then report
 repeated runs; the parent prints a markdown table and writes all figures (with the raw times) as JSON.
 
 - end to end (``Scorer.score`` of a path, one thread, one core) on the camera-like 12 MP JPEG of
-  DESIGN.md ("Speed is measured on") and on the shared photos, timed round-robin in one process with
+  ``benchmarks/README.md`` and on the shared photos, timed round-robin in one process with
   decode + preprocess alone and with the decode floor (``Image.open`` + ``draft("RGB", (2W, 2H))`` +
   ``load()``), so that ratios to the floor compare like with like on a busy machine;
 - inference alone (the ONNX Runtime session) fp32 and int8 x 1 and 2 threads x batch 1 and 32;
@@ -65,7 +65,7 @@ def _timed(fn: Callable[[], Any], *, repeat: int, warmup: int) -> list[float]:
 
 
 def _draft_decode(path: str, size: list[int]) -> None:
-    """The decode floor of DESIGN.md: ``Image.open`` + ``draft("RGB", (2W, 2H))`` + ``load()``."""
+    """The decode floor (``benchmarks/README.md``): ``Image.open`` + ``draft("RGB", (2W, 2H))`` + ``load()``."""
     from PIL import Image
 
     h, w = size
@@ -198,7 +198,7 @@ def _photos() -> list[Path]:
 
 
 def _camera_jpeg(cache: Path) -> Path:
-    """The DESIGN.md camera-like JPEG, shared with ``preprocess_speed.py`` (same maker, same cache file)."""
+    """The camera-like JPEG (``benchmarks/README.md``), shared with ``preprocess_speed.py`` (same maker and cache)."""
     sys.path.insert(0, str(HERE))
     from preprocess_speed import make_camera_jpeg
 

@@ -2,7 +2,7 @@
 
 Both are fitted on *validation* data only (sources the student never trained on) and stored in the final
 checkpoint; export copies them into ``redaes.temperature``, ``redaes.lapse`` and ``redaes.calibration``
-(``DESIGN.md``).
+(``docs/model-format.md``).
 
 - Temperature ``T`` and lapse: ``P(b better than a) = lapse / 2 + (1 - lapse) * sigmoid((u(b) - u(a)) / T)``,
   fitted jointly by maximum likelihood on validation pairs whose order is known: edit pairs (the oracle's
@@ -124,7 +124,7 @@ def pair_calibration(
     if d.size == 0:
         return {"n": 0, "ece": float("nan"), "accuracy": float("nan")}
     prob = preference_probability(np.abs(d), temperature, lapse)
-    # A tie prefers "a" (DESIGN.md), so the preferred image is b only when delta > 0.
+    # A tie prefers "a" (docs/model-format.md), so the preferred image is b only when delta > 0.
     correct = np.where(d > 0, o, 1.0 - o)
     return {
         "n": int(d.size),

@@ -1,7 +1,7 @@
 """What a checkpoint records about where it came from: teachers, training data, licence, data hashes.
 
 Export copies these into ``redaes.teacher``, ``redaes.training_data`` and ``redaes.license``
-(``DESIGN.md``); the model card quotes them. Everything here is derived from the config and the data
+(``docs/model-format.md``); the model card quotes them. Everything here is derived from the config and the data
 actually used, so a research-only photo in the training split cannot go unmentioned.
 """
 

@@ -15,7 +15,7 @@ session's mean aesthetic score. The lists live under
 ``python -m distill.splits`` after the data changes, and commit them.
 
 :func:`is_permissive` marks the photos whose licence allows commercial use, for the model trained on
-permissively licensed photos only (``DESIGN.md``: the embedded ``permissive`` model).
+permissively licensed photos only (the embedded ``permissive`` model; ``MODEL_CARD.md``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from .errors import ExportError
 
 __all__ = ["read_checkpoint", "build_student"]
 
-# Checkpoint fields the model metadata is made from (DESIGN.md, "The model file contract").
+# Checkpoint fields the model metadata is made from (``docs/model-format.md``).
 _REQUIRED = ("temperature", "calibration", "teachers", "training_data", "version", "license")
 
 

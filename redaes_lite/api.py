@@ -1,8 +1,8 @@
 """The user-facing API: :class:`Scorer` (compare / score / score_many / rank) and module-level shortcuts.
 
-Semantics (DESIGN.md, "Semantics of the API"): ``delta = u(b) - u(a)``; ``preferred = "b"`` if
-``delta > 0`` else ``"a"``; ``probability = sigmoid(|delta| / T)``; factors ``f(b) - f(a)`` ordered by
-absolute size; ``rank`` is best first by utility, ties in input order, failures last.
+Semantics (``docs/model-format.md``, section 5): ``delta = u(b) - u(a)``; ``preferred = "b"`` if
+``delta > 0`` else ``"a"``; ``probability = lapse / 2 + (1 - lapse) * sigmoid(|delta| / T)``; factors
+``f(b) - f(a)`` ordered by absolute size; ``rank`` is best first by utility, ties in input order, failures last.
 """
 
 from __future__ import annotations

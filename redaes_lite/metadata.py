@@ -2,7 +2,7 @@
 
 Everything that reads or writes model metadata goes through this module — the runtime when it loads a
 model, ``export`` when it writes one, tests when they build tiny models — so the format has exactly one
-implementation. See ``DESIGN.md`` ("The model file contract").
+implementation. The format is documented in ``docs/model-format.md``.
 
 - :class:`ModelInfo` holds every ``redaes.*`` key parsed into structured values and validates them.
 - ``ModelInfo.from_props`` / ``to_props``: the ONNX ``metadata_props`` (string values, JSON where
@@ -45,14 +45,14 @@ __all__ = [
 
 #: Version of the model file contract this runtime reads and writes (``redaes.format``).
 FORMAT = "1"
-#: Factor vocabulary v1 (DESIGN.md); a model uses a subset, in its own order.
+#: Factor vocabulary v1 (docs/model-format.md, section 3); a model uses a subset, in its own order.
 FACTORS = (
     "exposure", "contrast", "saturation", "white_balance", "sharpness", "noise",
     "compression", "haze", "vignetting", "tilt", "composition",
 )  # fmt: skip
 QUANTIZATIONS = ("fp32", "fp16", "int8-dynamic", "int8-qdq")
 PREFIX = "redaes."
-# Field name -> whether the value is JSON-encoded in metadata_props. Order is the order of DESIGN.md.
+# Field name -> whether the value is JSON-encoded in metadata_props. Order is that of docs/model-format.md.
 _FIELDS = {
     "format": False, "version": False, "preprocess": True, "factors": True, "temperature": False, "lapse": False,
     "calibration": True, "student": True, "teacher": True, "training_data": True, "quantization": False,

@@ -1,6 +1,7 @@
 """Pair-label JSONL: the one format every teacher writes and the trainer and ``eval`` read.
 
-See ``DESIGN.md`` ("Pair-label JSONL contract"). ``delta`` is always *b minus a* in the teacher's own
+One JSON object a line, with the fields of :class:`PairLabel` (required: ``id``, ``a``, ``b``, ``source``,
+``teacher``, ``group``, ``status``; ``delta`` for ``ok`` records). ``delta`` is always *b minus a* in the teacher's own
 units; failed records are kept with ``status="failed"`` and an ``error``, never guessed.
 """
 

@@ -1,6 +1,6 @@
 """Tiny contract-conforming ONNX models for tests (built with ``onnx.helper``; no torch, no training).
 
-The graph follows DESIGN.md's model contract: input ``pixel_values`` float32 ``[N, 3, H, W]`` (N dynamic),
+The graph follows ``docs/model-format.md``: input ``pixel_values`` float32 ``[N, 3, H, W]`` (N dynamic),
 outputs ``utility`` ``[N]`` and ``factors`` ``[N, K]``. Its numbers come from real pixel statistics, so
 tests can rely on them:
 

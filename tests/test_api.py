@@ -1,4 +1,4 @@
-"""Python API: load, compare, score, score_many, rank — DESIGN.md semantics on a tiny real ONNX model."""
+"""Python API: load, compare, score, score_many, rank — docs/model-format.md semantics on a tiny real ONNX model."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Controllable photo edits: the RED-20k idea (controlled edits of real photos) reproduced procedurally.
 
 Every edit is an :class:`Edit` registered by name in ``distill.registry.EDITS``: ``fn(img, strength,
-rng) -> img`` on RGB PIL images with ``strength`` in [-1, 1] and the DESIGN.md factor it moves. Pillow
+rng) -> img`` on RGB PIL images with ``strength`` in [-1, 1] and the factor it moves (docs/model-format.md). Pillow
 and NumPy only; deterministic given the ``rng`` (``apply`` derives one per step from its seed); about
 1-10 ms per edit on a 512 px image on one core (``benchmarks/bench_edits.py``). Resizing sources to a
 working size is the caller's job; spatial sizes scale with the image (see ``_base``).

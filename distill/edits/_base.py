@@ -34,7 +34,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # Rec.601 weights, as
 
 @dataclass(frozen=True)
 class Edit:
-    """A named, parameterised photo edit and the DESIGN.md factor it moves.
+    """A named, parameterised photo edit and the factor it moves (vocabulary: docs/model-format.md).
 
     ``stage`` orders edits inside a random recipe the way a camera and editor would apply them
     (geometry, tone and colour, detail, atmosphere, sensor noise, compression last). ``undoes`` names

@@ -1,6 +1,6 @@
 """idealo's NIMA (MobileNet v1 trained on AVA) rebuilt in PyTorch from its Keras 2.1.6 HDF5 weights.
 
-Why: NIMA is the published peer every shipped model is measured against (``DESIGN.md``) and, its weights
+Why: NIMA is the published peer every shipped model is measured against (``MODEL_CARD.md``) and, its weights
 being Apache-2.0, a teacher the ``permissive`` model may learn from. The release is a weights-only Keras
 file; running it through TensorFlow would drag a second framework into the tool chain, so this module
 rebuilds the graph exactly as Keras 2.1.6 built it (``../shared/weights/nima-mobilenet-ava/README.md``):
@@ -67,7 +67,7 @@ TEACHER_ID = "nima-mobilenet-ava@idealo-0.07"
 #: Version of what a record's delta means (mean-score difference, idealo preprocessing), part of record ids.
 LABEL_VERSION = "mean-score-v1"
 #: The training-data record of a model taught by the release (``distill.provenance``): Apache-2.0 weights, so
-#: ``permissive`` may learn from it (``DESIGN.md``); export copies it into ``redaes.training_data``.
+#: ``permissive`` may learn from it (``MODEL_CARD.md``); export copies it into ``redaes.training_data``.
 TRAINING_DATA_NAME = "NIMA-MobileNet (idealo, trained on AVA), Apache-2.0 weights"
 TRAINING_DATA_LICENSE = (
     "permissive: Apache-2.0 weights, copyright 2018 idealo internet GmbH "
