@@ -10,7 +10,12 @@ A worker that dies (a decoder crash) fails only the input it was decoding: it is
 requests it had not answered are sent again. Workers run in their own session, so a Ctrl-C in the
 terminal reaches only the CLI, which then stops them by closing their input.
 
-    python -m redaes_lite._decode_pool SPEC_JSON MAX_PIXELS MAX_BYTES     # a worker (0: no limit)
+Memory in flight is bounded across all workers, as threads are in-process: once a worker has read an
+image's header it asks for its estimated bytes (a ``{"reserve": n}`` line), and decodes when the parent
+grants them (a ``{"grant": n}`` line on its input) from one :class:`~redaes_lite._cost.DecodeBudget` of
+``max_decode_bytes``; they are released when its answer arrives (or it dies).
+
+    python -m redaes_lite._decode_pool SPEC_JSON MAX_PIXELS MAX_BYTES MAX_DECODE_BYTES   # a worker (0: no limit)
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from ._cost import DecodeBudget
 from .errors import RedaesError
-from .preprocess import PreprocessSpec, load_image, to_array
+from .preprocess import PreprocessSpec, _load, to_array
 from .results import Failure
 
 __all__ = ["DecodePool"]
@@ -38,20 +44,30 @@ _DIED = object()  # a reader's sentinel: the worker's output ended
 
 
 class _Worker:
-    """One worker process and the thread that reads its answers into a queue."""
+    """One worker process and the thread that reads its answers into a queue (and grants its reservations)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], budget: DecodeBudget | None) -> None:
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                      start_new_session=True)  # fmt: skip
         self.answers: queue.Queue[Any] = queue.Queue()
         self.pending: deque[tuple[int, str]] = deque()  # (index, path) sent and not yet taken
+        self._budget = budget
+        self._write_lock = threading.Lock()  # requests (main thread) and grants (reader) share the pipe
         self.reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
         self.reader.start()
 
     def _read(self, out: IO[bytes]) -> None:
+        held = 0
         try:
             while header := out.readline():
                 doc = json.loads(header)
+                if "reserve" in doc:
+                    held = self._budget.acquire(int(doc["reserve"])) if self._budget is not None else 0
+                    self._write({"grant": held})
+                    continue
+                if self._budget is not None and held:
+                    self._budget.release(held)  # the worker is done with that image
+                    held = 0
                 if "error" in doc:
                     self.answers.put(RedaesError(doc["error"]))
                     continue
@@ -61,23 +77,31 @@ class _Worker:
                 if len(payload) != nbytes:
                     break
                 self.answers.put(np.frombuffer(payload, np.float32).reshape(shape))
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError, KeyError):
             pass  # a broken pipe or a garbled answer: treated as a dead worker
+        finally:
+            if self._budget is not None and held:
+                self._budget.release(held)
         self.answers.put(_DIED)
+
+    def _write(self, doc: object) -> None:
+        try:
+            assert self.proc.stdin is not None
+            with self._write_lock:
+                self.proc.stdin.write(json.dumps(doc).encode() + b"\n")
+                self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the worker died (or was closed); its reader reports it and the request is sent again
 
     def send(self, index: int, path: str) -> None:
         self.pending.append((index, path))
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(json.dumps(path).encode() + b"\n")
-            self.proc.stdin.flush()
-        except OSError:
-            pass  # the worker died; its reader reports it and the request is sent again
+        self._write(path)
 
     def close(self) -> None:
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.close()  # the worker ends at end of input
+            with self._write_lock:
+                self.proc.stdin.close()  # the worker ends at end of input
         except OSError:
             pass
         try:
@@ -94,15 +118,23 @@ class DecodePool:
     """``workers`` processes that run :func:`load_image` + :func:`to_array` on paths."""
 
     def __init__(
-        self, workers: int, *, spec: PreprocessSpec, max_pixels: int | None, max_bytes: int | None
+        self,
+        workers: int,
+        *,
+        spec: PreprocessSpec,
+        max_pixels: int | None,
+        max_bytes: int | None,
+        max_decode_bytes: int | None = None,
     ) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
-        self._argv = [sys.executable, "-m", __name__, spec.to_json(), str(max_pixels or 0), str(max_bytes or 0)]
+        self._argv = [sys.executable, "-m", __name__, spec.to_json(), str(max_pixels or 0), str(max_bytes or 0),
+                      str(max_decode_bytes or 0)]  # fmt: skip
+        self._budget = DecodeBudget(max_decode_bytes) if max_decode_bytes else None
         # The package must be importable in the child even when it runs from a checkout, not an install.
         root = str(Path(__file__).resolve().parents[1])
         self._env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        self._workers = [_Worker(self._argv, self._env) for _ in range(workers)]
+        self._workers = [_Worker(self._argv, self._env, self._budget) for _ in range(workers)]
 
     def __enter__(self) -> DecodePool:
         return self
@@ -122,7 +154,7 @@ class DecodePool:
         if answer is _DIED:
             code = worker.proc.wait()
             worker.close()
-            fresh = _Worker(self._argv, self._env)
+            fresh = _Worker(self._argv, self._env, self._budget)
             for i, p in worker.pending:
                 fresh.send(i, p)
             self._workers[slot] = fresh
@@ -143,12 +175,32 @@ class DecodePool:
             yield [self._take(k % n) for k in range(start, min(len(paths), start + batch_size))]
 
 
-def _serve(spec: PreprocessSpec, max_pixels: int | None, max_bytes: int | None) -> None:
+def _serve(spec: PreprocessSpec, max_pixels: int | None, max_bytes: int | None, max_decode_bytes: int | None) -> None:
     out = sys.stdout.buffer
-    for line in sys.stdin.buffer:
-        path = json.loads(line)
+    lines = iter(sys.stdin.buffer)
+    queued: deque[str] = deque()  # requests read while waiting for a grant
+
+    def reserve(nbytes: int) -> None:
+        out.write(json.dumps({"reserve": nbytes}).encode() + b"\n")
+        out.flush()
+        for line in lines:
+            doc = json.loads(line)
+            if isinstance(doc, dict):
+                return  # the grant
+            queued.append(doc)
+        raise SystemExit(0)  # input closed while waiting: the run is over
+
+    limits = {"max_pixels": max_pixels, "max_bytes": max_bytes, "max_decode_bytes": max_decode_bytes}
+    while True:
+        if queued:
+            path = queued.popleft()
+        else:
+            line = next(lines, None)
+            if line is None:
+                return
+            path = json.loads(line)
         try:
-            pixels = to_array(load_image(path, spec, max_pixels=max_pixels, max_bytes=max_bytes), spec)
+            pixels = to_array(_load(path, spec, reserve=reserve if max_decode_bytes else None, **limits), spec)
         except RedaesError as e:
             out.write(json.dumps({"error": str(e)}).encode() + b"\n")
         else:
@@ -158,4 +210,4 @@ def _serve(spec: PreprocessSpec, max_pixels: int | None, max_bytes: int | None) 
 
 
 if __name__ == "__main__":
-    _serve(PreprocessSpec.from_json(sys.argv[1]), int(sys.argv[2]) or None, int(sys.argv[3]) or None)
+    _serve(PreprocessSpec.from_json(sys.argv[1]), *(int(a) or None for a in sys.argv[2:5]))

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image, UnidentifiedImageError, features
 
+from ._cost import check_structure
 from .errors import ImageError
 
 __all__ = ["DECODE_ERRORS", "check_jpeg_scans", "first_line", "open_image", "over_limit", "read_source"]
@@ -145,15 +146,17 @@ def _single_scan(f: BinaryIO, components: int) -> bool:
         f.seek(pos)
 
 
-def check_jpeg_scans(im: Image.Image, f: BinaryIO, name: str) -> None:
-    """Refuse a JPEG whose scans would take too long to decode (see ``_JPEG_SCAN_BUDGET``)."""
+def check_jpeg_scans(im: Image.Image, f: BinaryIO, name: str) -> bool:
+    """Refuse a JPEG whose scans would take too long to decode (see ``_JPEG_SCAN_BUDGET``). Returns whether
+    it has several scans (libjpeg then holds the whole image's coefficients while it decodes)."""
     if not im.info.get("progressive") and _single_scan(f, len(im.getbands())):
-        return
+        return False
     pixels = im.width * im.height
     scans = _count_scans(f)
     limit = min(_JPEG_MAX_SCANS, max(1, _JPEG_SCAN_BUDGET // max(pixels, 1)))
     if scans > limit:
         raise ImageError(f"{name}: JPEG has {scans} scans, over the limit of {limit} for its size (too slow to decode)")
+    return True
 
 
 def open_image(f: BinaryIO, name: str) -> Image.Image:
@@ -163,6 +166,7 @@ def open_image(f: BinaryIO, name: str) -> Image.Image:
     brand = _heif_brand(head)
     if brand is not None:
         _register_heif(name, brand)
+    check_structure(f, name, head)
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check replaces Pillow's bomb warning; its hard error still counts.

@@ -17,7 +17,8 @@ import numpy as np
 
 from .errors import RedaesError
 from .metadata import ModelInfo
-from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageInput, load_image, to_array
+from ._cost import DecodeBudget
+from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, ImageInput, _load, to_array
 from .results import Comparison, Failure, Ranked, Score
 from .session import ModelSession, load
 
@@ -33,7 +34,12 @@ _DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 class Scorer:
-    """A loaded model. Build it with :func:`redaes_lite.load`; methods are safe to call from threads."""
+    """A loaded model. Build it with :func:`redaes_lite.load`; methods are safe to call from threads.
+
+    ``max_decode_bytes`` bounds the memory of one decode (estimated from the header; larger images are
+    refused) and the total of the decodes in flight at once, across :meth:`score_many`'s threads and
+    callers' threads alike: a decode waits until its estimate fits.
+    """
 
     def __init__(
         self,
@@ -41,13 +47,22 @@ class Scorer:
         *,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
+        max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
     ) -> None:
-        for name, value in (("max_pixels", max_pixels), ("max_bytes", max_bytes)):
+        limits = (("max_pixels", max_pixels), ("max_bytes", max_bytes), ("max_decode_bytes", max_decode_bytes))
+        for name, value in limits:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
         self._session = session
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
+        self._max_decode_bytes = max_decode_bytes
+        self._budget = DecodeBudget(max_decode_bytes) if max_decode_bytes is not None else None
+
+    @property
+    def max_decode_bytes(self) -> int | None:
+        """Memory one decode may need, and all decodes in flight together (read-only: the budget is shared)."""
+        return self._max_decode_bytes
 
     @property
     def info(self) -> ModelInfo:
@@ -73,8 +88,13 @@ class Scorer:
 
     # -- internals ---------------------------------------------------------------------------------
     def _pixels(self, x: ImageInput) -> np.ndarray:
+        """Decode and preprocess one input; its estimated bytes are held from the header to the pixels."""
         spec = self.info.preprocess
-        return to_array(load_image(x, spec, max_pixels=self.max_pixels, max_bytes=self.max_bytes), spec)
+        limits = {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes, "max_decode_bytes": self.max_decode_bytes}
+        if self._budget is None:
+            return to_array(_load(x, spec, **limits), spec)
+        with self._budget.hold() as reserve:
+            return to_array(_load(x, spec, reserve=reserve, **limits), spec)
 
     def _score(self, utility: np.float32, factors: np.ndarray) -> Score:
         names = self.info.factors

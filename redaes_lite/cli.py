@@ -32,10 +32,11 @@ from .errors import RedaesError
 __all__ = ["main", "run"]
 
 FORMATS = ("table", "json", "jsonl", "csv")
-# = redaes_lite.preprocess.DEFAULT_MAX_PIXELS / DEFAULT_MAX_BYTES and api.DEFAULT_BATCH_SIZE (tested); not
-# imported, so that `--version` stays light.
+# = redaes_lite.preprocess.DEFAULT_MAX_PIXELS / DEFAULT_MAX_BYTES / DEFAULT_MAX_DECODE_BYTES and
+# api.DEFAULT_BATCH_SIZE (tested); not imported, so that `--version` stays light.
 DEFAULT_MAX_PIXELS = 120_000_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_DECODE_BYTES = 512 * 1024 * 1024
 DEFAULT_BATCH_SIZE = 8
 # Exit status after SIGINT / SIGTERM, as a shell reports a process killed by them.
 _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -110,6 +111,10 @@ def add_model_options(p: argparse.ArgumentParser, *, max_bytes: bool = True) -> 
     if max_bytes:
         p.add_argument("--max-bytes", type=at_least(0), default=DEFAULT_MAX_BYTES, metavar="N",
                        help="Refuse files larger than this many bytes (from stat); 0: no limit.")  # fmt: skip
+        p.add_argument("--max-decode-bytes", type=at_least(0), default=DEFAULT_MAX_DECODE_BYTES, metavar="N",
+                       help="Refuse images whose decode would need more memory (estimated from the header); "
+                       "also the most the decodes in flight hold together, across threads and --workers; "
+                       "0: no limit.")  # fmt: skip
 
 
 def add_output_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORMATS, what: str = "rows") -> None:
@@ -165,9 +170,10 @@ def scorer_for(args: argparse.Namespace) -> Any:
     # Commands that score no images (info) have no limit options: the runtime's defaults then stand.
     max_pixels = getattr(args, "max_pixels", DEFAULT_MAX_PIXELS)
     max_bytes = getattr(args, "max_bytes", DEFAULT_MAX_BYTES)
+    max_decode_bytes = getattr(args, "max_decode_bytes", DEFAULT_MAX_DECODE_BYTES)
     try:
         return load(args.model, threads=getattr(args, "threads", None), max_pixels=max_pixels or None,
-                    max_bytes=max_bytes or None)  # fmt: skip
+                    max_bytes=max_bytes or None, max_decode_bytes=max_decode_bytes or None)  # fmt: skip
     except (RedaesError, ValueError) as e:
         raise fail(str(e)) from None
 
@@ -280,7 +286,8 @@ def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0) -> I
         if workers and good:
             from ._decode_pool import DecodePool
 
-            limits = {"max_pixels": scorer.max_pixels, "max_bytes": scorer.max_bytes}
+            limits = {"max_pixels": scorer.max_pixels, "max_bytes": scorer.max_bytes,
+                      "max_decode_bytes": scorer.max_decode_bytes}  # fmt: skip
             pool = stack.enter_context(DecodePool(workers, spec=scorer.info.preprocess, **limits))
             scored = scorer._score_decoded(pool.batches(good, batch_size))
         else:

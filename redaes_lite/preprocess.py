@@ -9,7 +9,9 @@ Order of operations (each step is part of the contract):
 1. open lazily and check the pixel count from the header against ``max_pixels``;
 2. JPEG: ``im.draft("RGB", (2 * W, 2 * H))`` for a model input of W x H, so a 12 MP photo is decoded
    at a DCT-reduced size (Pillow picks the largest reduction keeping both sides >= the request);
-3. first frame of animations; EXIF orientation applied;
+   the bytes the decode will need are estimated from the header and checked against ``max_decode_bytes``
+   (``redaes_lite._cost``: a limit on work, not on pixels, so it changes no pixel);
+3. first frame of animations; EXIF orientation applied (malformed EXIF: no orientation, in every format);
 4. every mode to RGB: alpha (and palette transparency) composited on ``pad``; 16-bit and float
    greyscale scaled to 8 bits by their range; CMYK through Pillow's conversion;
 5. resize (``letterbox`` | ``squash`` | ``center_crop``) with Pillow's antialiased filter;
@@ -23,16 +25,18 @@ import json
 import os
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO, Iterable, Sequence, Union
+from typing import Any, BinaryIO, Callable, Iterable, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from ._cost import check_python_decoder, decode_bytes, jpeg_coefficients, orientation
 from ._safe_open import DECODE_ERRORS, check_jpeg_scans, first_line, open_image, over_limit, read_source
 from .errors import ImageError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_DECODE_BYTES",
     "DEFAULT_MAX_PIXELS",
     "ImageInput",
     "PreprocessSpec",
@@ -46,6 +50,11 @@ __all__ = [
 DEFAULT_MAX_PIXELS = 120_000_000
 #: Default limit on the size of an encoded image (file or bytes), checked before it is read.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+#: Default limit on the memory one decode may need (decoder buffers, decoded frame, conversion to RGB,
+#: rotation, resize), estimated from the header before decoding: an RGB PNG or TIFF up to 120 MP, RGBA up to
+#: 59 MP, a lossless WebP up to 44 MP; JPEGs decode at draft size. :class:`~redaes_lite.Scorer` also keeps
+#: the total of its decodes in flight within it.
+DEFAULT_MAX_DECODE_BYTES = 512 * 1024 * 1024
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
@@ -185,11 +194,11 @@ def _flatten(im: Image.Image, pad: Sequence[float]) -> Image.Image:
     elif im.mode == "L" and "transparency" in im.info:
         im = im.convert("LA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = im.convert("RGBA")
+        rgba = im if im.mode == "RGBA" else im.convert("RGBA")  # convert() to its own mode is a copy
         canvas = Image.new("RGB", rgba.size, pad_rgb)
         canvas.paste(rgba, mask=rgba.getchannel("A"))
         return canvas
-    return im.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 def _from_array(x: np.ndarray, name: str) -> Image.Image:
@@ -209,28 +218,54 @@ def load_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
 ) -> Image.Image:
     """Read ``x`` (path, bytes, PIL image or HxWx3 uint8 array) into a decoded RGB PIL image.
 
     With ``spec``, JPEGs are decoded at the reduced size ``draft("RGB", (2W, 2H))`` allows and alpha is
     composited on ``spec.pad``. Files and bytes over ``max_bytes`` are refused before they are read,
-    images over ``max_pixels`` from their header; ``None`` disables a limit. Raises :class:`ImageError`
-    naming the input and the cause.
+    images over ``max_pixels`` from their header, and images whose decode (and preprocessing for
+    ``spec``) would need more than ``max_decode_bytes`` of memory, estimated from the header, before
+    decoding; ``None`` disables a limit. Structures far costlier to parse than their image needs (JPEG
+    fill runs, PNG chunk floods, TIFF strip floods, big images for Pillow's Python decoders) are always
+    refused. Raises :class:`ImageError` naming the input and the cause.
     """
+    return _load(x, spec, max_pixels=max_pixels, max_bytes=max_bytes, max_decode_bytes=max_decode_bytes)
+
+
+def _load(
+    x: ImageInput,
+    spec: PreprocessSpec | None,
+    *,
+    max_pixels: int | None,
+    max_bytes: int | None,
+    max_decode_bytes: int | None,
+    reserve: Callable[[int], None] | None = None,
+) -> Image.Image:
+    """:func:`load_image`; ``reserve(nbytes)`` is called with the estimate once the header passed its checks
+    and before decoding (:class:`~redaes_lite._cost.DecodeBudget`'s ``hold``: it may wait for room)."""
     spec = spec or PreprocessSpec()
     name = describe_input(x)
     if isinstance(x, np.ndarray):
         return _flatten(_from_array(x, name), spec.pad)
+    limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes, "reserve": reserve}
     if isinstance(x, Image.Image):
-        return _decode(x, name, spec, max_pixels=max_pixels, source=None)
+        return _decode(x, name, spec, source=None, **limits)
     if not isinstance(x, (str, os.PathLike, bytes, bytearray, memoryview)):
         raise ImageError(f"{name}: unsupported input type (use a path, bytes, PIL image or uint8 array)")
     with read_source(x, name, max_bytes) as f:
-        return _decode(open_image(f, name), name, spec, max_pixels=max_pixels, source=f)
+        return _decode(open_image(f, name), name, spec, source=f, **limits)
 
 
 def _decode(
-    im: Image.Image, name: str, spec: PreprocessSpec, *, max_pixels: int | None, source: BinaryIO | None
+    im: Image.Image,
+    name: str,
+    spec: PreprocessSpec,
+    *,
+    max_pixels: int | None,
+    max_decode_bytes: int | None,
+    reserve: Callable[[int], None] | None,
+    source: BinaryIO | None,
 ) -> Image.Image:
     """Check the header, then decode (JPEG: at draft size) the first frame, apply EXIF orientation, to RGB.
 
@@ -245,15 +280,30 @@ def _decode(
         if max_pixels is not None and w * h > max_pixels:
             size, limit = over_limit(w * h, max_pixels, "MP", "px")
             raise ImageError(f"{name}: {w}x{h} = {size} exceeds max_pixels {limit}")
+        check_python_decoder(im, name)
+        coefficients = 0
         if source is not None and im.format in ("JPEG", "MPO"):
-            check_jpeg_scans(im, source, name)
+            if check_jpeg_scans(im, source, name):
+                coefficients = jpeg_coefficients(im)
             im.draft("RGB", (2 * spec.width, 2 * spec.height))
         if im.tell() != 0:  # a caller's image left on a later frame (ours open on frame 0)
             im.seek(0)
+        rotated = orientation(im, loaded=False) is not None  # what the header says, for the estimate
+        encoded = _stream_size(source) if source is not None else 0
+        need = decode_bytes(im, spec, encoded=encoded, coefficients=coefficients, rotated=rotated)
+        _check_decode_bytes(im, name, need, max_decode_bytes)
+        if reserve is not None:
+            reserve(need)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im.load()
-            im = ImageOps.exif_transpose(im) or im
+        # After loading, as ImageOps.exif_transpose did: Pillow rotates a TIFF itself while loading it, and a
+        # PNG may hold its EXIF after the image data.
+        rotate = orientation(im, loaded=True)
+        if rotate is not None:
+            if not rotated:
+                _check_decode_bytes(im, name, decode_bytes(im, spec, encoded=encoded, rotated=True), max_decode_bytes)
+            im = im.transpose(rotate)
         return _flatten(im, spec.pad)
     except ImageError:
         raise
@@ -264,6 +314,20 @@ def _decode(
         raise ImageError(f"{name}: corrupt or truncated image ({first_line(e)})") from None
     except MemoryError:
         raise ImageError(f"{name}: image too large to decode in memory") from None
+
+
+def _stream_size(f: BinaryIO) -> int:
+    pos = f.tell()
+    size = f.seek(0, os.SEEK_END)
+    f.seek(pos)
+    return size
+
+
+def _check_decode_bytes(im: Image.Image, name: str, need: int, limit: int | None) -> None:
+    if limit is not None and need > limit:
+        what = f"{im.width}x{im.height} {im.format or ''} {im.mode}".replace("  ", " ")
+        raise ImageError(f"{name}: decoding {what} needs about {need / 2**20:.0f} MiB, over max_decode_bytes "
+                         f"{limit / 2**20:.0f} MiB")  # fmt: skip
 
 
 def _resize(im: Image.Image, spec: PreprocessSpec) -> Image.Image:
@@ -308,6 +372,7 @@ def preprocess(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
 ) -> np.ndarray:
     """Load (if needed) and preprocess images into float32 ``[N, 3, H, W]`` for ``spec``.
 
@@ -321,5 +386,6 @@ def preprocess(
     h, w = spec.size
     out = np.empty((len(items), 3, h, w), np.float32)
     for i, x in enumerate(items):
-        out[i] = to_array(load_image(x, spec, max_pixels=max_pixels, max_bytes=max_bytes), spec)
+        out[i] = to_array(load_image(x, spec, max_pixels=max_pixels, max_bytes=max_bytes,
+                                     max_decode_bytes=max_decode_bytes), spec)  # fmt: skip
     return out

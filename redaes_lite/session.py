@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ModelError
 from .metadata import ModelInfo, read_sidecar, sha256_file, sidecar_path
-from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     from .api import Scorer
@@ -229,6 +229,7 @@ def load(
     providers: Sequence[str] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
 ) -> Scorer:
     """Load a model and return a :class:`~redaes_lite.api.Scorer`.
 
@@ -237,9 +238,11 @@ def load(
     intra-op threads (default: ``OMP_NUM_THREADS`` or all cores). ``providers``: ONNX Runtime
     execution providers (default CPU). ``max_pixels``: images larger than this (from the header) are
     refused before decoding; ``max_bytes``: files and bytes larger than this are refused before they
-    are read. ``None`` disables a check.
+    are read; ``max_decode_bytes``: images whose decode would need more memory than this (estimated from
+    the header) are refused before decoding, and the decodes in flight at once share this much. ``None``
+    disables a check.
     """
     from .api import Scorer
 
     session = open_session(model, threads=threads, providers=providers)
-    return Scorer(session, max_pixels=max_pixels, max_bytes=max_bytes)
+    return Scorer(session, max_pixels=max_pixels, max_bytes=max_bytes, max_decode_bytes=max_decode_bytes)

@@ -393,3 +393,77 @@ def mutate(data: bytes, ops: Sequence[tuple[int, int, int]]) -> bytes:
 
 def random_ops(rng: random.Random, *, max_ops: int = 6) -> list[tuple[int, int, int]]:
     return [(rng.randrange(64), rng.randrange(1 << 30), rng.randrange(1 << 30)) for _ in range(rng.randint(1, max_ops))]
+
+
+# -- cost bombs: small files that pass the size limits but cost seconds or gigabytes ----------------
+# Each takes its size, so that the tests can build a scaled-down one and a lowered limit, and
+# benchmarks/bombs.py the full-size ones of issue 21's table. Writers stream to a file where the bomb is big.
+def tiff_many_strips(entries: int, *, width: int = 100, height: int = 100) -> bytes:
+    """A greyscale TIFF whose StripOffsets and StripByteCounts (one shared array) hold ``entries`` values."""
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 4, entries, 0), (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, entries, 0)]  # fmt: skip
+    array_at = 8 + 2 + 12 * len(tags) + 4
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, count, value in tags:
+        ifd += struct.pack("<HHII", tag, kind, count, array_at if count > 1 else value)
+    # Each strip: 8 bytes at offset 8 (the IFD itself); the array says (8, 8, 8, ...) for offsets and counts.
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 4 + struct.pack("<I", 8) * entries
+
+
+def bmp_rle8_rows(width: int, height: int) -> bytes:
+    """An 8-bit RLE BMP of ``width`` x ``height`` whose every row is one pixel, then end of line."""
+    data = b"\x01\x00\x00\x00" * height + b"\x00\x01"
+    palette = b"\x00\x00\x00\x00" * 256
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(data), 2835, 2835, 256, 0)
+    offset = 14 + 40 + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + header + palette + data
+
+
+def jpeg_fill(fill: int) -> bytes:
+    """A small JPEG with ``fill`` 0xFF fill bytes after a COM segment (legal, read a byte at a time)."""
+    data = _save(_photo(), "JPEG", quality=80)
+    return data[:2] + b"\xff\xfe\x00\x04hi" + b"\xff" * fill + data[2:]
+
+
+def png_many_chunks(chunks: int, *, width: int = 8, height: int = 8) -> bytes:
+    """An 8-bit greyscale PNG with ``chunks`` empty unknown ancillary chunks before its image data."""
+    empty = _chunk(b"zzZz", b"")
+    raw = (b"\x00" + b"\x80" * width) * height
+    return png(width, height, colour=0, raw=raw)[:33] + empty * chunks + png(width, height, colour=0, raw=raw)[33:]
+
+
+def ppm16(width: int, height: int, *, maxval: int = 65535) -> bytes:
+    """A binary 16-bit RGB PPM of zeros (Pillow decodes it in Python, sample by sample)."""
+    return b"P6 %d %d %d\n" % (width, height, maxval) + bytes(6 * width * height)
+
+
+def webp_lossless_zeros(width: int, height: int) -> bytes:
+    """A lossless WebP of ``width`` x ``height`` transparent black pixels in 34 bytes: five one-symbol
+    prefix codes, so that each pixel takes no bits at all (sides up to 16,384)."""
+    bits = [(0x2F, 8), (width - 1, 14), (height - 1, 14), (1, 1), (0, 3), (0, 1), (0, 1), (0, 1)]
+    bits += [(1, 1), (0, 1), (0, 1), (0, 1)] * 5  # simple code, 1 symbol, 1-bit symbol, symbol 0
+    acc = n = 0
+    for value, width_bits in bits:
+        acc |= value << n
+        n += width_bits
+    payload = acc.to_bytes((n + 7) // 8, "little")
+    if len(payload) % 2:
+        payload += b"\x00"
+    chunk = b"VP8L" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def png_zeros(width: int, height: int, *, colour: int = 6, level: int = 9) -> bytes:
+    """An 8-bit PNG (RGBA by default) of zeros, compressed row by row: 10,950² RGBA is 466 KB."""
+    row = b"\x00" * (1 + width * {0: 1, 2: 3, 4: 2, 6: 4}[colour])
+    z = zlib.compressobj(level)
+    parts = [z.compress(row) for _ in range(height)] + [z.flush()]
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
+
+
+def gif_screen(width: int, height: int) -> bytes:
+    """A 43-byte GIF: a ``width`` x ``height`` logical screen holding one 1 x 1 frame."""
+    header = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return header + frame + b"\x3b"
