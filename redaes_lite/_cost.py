@@ -8,8 +8,9 @@ parse one by one in Python, or a count Pillow does not check; real photos are fa
 * **Time**: JPEG fill and junk bytes before the image data (Pillow reads them a byte at a time, ~0.6 us
   each) and marker segments; PNG chunks (~3 us each, before and after the image data); TIFF strip and tile
   counts (Pillow builds a list entry per strip: 20 M strips of a 100 x 100 image took 43 s and 5.5 GB) and
-  other long numeric tag arrays; BigTIFF entry counts; and the pixels Pillow's pure-Python decoders (RLE
-  BMP, PPM/PGM with a maxval other than 255, plain PNM) would decode.
+  other long numeric tag arrays; BigTIFF entry counts; JPEG 2000 files over 16 MiB (OpenJPEG's time
+  follows the codestream's size); and the pixels Pillow's pure-Python decoders (RLE BMP, PPM/PGM with a
+  maxval other than 255, plain PNM) would decode.
 * **Memory**: :func:`decode_bytes` is the peak memory of ``load_image`` + ``to_array`` for one image
   (decoder buffers, the decoded frame in Pillow's storage, conversion to RGB, rotation, resize), from the
   header alone, calibrated against measured peaks.
@@ -48,6 +49,9 @@ PNG_MAX_CHUNKS = 100_000
 TIFF_MAX_TAG_VALUES = 1 << 18
 #: Entries allowed in a BigTIFF directory (classic TIFF stops at 65,535; real files have a few dozen).
 TIFF_MAX_ENTRIES = 65_535
+#: Bytes allowed in a JPEG 2000 file: OpenJPEG decodes about 130 ns a byte of codestream (a lossless 5.8 MP
+#: noise image of 18.8 MB took 2.5 CPU-s), beside ~35 ns a pixel; lossy photos are a few MB.
+JPEG2000_MAX_BYTES = 16 * 1024 * 1024
 #: Samples (pixels x bands) allowed per Pillow pure-Python decoder, each about 1.5 CPU-s on a 2-core VM
 #: at its worst case measured: RLE BMP 120 ns per pixel (rows of one pixel and an end of line), PPM/PGM
 #: with a maxval other than 255 (16-bit) 700 ns per sample, plain PNM 350 ns per sample.
@@ -69,6 +73,11 @@ def check_structure(f: BinaryIO, name: str, head: bytes) -> None:
             _check_png(f, name)
         elif head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             _check_tiff(f, name, head)
+        elif head[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or head[:4] == b"\xff\x4f\xff\x51":
+            size = f.seek(0, 2)
+            if size > JPEG2000_MAX_BYTES:
+                raise ImageError(f"{name}: JPEG 2000 file of {size / 2**20:.1f} MiB, over the "
+                                 f"{JPEG2000_MAX_BYTES / 2**20:.0f} MiB decoded in reasonable time")  # fmt: skip
     finally:
         f.seek(pos)
 
@@ -333,6 +342,31 @@ def jpeg_coefficients(im: Image.Image) -> int:
 
 
 # -- the bytes in flight --------------------------------------------------------------------------
+#: After a decode estimated above this, freed memory is handed back to the system (see :func:`trim`).
+TRIM_ABOVE = 64 * 1024 * 1024
+_malloc_trim: Callable[[int], int] | None | bool = False  # False: not looked up yet
+
+
+def trim(nbytes: int) -> None:
+    """Hand freed heap memory back to the system after a decode of ``nbytes`` over :data:`TRIM_ABOVE`.
+
+    Pillow allocates images in 16 MB blocks; once glibc has freed one such mapped block it serves the next
+    ones from its heap, which it keeps: 4 workers that had each decoded one 490 MB image held 2.2 GB
+    between decodes. ``malloc_trim`` (glibc only; elsewhere nothing is done) returns the free pages.
+    """
+    global _malloc_trim
+    if nbytes <= TRIM_ABOVE:
+        return
+    if _malloc_trim is False:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = None
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
 class DecodeBudget:
     """A weighted semaphore over bytes, first come first served: decodes reserve their estimate before
     they start and release it when done, so that the decodes in flight together stay within ``total``.
@@ -377,3 +411,4 @@ class DecodeBudget:
         finally:
             for n in held:
                 self.release(n)
+            trim(sum(held))

@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._cost import DecodeBudget
+from ._cost import DecodeBudget, trim
 from .errors import RedaesError
 from .preprocess import PreprocessSpec, _load, to_array
 from .results import Failure
@@ -180,7 +180,10 @@ def _serve(spec: PreprocessSpec, max_pixels: int | None, max_bytes: int | None, 
     lines = iter(sys.stdin.buffer)
     queued: deque[str] = deque()  # requests read while waiting for a grant
 
+    reserved = [0]
+
     def reserve(nbytes: int) -> None:
+        reserved[0] = nbytes
         out.write(json.dumps({"reserve": nbytes}).encode() + b"\n")
         out.flush()
         for line in lines:
@@ -207,6 +210,8 @@ def _serve(spec: PreprocessSpec, max_pixels: int | None, max_bytes: int | None, 
             out.write(json.dumps({"shape": list(pixels.shape)}).encode() + b"\n")
             out.write(np.ascontiguousarray(pixels, np.float32).tobytes())
         out.flush()
+        trim(reserved[0])
+        reserved[0] = 0
 
 
 if __name__ == "__main__":

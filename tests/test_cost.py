@@ -291,3 +291,10 @@ def test_real_photos_give_the_pixels_of_pillows_plain_path():
     for path in photos:
         data = path.read_bytes()
         np.testing.assert_array_equal(to_array(load_image(path, spec), spec), _reference(data, spec), err_msg=str(path))
+
+
+def test_big_jpeg2000_files_are_refused_from_their_size(monkeypatch):
+    data = fuzzkit._save(photo(), "JPEG2000")
+    assert load_image(data, SPEC).size == (96, 64)
+    monkeypatch.setattr(_cost, "JPEG2000_MAX_BYTES", len(data) - 1)
+    refused(data, r"JPEG 2000 file of 0\.0 MiB, over the 0 MiB decoded in reasonable time")
