@@ -52,7 +52,7 @@ DEFAULT_MAX_PIXELS = 120_000_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 #: Default limit on the memory one decode may need (decoder buffers, decoded frame, conversion to RGB,
 #: rotation, resize), estimated from the header before decoding: an RGB PNG or TIFF up to 120 MP, RGBA up to
-#: 59 MP, a lossless WebP up to 44 MP; JPEGs decode at draft size. :class:`~redaes_lite.Scorer` also keeps
+#: 55 MP, a WebP up to 29 MP; JPEGs decode at draft size. :class:`~redaes_lite.Scorer` also keeps
 #: the total of its decodes in flight within it.
 DEFAULT_MAX_DECODE_BYTES = 512 * 1024 * 1024
 
