@@ -78,6 +78,8 @@ def check_structure(f: BinaryIO, name: str, head: bytes) -> None:
             if size > JPEG2000_MAX_BYTES:
                 raise ImageError(f"{name}: JPEG 2000 file of {size / 2**20:.1f} MiB, over the "
                                  f"{JPEG2000_MAX_BYTES / 2**20:.0f} MiB decoded in reasonable time")  # fmt: skip
+    except (struct.error, OSError, ValueError, OverflowError):
+        pass  # a header too broken to walk: Pillow's own checks refuse it
     finally:
         f.seek(pos)
 
@@ -189,7 +191,7 @@ def _check_tiff(f: BinaryIO, name: str, head: bytes) -> None:
         tag, kind = struct.unpack(order + "HH", entry[:4])
         count = struct.unpack(order + ("Q" if big else "I"), entry[4:value_at])[0]
         counts[tag] = count
-        if count == 1 and kind in (3, 4, 16):
+        if count == 1 and kind in ((3, 4, 16) if big else (3, 4)):
             fmt = {3: "H", 4: "I", 16: "Q"}[kind]
             values[tag] = struct.unpack(order + fmt, entry[value_at : value_at + struct.calcsize(fmt)])[0]
         if kind in _NUMERIC and tag not in _STRIP_TAGS + _TILE_TAGS and count > TIFF_MAX_TAG_VALUES:

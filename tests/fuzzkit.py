@@ -312,6 +312,15 @@ def hostile() -> dict[str, bytes]:
     out["tiff-ycbcr"] = _tiff_tags(8, 8, photometric=6)
     out["jpeg-scan-bomb-small"] = jpeg_with_scans(600)
     out["jpeg-scan-bomb-64mp"] = jpeg_with_scans(60, width=8000, height=8000)
+    # issue 21's cost bombs, small (their checks trigger on structure) or tiny at full size
+    out["tiff-strip-flood"] = tiff_many_strips(1000, width=10, height=10)
+    out["bmp-rle8-rows"] = bmp_rle8_rows(300, 30)
+    out["jpeg-fill"] = jpeg_fill(3000)
+    out["png-chunk-flood"] = png_many_chunks(300)
+    out["ppm16"] = ppm16(30, 30)
+    out["webp-lossless-10950"] = webp_lossless_zeros(10_950, 10_950)
+    out["gif-screen-10950"] = gif_screen(10_950, 10_950)
+    out["png-rgba-zeros"] = png_zeros(300, 300)
     return out
 
 
