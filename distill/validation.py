@@ -206,7 +206,7 @@ def edit_metrics(
     out["explain_acc"] = float(np.concatenate(hits).mean()) if hits else math.nan
     out["factor_sign_acc"] = float(np.concatenate(signs).mean()) if signs else math.nan
     raw = {
-        "edit_utility": u.ravel(),
+        "edit_utility": u,  # [G, M]: column 0 is each group's unedited photo
         "edit_dpred": d_pred[scored],
         "edit_outcome": (d_true[scored] > 0).astype(np.float64),
     }
@@ -242,8 +242,7 @@ def evaluate(
         metrics[f"{name}_plcc"] = plcc_logistic(hu, scores)
     if val.unusable:
         nu, _ = predict(model, val.unusable_pixels(eval_tf), device=device, batch_size=bs, channels_last=cfg.channels_last)
-        m = len(val.groups[0].images) if val.groups else 1
-        photos = np.concatenate([raw["edit_utility"][::m], raw.get("mos_utility", np.empty(0))])
+        photos = np.concatenate([raw["edit_utility"][:, 0], raw.get("mos_utility", np.empty(0))])
         if photos.size:
             metrics["unusable_acc"] = float(_agree(photos[None, :] - nu[:, None], np.ones(1)).mean())
         raw["unusable_utility"] = nu
@@ -283,8 +282,7 @@ def finalize(
         if pairs is not None:  # MOS pairs are measured even when not fitted on
             report = pair_calibration(*pairs, temperature=temperature, lapse=lapse)
             metrics[f"ece_{kind}"], metrics[f"pairs_{kind}"] = report["ece"], report["n"]
-    m = len(val.groups[0].images) if val.groups else 1
-    edit_u = raw["edit_utility"].reshape(-1, m)
+    edit_u = raw["edit_utility"]
     if use_mos:
         pool = {"biq2021": raw["mos_utility"], **{n: raw[f"{n}_utility"] for n in val.human}, "photos": edit_u[:, 0]}
     else:
