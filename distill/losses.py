@@ -15,7 +15,10 @@ Registered in ``distill.registry.LOSSES``:
   reward; UNIQUE's loss) or logistic (Bradley-Terry) term on the teacher's order (or its soft probability);
 - ``factor``: ``relative`` on the factor heads, ``pred/target [G, M, K]``, NaN target = unknown;
 - ``temperature``: learned ``T`` (log-parameterised) so that ``sigmoid((u_j - u_i) / T)`` is a calibrated
-  probability of the teacher's preference; :func:`fit_temperature` refits it on validation at the end.
+  probability of the teacher's preference; :func:`fit_temperature` refits it on validation at the end;
+- ``feature``: feature distillation on a teacher source: the student's pooled features, through a learned
+  linear map, point the way the teacher's do (:class:`FeatureLoss`). Not a group loss: it sees one
+  image at a time, so it is the one loss that reads more than the utility's differences.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from torch import nn
 from distill.registry import LOSSES
 from redaes_lite.metadata import preference_probability
 
-__all__ = ["GroupLoss", "RelativeLoss", "RankingLoss", "FactorLoss", "TemperatureLoss", "fit_temperature", "pair_nll"]
+__all__ = [
+    "GroupLoss", "RelativeLoss", "RankingLoss", "FactorLoss", "TemperatureLoss", "FeatureLoss", "fit_temperature",
+    "pair_nll",
+]  # fmt: skip
 
 Out = dict[str, torch.Tensor]
 # What a loss computes per pair: (per-pair terms reduced like the loss, pairs that count, extra scalars).
@@ -214,6 +220,51 @@ class TemperatureLoss(GroupLoss):
         return {"loss": nll - _entropy(p), "nll": nll}, valid, {"temperature": self.log_t.detach().exp()}
 
 
+class FeatureLoss(nn.Module):
+    """``1 - cos`` between the student's pooled features mapped by a learned linear ``proj`` and the teacher's
+    pooled features (``teacher_features`` of a teacher-in-the-loop batch, NIMA's 1024-d), both centred on
+    the batch mean first: what is learned is how the images *differ* in the teacher's feature space, not
+    the direction every image shares.
+
+    A scalar score difference gives one number per pair; a 1024-d feature gives the student far more of the
+    teacher's judgement per image, which matters where the images are few (the permissive model's
+    commercial-use photos). ``teacher_width`` is the teacher's feature width; the student's is bound by
+    :meth:`bind` before the optimiser is built. The map is a training-only parameter: export never sees it.
+    ``forward(student [N, D], teacher [N, D_t], weight [N] | None)``.
+    """
+
+    name = "feature"
+    dims = 0  # neither the utility [G, M] nor the factors [G, M, K]: the trainer passes features
+
+    def __init__(self, *, teacher_width: int = 1024) -> None:
+        super().__init__()
+        if teacher_width < 1:
+            raise ValueError(f"feature loss: teacher_width must be >= 1, got {teacher_width}")
+        self.teacher_width = int(teacher_width)
+        self.proj: nn.Linear | None = None
+
+    def bind(self, student_width: int) -> None:
+        """Create the map from the student's pooled width (once; a resumed run loads its weights after)."""
+        if self.proj is None:
+            self.proj = nn.Linear(int(student_width), self.teacher_width, bias=False)
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor | None = None) -> Out:
+        if self.proj is None:
+            raise RuntimeError("feature loss: bind(student_width) was never called")
+        if teacher.dim() != 2 or teacher.shape[1] != self.teacher_width or teacher.shape[0] != student.shape[0]:
+            raise ValueError(
+                f"feature loss: teacher features must be [{student.shape[0]}, {self.teacher_width}], "
+                f"got {list(teacher.shape)} (set the loss's teacher_width to the teacher's feature width)"
+            )
+        s = self.proj(student)
+        s = s - s.mean(0, keepdim=True)
+        t = (teacher - teacher.mean(0, keepdim=True)).to(s.dtype)
+        per_image = 1 - F.cosine_similarity(s, t, dim=1, eps=1e-6)
+        w = torch.ones_like(per_image) if weight is None else weight.to(per_image.dtype)
+        loss = (w * per_image).sum() / w.sum().clamp_min(torch.finfo(per_image.dtype).tiny)
+        return {"loss": loss, "cosine": (1 - per_image).mean().detach()}
+
+
 def _as_1d(x: Any, what: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -279,5 +330,5 @@ def fit_temperature(
     return math.exp(-0.5 * (lo + hi))
 
 
-for _loss in (RelativeLoss, RankingLoss, FactorLoss, TemperatureLoss):
+for _loss in (RelativeLoss, RankingLoss, FactorLoss, TemperatureLoss, FeatureLoss):
     LOSSES.add(_loss.name, _loss)

@@ -131,7 +131,8 @@ class TeacherLabeller:
     ``checkpoint`` is a student checkpoint or NIMA (anything :func:`teacher_file` takes). A student teacher's
     utility (and its factor heads named like the student's factors, with ``use_factors``) become the targets;
     NIMA's mean score becomes ``target`` and ``factor_target`` stays NaN (NIMA has no factor heads). Both are
-    multiplied by ``scale``; ``mask`` marks every member with a finite target (all of them).
+    multiplied by ``scale``; ``mask`` marks every member with a finite target (all of them). The teacher's
+    pooled features go to ``teacher_features [G, M, D]`` for the ``feature`` loss.
     """
 
     def __init__(
@@ -173,9 +174,10 @@ class TeacherLabeller:
         if self.nima:
             from distill.teachers.nima import mean_score
 
-            utility, factors = mean_score(self.model(timg.flatten(0, 1))), None
+            features = self.model.features(timg.flatten(0, 1))
+            utility, factors = mean_score(self.model.head(features)), None
         else:
-            utility, factors = self.model(timg.flatten(0, 1))
+            utility, factors, features = self.model(timg.flatten(0, 1), with_features=True)
         target = (utility.float() * self.scale).view(g, m)
         ftarget = torch.full((g, m, len(self.factor_index)), float("nan"), device=self.device)
         for k, j in enumerate(self.factor_index):
@@ -184,4 +186,5 @@ class TeacherLabeller:
         batch["target"] = target.to(batch["target"].device)
         batch["mask"] = torch.isfinite(batch["target"])
         batch["factor_target"] = ftarget.to(batch["factor_target"].device)
+        batch["teacher_features"] = features.float().view(g, m, -1).to(batch["target"].device)
         return batch

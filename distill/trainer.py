@@ -80,7 +80,11 @@ class Run:
         self.model.to(self.device, memory_format=self.memory_format)
         # ``ctx`` is given by tests (synthetic data); runs read the committed splits of the shared data.
         self.ctx = ctx or DataContext.from_config(cfg, self.model.spec)
-        self.loss_fns = build_losses(cfg).to(self.device)
+        self.loss_fns = build_losses(cfg)
+        for fn in self.loss_fns.values():
+            if hasattr(fn, "bind"):  # a loss with parameters sized by the student (the feature map)
+                fn.bind(self.model.utility_head.in_features)
+        self.loss_fns.to(self.device)
         self.optimizer = make_optimizer(self.model, self.loss_fns, cfg)
         total, o = cfg.total_steps, cfg.optim
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -158,7 +162,8 @@ class Run:
         """One forward pass over every source's images; weighted sum of every loss on every source."""
         images = torch.cat([b["images"].flatten(0, 1) for b in batches.values()])
         images = images.contiguous(memory_format=self.memory_format)
-        utility, factors = self.net(images)
+        with_features = any(fn.dims == 0 for fn in self.loss_fns.values())
+        utility, factors, *pooled = self.net(images, with_features=True) if with_features else self.net(images)
         total = utility.new_zeros(())
         parts: dict[str, float] = {}
         start = 0
@@ -173,9 +178,16 @@ class Run:
                 if w == 0:
                     continue
                 fn = self.loss_fns[loss_name]
-                # A loss over [G, M, K] (``dims == 3``) scores the factor heads, one over [G, M] the utility.
-                pred, target = (f, b["factor_target"]) if fn.dims == 3 else (u, b["target"])
-                out = fn(pred, target, weight=b["weight"], mask=b["mask"])
+                if fn.dims == 0:  # feature distillation: per image, on sources a teacher network labelled
+                    if "teacher_features" not in b:
+                        continue
+                    feats = pooled[0][start - g * m : start]
+                    per_image = (b["weight"][:, None] * b["mask"]).flatten()
+                    out = fn(feats, b["teacher_features"].flatten(0, 1), weight=per_image)
+                else:
+                    # A loss over [G, M, K] (``dims == 3``) scores the factor heads, one over [G, M] the utility.
+                    pred, target = (f, b["factor_target"]) if fn.dims == 3 else (u, b["target"])
+                    out = fn(pred, target, weight=b["weight"], mask=b["mask"])
                 total = total + w * out["loss"]
                 parts[f"{name}/{loss_name}"] = float(out["loss"].detach())
                 if "accuracy" in out and not torch.isnan(out["accuracy"]):

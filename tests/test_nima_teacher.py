@@ -227,6 +227,10 @@ def test_nima_in_the_loop_relabels_groups(ctx, model, weights: Path, sha: str) -
     assert torch.allclose(diffs, 0.5 * (scores - scores[:, :1]), atol=1e-5) and diffs.abs().max() > 1e-3
     assert out["mask"].all() and out["mask"].shape == (G, M)
     assert out["factor_target"].shape == (G, M, len(FACTORS)) and torch.isnan(out["factor_target"]).all()
+    # Its pooled features ride along for the feature loss, one per member.
+    with torch.no_grad():
+        feats = model.features(batch["teacher_images"].flatten(0, 1))
+    assert torch.allclose(out["teacher_features"], feats.view(G, M, -1), atol=1e-5)
     # The trainer sets the stage's scale on the labeller; the spelling of the config works too.
     again = TeacherLabeller(f"nima:{weights}", factors=FACTORS, scale=2.0)(src.batch(0, tf))
     assert torch.allclose(again["target"], 2.0 * scores, atol=1e-5)
@@ -275,6 +279,50 @@ def test_training_with_nima_in_the_loop_records_the_teacher(as_release: None, ct
     assert "edit-oracle" not in {t["name"] for t in ckpt["teachers"]}  # NIMA replaced the oracle's targets
     rec = next(d for d in ckpt["training_data"] if d["name"] == TRAINING_DATA_NAME)
     assert rec["license"].startswith("permissive") and rec["pairs"] > 0
+
+
+def test_feature_loss_learns_nima_features_and_resumes(as_release: None, ctx, weights: Path, tmp_path: Path):
+    from distill.trainer import Run
+    from test_trainer import tiny_cfg
+
+    args = (
+        f"sources={{x: {{kind: cross, group_size: 3, groups: 2, teacher: 'nima:{weights}'}},"
+        " edit: {kind: edit, group_size: 2, groups: 1}}",
+        "losses={ranking: {}, feature: {weight: 1.0}}", "optim.lr=0.01", "val.every=1000",
+    )  # fmt: skip
+    run = Run(tiny_cfg(tmp_path / "run", "steps=12", *args), ctx=ctx)
+    fn = run.loss_fns["feature"]
+    assert fn.proj.in_features == run.model.utility_head.in_features and fn.proj.out_features == 1024
+    # Training-only: the map is an optimised parameter of the run, never a part of the student.
+    assert any(p is fn.proj.weight for g in run.optimizer.param_groups for p in g["params"])
+    assert not any(p is fn.proj.weight for p in run.model.parameters())
+    run.enter_stage(0, None)
+    logs = [run.step() for _ in range(12)]
+    assert all("edit/feature" not in r for r in logs)  # the edit oracle has no features to match
+    first, last = logs[0]["x/feature"], sum(r["x/feature"] for r in logs[-3:]) / 3
+    assert last < first
+    run.save("last.pt", resume=True)
+    again = Run(tiny_cfg(tmp_path / "run", "steps=12", *args), ctx=ctx, resume=True)
+    assert torch.equal(again.loss_fns["feature"].proj.weight, fn.proj.weight)
+
+
+def test_feature_loss_names_a_width_mismatch() -> None:
+    from distill.losses import FeatureLoss
+
+    fn = FeatureLoss(teacher_width=8)
+    with pytest.raises(RuntimeError, match="bind"):
+        fn(torch.zeros(4, 5), torch.zeros(4, 8))
+    fn.bind(5)
+    with pytest.raises(ValueError, match="teacher_width"):
+        fn(torch.zeros(4, 5), torch.zeros(4, 7))
+    # Centred on the batch: a shift every image shares costs nothing, only how they differ counts.
+    t = torch.randn(6, 8)
+    with torch.no_grad():
+        fn.proj.weight.copy_(torch.randn(8, 5))
+    s = torch.randn(6, 5)
+    with torch.no_grad():
+        assert float(fn(s, fn.proj(s) + 3.0)["loss"]) < 1e-5
+        assert float(fn(s, t)["loss"]) > 0.1
 
 
 # ---------------------------------------------------------------------------------------------- real file

@@ -99,11 +99,14 @@ class Student(nn.Module):
                 stats.append(h[:, :, hh : h.shape[2] - hh, ww : h.shape[3] - ww].mean((2, 3)) - mean)
         return self.trunk.forward_head(final, pre_logits=True), torch.cat(stats, 1)
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled, taps = self.features(pixel_values)
-        pooled = self.dropout(pooled)
+    def forward(self, pixel_values: torch.Tensor, with_features: bool = False) -> tuple[torch.Tensor, ...]:
+        """``(utility, factors)``; with ``with_features``, the pooled trunk features ``[N, D]`` third (before
+        dropout: what a feature-distillation loss matches to a teacher's)."""
+        features, taps = self.features(pixel_values)
+        pooled = self.dropout(features)
         factor_in = pooled if taps is None else torch.cat([pooled, self.dropout(taps)], 1)
-        return self.utility_head(pooled)[:, 0], self.factor_head(factor_in)
+        out = self.utility_head(pooled)[:, 0], self.factor_head(factor_in)
+        return (*out, features) if with_features else out
 
     def train(self, mode: bool = True) -> "Student":
         super().train(mode)

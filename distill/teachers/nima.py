@@ -123,9 +123,13 @@ class NimaNet(nn.Module):
             x = F.relu6(self.layers[bn_name](conv(x)))
         return x.mean(dim=(2, 3))
 
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``[N, 10]`` of the scores 1..10 from :meth:`features`."""
+        return torch.softmax(self.layers["dense_1"](self.dropout(features)), dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities ``[N, 10]`` of the scores 1..10."""
-        return torch.softmax(self.layers["dense_1"](self.dropout(self.features(x))), dim=-1)
+        return self.head(self.features(x))
 
     def keras_tensors(self) -> dict[str, tuple[nn.Module, str]]:
         """``"<layer>/<weight>:0"`` -> (module, torch attribute) for every tensor the Keras file must hold."""
