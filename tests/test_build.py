@@ -26,6 +26,7 @@ def test_flags_spell_plain_data_as_command_line_options() -> None:
     assert flags({"biq_sources": 2550, "fp16": True, "ort": False, "cache": None}) == ["--biq-sources", "2550", "--fp16"]
 
 
+@pytest.mark.slow
 @needs_data
 def test_build_runs_every_stage_and_continues_a_stopped_build(tmp_path: Path) -> None:
     out = tmp_path / "build"

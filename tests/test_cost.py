@@ -111,6 +111,7 @@ def _estimate(data: bytes, spec: PreprocessSpec = SPEC) -> int:
     return seen[0]
 
 
+@pytest.mark.slow
 def test_the_estimate_follows_modes_formats_and_the_jpeg_draft():
     im = photo(1000, 800)
     rgb = _estimate(fuzzkit._save(im, "PNG"))

@@ -222,6 +222,7 @@ def _options(data: dict, **changes) -> pipeline.ExportOptions:
     return pipeline.ExportOptions(**{**fields, **changes})
 
 
+@pytest.mark.slow
 def test_export_all_writes_gated_files_and_report(data: dict, tmp_path: Path) -> None:
     report = json.loads(pipeline.export_all(data["ckpt"], tmp_path, options=_options(data)).read_text())
     assert report["status"] == "ok" and report["int8_choice"]["mode"] in ("int8-qdq", "int8-dynamic")

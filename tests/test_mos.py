@@ -51,6 +51,7 @@ def test_pairs_respect_margin_subsets_and_fraction(labels: Path) -> None:
     assert 60 < sum(p.delta > 0 for p in pairs) < 140  # a/b order is random
 
 
+@pytest.mark.slow
 def test_pairs_are_deterministic_restricted_and_fail_loudly(labels: Path) -> None:
     a = mos_pairs(labels, margin=0.1, n_pairs=50, seed=7)
     assert a == mos_pairs(labels, margin=0.1, n_pairs=50, seed=7) != mos_pairs(labels, margin=0.1, n_pairs=50, seed=8)
