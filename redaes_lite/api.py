@@ -83,6 +83,12 @@ class Scorer:
     def providers(self) -> tuple[str, ...]:
         return self._session.providers
 
+    @property
+    def verified(self) -> bool:
+        """Whether the model file matched the sha256 of a ``model.json`` beside it (embedded models always
+        do). False for a file without one: nothing then says that its weights are the ones published."""
+        return self._session.verified
+
     def __repr__(self) -> str:
         return f"Scorer({str(self.path)!r}, version={self.info.version!r}, providers={list(self.providers)})"
 

@@ -62,6 +62,21 @@ _FIELDS = {
 _OPTIONAL = frozenset({"lapse", "metrics"})
 #: Every ``redaes.*`` key in contract order; ``redaes.lapse`` and ``redaes.metrics`` are optional.
 KEYS = tuple(PREFIX + name for name in _FIELDS)
+# Deepest nesting of lists and objects a metadata value may have (the contract's own need 3): a hostile
+# file's 100,000 nested lists would end json.loads, copy.deepcopy or the info table in a RecursionError.
+_MAX_DEPTH = 16
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests lists/objects deeper than ``_MAX_DEPTH``; iterative, so it cannot recurse."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (list, tuple, dict)):
+            if depth > _MAX_DEPTH:
+                return True
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
 
 
 def _require(ok: bool, key: str, msg: str) -> None:
@@ -231,6 +246,8 @@ class ModelInfo:
                 values[name] = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise ModelError(f"{source}: bad {PREFIX}{name}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise ModelError(f"{source}: bad {PREFIX}{name}: nested deeper than {_MAX_DEPTH} levels") from None
         for name in ("temperature", "lapse"):
             if name in values:
                 try:
@@ -252,6 +269,9 @@ class ModelInfo:
         if missing:
             raise ModelError(f"{source}: not a redaes-lite model: metadata lacks {', '.join(missing)}")
         known = {k: v for k, v in values.items() if k in _FIELDS}
+        deep = [PREFIX + k for k, v in known.items() if _too_deep(v)]
+        if deep:
+            raise ModelError(f"{source}: bad {deep[0]}: nested deeper than {_MAX_DEPTH} levels")
         try:
             return cls(**known, source=source)
         except (ValueError, TypeError) as e:
@@ -344,6 +364,8 @@ def read_sidecar(path: str | os.PathLike) -> Sidecar:
         raise ModelError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelError(f"{path}: cannot read sidecar ({e})") from None
+    except RecursionError:
+        raise ModelError(f"{path}: cannot read sidecar (JSON nested too deeply)") from None
     if not isinstance(doc, dict):
         raise ModelError(f"{path}: sidecar must be a JSON object")
     missing = [k for k in ("file", "sha256", "opset", "metadata") if k not in doc]

@@ -61,6 +61,11 @@ ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, 
 # Longest side accepted (JPEG's own limit). Decoders spend ~50 ns per row whatever its width, so a 69-byte
 # PNG claiming 1 x 100,000,000 pixels (under max_pixels) took 4 s; real photos are far from this.
 _MAX_SIDE = 65_535
+# Bounds of a usable spec: a model input of at most 8,192 a side, and std >= 0.001 so that a pixel step
+# (1/255) is at most ~4 units after normalisation (a model reading 0..255 has std 1/255 = 0.0039); a tiny
+# std would turn every input into infinities.
+_MAX_INPUT_SIDE = 8192
+_MIN_STD = 0.001
 _RESIZE_MODES = ("letterbox", "squash", "center_crop")
 _INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,
@@ -102,12 +107,16 @@ class PreprocessSpec:
         if not self.antialias:
             # Pillow's resampling filters always widen their support when downscaling.
             raise ValueError("preprocess antialias=false is not supported (Pillow resizes with antialiasing)")
-        for name in ("pad", "mean", "std"):
+        if max(self.size) > _MAX_INPUT_SIDE:  # one such image would be gigabytes of float32
+            raise ValueError(f"preprocess size must be at most {_MAX_INPUT_SIDE} a side, got {list(self.size)}")
+        for name, low in (("pad", 0.0), ("mean", 0.0), ("std", _MIN_STD)):
             values = getattr(self, name)
             if len(values) != 3:
                 raise ValueError(f"preprocess {name} must have 3 values (RGB), got {list(values)}")
-        if min(self.std) <= 0:
-            raise ValueError(f"preprocess std must be positive, got {list(self.std)}")
+            # NaN passes every comparison, so the range is checked as "inside", not as "not outside".
+            ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= 1 for v in values)
+            if not ok:
+                raise ValueError(f"preprocess {name} must be 3 numbers in [{low:g}, 1], got {list(values)}")
 
     @property
     def height(self) -> int:

@@ -57,21 +57,23 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[Path, bool]:
     return path.resolve(), False
 
 
-def _check_sha256(path: Path, *, embedded: bool) -> None:
-    """Embedded models must match their ``model.json``; other files are checked when a sidecar names them."""
+def _check_sha256(path: Path, *, embedded: bool) -> bool:
+    """Embedded models must match their ``model.json``; other files are checked when a sidecar names them.
+    Returns whether the file was checked (False: no sidecar names it, so nothing says it is intact)."""
     side_path = sidecar_path(path)
     if not side_path.is_file():
         if embedded:
             raise ModelError(f"{path}: embedded model has no {side_path.name}; the installation is damaged")
-        return
+        return False
     side = read_sidecar(side_path)
     if side.file != path.name:
         if embedded:
             raise ModelError(f"{side_path}: describes {side.file!r}, not {path.name!r}")
-        return
+        return False
     actual = sha256_file(path)
     if actual != side.sha256:
         raise ModelError(f"{path}: sha256 {actual[:12]}… does not match {side_path.name} ({side.sha256[:12]}…)")
+    return True
 
 
 def _session_options(threads: int | None) -> Any:
@@ -120,6 +122,8 @@ class ModelSession:
     threads: int | None
     embedded: bool
     session: Any
+    #: Whether the file's sha256 was checked against a ``model.json`` beside it (always, for embedded models).
+    verified: bool = False
 
     @cached_property
     def model_id(self) -> str:
@@ -183,7 +187,7 @@ def _check_signature(path: Path, session: Any, info: ModelInfo) -> None:
 def _create(path: Path, embedded: bool, providers: tuple[str, ...], threads: int | None) -> ModelSession:
     import onnxruntime as ort
 
-    _check_sha256(path, embedded=embedded)
+    verified = _check_sha256(path, embedded=embedded)
     opts = _session_options(threads)
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
@@ -196,7 +200,7 @@ def _create(path: Path, embedded: bool, providers: tuple[str, ...], threads: int
         raise ModelError(f"{path}: not a loadable ONNX model ({detail[:200]})") from None
     info = ModelInfo.from_props(session.get_modelmeta().custom_metadata_map, source=str(path))
     _check_signature(path, session, info)
-    return ModelSession(path, info, providers, threads, embedded, session)
+    return ModelSession(path, info, providers, threads, embedded, session, verified)
 
 
 def open_session(
