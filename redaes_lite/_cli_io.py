@@ -8,30 +8,58 @@ In CSV ``factors`` becomes one ``factor.<name>`` column per factor.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import fnmatch
+import functools
 import glob
+import io
 import json
 import os
+import re
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 if TYPE_CHECKING:  # the results module pulls in numpy and Pillow; `--version` must not
     from .results import Comparison, Failure, Score
 
-__all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Progress", "Source", "compare_row", "expand", "score_row", "write_rows"]
+__all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Progress", "Source", "compare_row", "decoder_warnings", "expand",
+           "image_extensions", "printable", "score_row", "write_rows"]
 
 FORMATS = ("table", "json", "jsonl", "csv")
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
-    ".heic", ".heif", ".avif", ".jp2", ".ppm", ".pgm", ".pnm", ".tga",
-})  # fmt: skip
+# pillow-heif's extensions: it registers them with Pillow only when imported, on the first HEIF file. Listed
+# even where it is not installed, so that such a file gets a row saying what to install, not silence.
+_HEIF_EXTENSIONS = frozenset({".heic", ".heics", ".heif", ".heifs", ".hif", ".avif", ".avifs"})
 _GLOB_CHARS = frozenset("*?[")
 
 #: One CLI input: the path as shown in its row, and an error found while expanding (else None).
 Source = tuple[str, "str | None"]
+
+
+@functools.lru_cache(maxsize=None)
+def image_extensions() -> frozenset[str]:
+    """The file extensions folder walks take as images: every extension Pillow registers for a format the
+    loader decodes (``redaes_lite._safe_open``'s list; MPO through the JPEG decoder), and HEIF/AVIF's.
+    Computed on first use: it imports Pillow's plugins, which ``--version`` must not."""
+    from PIL import Image
+
+    from ._safe_open import DECODED_FORMATS
+
+    Image.init()
+    allowed = {*DECODED_FORMATS, "MPO"}  # Pillow's JPEG opener returns multi-picture files as MPO
+    found = {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in allowed}
+    return frozenset(found | _HEIF_EXTENSIONS)
+
+
+def __getattr__(name: str) -> Any:  # IMAGE_EXTENSIONS, computed when first asked for (PEP 562)
+    if name == "IMAGE_EXTENSIONS":
+        return image_extensions()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _walk(folder: Path, *, recursive: bool, images_only: bool = True) -> tuple[list[Path], list[Source]]:
@@ -63,7 +91,7 @@ def _walk(folder: Path, *, recursive: bool, images_only: bool = True) -> tuple[l
                 if entry.is_dir(follow_symlinks=False):
                     if recursive:
                         stack.append(path)
-                elif (not images_only or path.suffix.lower() in IMAGE_EXTENSIONS) and entry.is_file():
+                elif (not images_only or path.suffix.lower() in image_extensions()) and entry.is_file():
                     files.append(path)
             except OSError:
                 continue  # vanished or unreadable entry: not an input we can name
@@ -96,6 +124,15 @@ def _glob(arg: str, *, recursive: bool) -> list[str]:
     return sorted(str(p) if fixed else str(Path(*r)) for p, r in rel if _match(r, parts[fixed:]))
 
 
+def _probe(path: Path, test: Callable[[], bool]) -> bool:
+    """``path.is_dir()`` / ``exists()``, False where it cannot be asked: pathlib raises PermissionError for a
+    path inside a folder we may not traverse, which the loader then reports as the input's error row."""
+    try:
+        return test()
+    except (OSError, ValueError):
+        return False
+
+
 def expand(args: Sequence[str], *, recursive: bool) -> list[Source]:
     """Files stay as given; folders become their images (sorted; subfolders with ``recursive``);
     patterns are globbed. Folders without images, unlistable folders and patterns without matches
@@ -103,14 +140,14 @@ def expand(args: Sequence[str], *, recursive: bool) -> list[Source]:
     out: list[Source] = []
     for arg in args:
         path = Path(arg)
-        if path.is_dir():
+        if _probe(path, path.is_dir):
             found, errors = _walk(path, recursive=recursive)
             hint = "" if recursive else " (use --recursive for subfolders)"
             out.extend((str(p), None) for p in found)
             out.extend(errors)
             if not found and not errors:
                 out.append((arg, f"{arg}: folder contains no images{hint}"))
-        elif not path.exists() and _GLOB_CHARS & set(arg):
+        elif _GLOB_CHARS & set(arg) and not _probe(path, path.exists):
             matches = _glob(arg, recursive=recursive)
             if matches:
                 out.extend((m, None) for m in matches)
@@ -121,41 +158,94 @@ def expand(args: Sequence[str], *, recursive: bool) -> list[Source]:
     return out
 
 
+def printable(text: str) -> str:
+    """``text`` as UTF-8 can hold it: a file name that is not valid UTF-8 reaches Python with each bad byte as
+    a lone surrogate (PEP 383), which no UTF-8 writer accepts; each such byte is written ``\\xHH`` instead
+    (``caf\\xe9.jpg`` for the Latin-1 name ``caf<0xE9>.jpg``)."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that came from no file name: escape them as they are
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def score_row(path: str, result: Score | Failure, model: str) -> dict[str, Any]:
     from .results import Failure
 
+    path = printable(path)
     if isinstance(result, Failure):
-        return {"path": path, "score": None, "utility": None, "factors": None, "model": model, "error": result.error}
+        error = printable(result.error)
+        return {"path": path, "score": None, "utility": None, "factors": None, "model": model, "error": error}
     return {"path": path, **result.to_dict(), "model": model, "error": None}
 
 
 def compare_row(a: str, b: str, result: Comparison | None, error: str | None, model: str) -> dict[str, Any]:
-    row: dict[str, Any] = {"a": a, "b": b, "preferred": None, "probability": None, "delta": None, "factors": None}
+    row: dict[str, Any] = {"a": printable(a), "b": printable(b), "preferred": None, "probability": None,
+                           "delta": None, "factors": None}  # fmt: skip
     if result is not None:
         row.update(result.to_dict())
-    return {**row, "model": model, "error": error}
+    return {**row, "model": model, "error": None if error is None else printable(error)}
+
+
+# A text cell starting with one of these is a formula to Excel, LibreOffice or Google Sheets (a file named
+# `=HYPERLINK(...).jpg` would run on opening the CSV); OWASP's advice: prefix a single quote. Numbers are
+# written as numbers (a negative utility stays -0.5), so only text cells are escaped.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _csv_cell(v: Any) -> Any:
-    return "" if v is None else v
+    if v is None:
+        return ""
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
 
 
 def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence[str]) -> None:
     writer: Any = None
+    buf = io.StringIO()
     for row in rows:
         flat = {k: v for k, v in row.items() if k not in ("factors", "model", "error")}
         flat.update({f"factor.{n}": (row["factors"] or {}).get(n) for n in factors})
         flat["model"] = row.get("model")
         flat["error"] = row["error"]
         if writer is None:
-            writer = csv.DictWriter(out, fieldnames=list(flat), lineterminator="\n")
+            # The csv module quotes a cell holding a character of its line terminator, and only those: with
+            # "\r\n", a CR as well as a LF in a file name is quoted; each record is then ended with "\n".
+            writer = csv.DictWriter(buf, fieldnames=list(flat), lineterminator="\r\n")
             writer.writeheader()
+            out.write(_record(buf))
         writer.writerow({k: _csv_cell(v) for k, v in flat.items()})
+        out.write(_record(buf))
         out.flush()
 
 
+def _record(buf: io.StringIO) -> str:
+    """The one record the csv writer put in ``buf``, ending in "\n" instead of "\r\n"; ``buf`` emptied."""
+    text = buf.getvalue()
+    buf.seek(0)
+    buf.truncate()
+    return text[:-2] + "\n"
+
+
+# Characters a terminal acts on instead of showing (C0/C1 controls, DEL, bidirectional overrides that
+# would reorder the rest of the line): the table shows them as escapes, so a file name cannot move the
+# cursor, clear the screen or disguise the row.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters as ``\\t``, ``\\n``, ``\\r``, ``\\xHH`` or ``\\uHHHH``."""
+
+    def escape(m: re.Match[str]) -> str:
+        c = m.group()
+        return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+    return _CONTROL.sub(escape, text)
+
+
 def _cell(v: Any, width: int, spec: str) -> str:
-    text = "-" if v is None else format(v, spec) if isinstance(v, float) else str(v)
+    text = "-" if v is None else format(v, spec) if isinstance(v, float) else visible(str(v))
     return text.rjust(width)
 
 
@@ -177,7 +267,7 @@ def _write_table(rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence
             is_compare = "preferred" in row
             cols = _COMPARE_COLS if is_compare else _SCORE_COLS
             head = "a  b" if is_compare else "path"
-            first = f"{row['a']}  {row['b']}" if is_compare else row["path"]
+            first = visible(f"{row['a']}  {row['b']}" if is_compare else row["path"])
             lw = max(len(head), len(first) if is_compare else min(label_width, MAX_PATH_WIDTH))
             mw = max(len("model"), len(row.get("model") or "-"))
             fcols = [(n, max(8, len(n)), "+.3f" if is_compare else ".3f") for n in factors]
@@ -191,14 +281,23 @@ def _write_table(rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence
             header = [head.ljust(lw), *(k.rjust(w) for k, w, _ in (*cols, *fcols)), "model"]
             out.write("  ".join(header) + "\n")
         fac = row["factors"] or {}
-        label = f"{row['a']}  {row['b']}" if is_compare else row["path"]
+        label = visible(f"{row['a']}  {row['b']}" if is_compare else row["path"])
         cells = [label.ljust(lw), *(_cell(row[k], w, f) for k, w, f in cols),
                  *(_cell(fac.get(k), w, f) for k, w, f in fcols)]  # fmt: skip
-        model = row.get("model") or "-"
+        model = visible(row.get("model") or "-")
         line = "  ".join([*cells, model.ljust(mw) if row["error"] else model])
-        out.write(line + (f"  error: {row['error']}" if row["error"] else "") + "\n")
+        out.write(line + (f"  error: {visible(row['error'])}" if row["error"] else "") + "\n")
         out.flush()
     return hidden
+
+
+def _holds_unicode(out: IO[str]) -> bool:
+    """Whether a text stream encodes every character (a UTF encoding, or no encoding: an in-memory stream)."""
+    encoding = getattr(out, "encoding", None)
+    try:
+        return encoding is None or codecs.lookup(encoding).name.startswith("utf")
+    except LookupError:
+        return False
 
 
 def write_rows(rows: Iterable[dict[str, Any]], out: IO[str], *, fmt: str, factors: Sequence[str],
@@ -206,14 +305,17 @@ def write_rows(rows: Iterable[dict[str, Any]], out: IO[str], *, fmt: str, factor
     """Write rows as ``fmt``; rows are consumed (and, except for ``json``, printed) as they come. The
     table's paths are padded to ``label_width`` and its factor columns cut to fit ``width`` characters
     (``None``: all of them); returns how many factor columns the table left out (0 for other formats)."""
+    # JSON to a stream that cannot hold all of Unicode (stdout under PYTHONIOENCODING=ascii, a Latin-1
+    # locale): JSON's own \\u escapes, which every reader decodes, instead of a write error mid-run.
+    ascii_only = not _holds_unicode(out)
     if fmt == "json":
         out.write("[")
         for i, row in enumerate(rows):
-            out.write(("," if i else "") + "\n  " + json.dumps(row, ensure_ascii=False))
+            out.write(("," if i else "") + "\n  " + json.dumps(row, ensure_ascii=ascii_only))
         out.write("\n]\n")
     elif fmt == "jsonl":
         for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.write(json.dumps(row, ensure_ascii=ascii_only) + "\n")
             out.flush()
     elif fmt == "csv":
         _write_csv(rows, out, factors)
@@ -253,3 +355,33 @@ def tracked(
         progress.advance()
         on_row(row)
         yield row
+
+
+@contextlib.contextmanager
+def decoder_warnings(*, quiet: bool) -> Iterator[None]:
+    """Python warnings during the block (Pillow's on malformed EXIF: 3,998 lines for one PNG): none with
+    ``quiet``, else the first one of each input file as one line on stderr, naming the file (from any
+    decode thread: :func:`~redaes_lite.preprocess.decoding` says which file a thread is on). Warnings
+    outside a decode: each text once. The filters and hook are put back after the block."""
+    from .preprocess import decoding
+
+    shown: set[str] = set()
+    lock = threading.Lock()
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        name = decoding()
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        with lock:
+            key = f"file:{name}" if name is not None else f"text:{text}"
+            if key in shown:
+                return
+            shown.add(key)
+        if sys.stderr is not None:
+            where = "" if name is None else f"{printable(name)}: "
+            print(f"redaes-lite: warning: {where}{text[:200]}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        # Set before any decode thread starts: the loader's own catch_warnings blocks copy these filters.
+        warnings.simplefilter("ignore" if quiet else "always")
+        warnings.showwarning = show
+        yield

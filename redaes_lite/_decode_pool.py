@@ -15,7 +15,10 @@ image's header it asks for its estimated bytes (a ``{"reserve": n}`` line), and 
 grants them (a ``{"grant": n}`` line on its input) from one :class:`~redaes_lite._cost.DecodeBudget` of
 ``max_decode_bytes``; they are released when its answer arrives (or it dies).
 
-    python -m redaes_lite._decode_pool SPEC_JSON MAX_PIXELS MAX_BYTES MAX_DECODE_BYTES   # a worker (0: no limit)
+A worker shows its decoder warnings as the CLI does (one line per file on the shared stderr; none with
+``quiet``).
+
+    python -m redaes_lite._decode_pool SPEC_JSON MAX_PIXELS MAX_BYTES MAX_DECODE_BYTES QUIET   # a worker (0: no limit)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ._cli_io import decoder_warnings
 from ._cost import DecodeBudget, trim
 from .errors import RedaesError
 from .preprocess import PreprocessSpec, _load, to_array
@@ -125,11 +129,12 @@ class DecodePool:
         max_pixels: int | None,
         max_bytes: int | None,
         max_decode_bytes: int | None = None,
+        quiet: bool = False,
     ) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
         self._argv = [sys.executable, "-m", __name__, spec.to_json(), str(max_pixels or 0), str(max_bytes or 0),
-                      str(max_decode_bytes or 0)]  # fmt: skip
+                      str(max_decode_bytes or 0), str(int(quiet))]  # fmt: skip
         self._budget = DecodeBudget(max_decode_bytes) if max_decode_bytes else None
         # The package must be importable in the child even when it runs from a checkout, not an install.
         root = str(Path(__file__).resolve().parents[1])
@@ -215,4 +220,5 @@ def _serve(spec: PreprocessSpec, max_pixels: int | None, max_bytes: int | None, 
 
 
 if __name__ == "__main__":
-    _serve(PreprocessSpec.from_json(sys.argv[1]), *(int(a) or None for a in sys.argv[2:5]))
+    with decoder_warnings(quiet=sys.argv[5:6] == ["1"]):
+        _serve(PreprocessSpec.from_json(sys.argv[1]), *(int(a) or None for a in sys.argv[2:5]))

@@ -20,11 +20,12 @@ from PIL import Image, UnidentifiedImageError, features
 from ._cost import check_structure
 from .errors import ImageError
 
-__all__ = ["DECODE_ERRORS", "check_jpeg_scans", "first_line", "open_image", "over_limit", "read_source"]
+__all__ = ["DECODED_FORMATS", "DECODE_ERRORS", "check_jpeg_scans", "first_line", "open_image", "over_limit",
+           "read_source"]
 
 # The formats we decode (those of the CLI's image extensions; JPEG covers MPO). Pillow would otherwise
 # try every plugin it has on untrusted bytes, EPS (Ghostscript) and a dozen rarely fuzzed decoders included.
-_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF", "JPEG2000", "PPM", "TGA")
+DECODED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF", "JPEG2000", "PPM", "TGA")
 # libjpeg decodes every scan of a progressive (or non-interleaved) JPEG over all blocks of the full-size
 # image (draft() only shrinks the output), so a small file that repeats a scan costs ~0.7 ns per pixel
 # per scan: 1,000 scans of a 64 MP image took 46 s. Limit the scans (as libjpeg-turbo advises) and
@@ -82,6 +83,9 @@ def _open_file(path: Path, name: str, max_bytes: int | None) -> BinaryIO:
         raise ImageError(f"{name}: permission denied") from None
     except OSError as e:
         raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
+    except ValueError:  # no file system takes a NUL byte in a name; os.open says so with a ValueError
+        shown = name.replace("\0", "\\x00")
+        raise ImageError(f"{shown}: path contains a NUL byte") from None
     st = os.fstat(fd)
     problem = None
     if stat.S_ISDIR(st.st_mode):
@@ -160,7 +164,7 @@ def check_jpeg_scans(im: Image.Image, f: BinaryIO, name: str) -> bool:
 
 
 def open_image(f: BinaryIO, name: str) -> Image.Image:
-    """Open lazily (header only) from a stream, trying only :data:`_FORMATS`."""
+    """Open lazily (header only) from a stream, trying only :data:`DECODED_FORMATS`."""
     head = f.read(16)
     f.seek(0)
     brand = _heif_brand(head)
@@ -172,7 +176,7 @@ def open_image(f: BinaryIO, name: str) -> Image.Image:
             # Our own max_pixels check replaces Pillow's bomb warning; its hard error still counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             Image.init()  # Pillow's own plugins (once); pillow-heif registers HEIF/AVIF when first needed
-            return Image.open(f, formats=[fmt for fmt in _FORMATS if fmt in Image.OPEN])
+            return Image.open(f, formats=[fmt for fmt in DECODED_FORMATS if fmt in Image.OPEN])
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: decompression bomb refused ({e})") from None
     except UnidentifiedImageError:

@@ -2,8 +2,8 @@
 
 Thin by design: parse options, call the API, write rows. Every input gets one output row; failed
 inputs carry an ``error`` and do not stop the run. Exit status: 0 all good, 1 some inputs failed,
-2 usage error (bad option, unusable model), 130 / 143 stopped by SIGINT / SIGTERM, 141 the reader of
-stdout went away.
+2 usage error (bad option, unusable model) or an output that cannot be written (stdout full or closed),
+130 / 143 stopped by SIGINT / SIGTERM, 141 the reader of stdout went away. No case ends in a traceback.
 
 Parsed with argparse, as ONNX Runtime's tools are: typer >= 0.29 imports pydantic and rich on every
 call, a tenth of a second and two dependencies that a light runtime should not carry.
@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from ._atomic import atomic_open
-from ._cli_io import MAX_PATH_WIDTH, Progress, compare_row, expand, score_row, tracked, write_rows
+from ._atomic import atomic_open, stale_temporaries
+from ._cli_io import (MAX_PATH_WIDTH, Progress, compare_row, decoder_warnings, expand, printable, score_row, tracked,
+                      visible, write_rows)  # fmt: skip
 from .errors import RedaesError
 
 __all__ = ["main", "run"]
@@ -172,16 +173,47 @@ def scorer_for(args: argparse.Namespace) -> Any:
     max_bytes = getattr(args, "max_bytes", DEFAULT_MAX_BYTES)
     max_decode_bytes = getattr(args, "max_decode_bytes", DEFAULT_MAX_DECODE_BYTES)
     try:
-        return load(args.model, threads=getattr(args, "threads", None), max_pixels=max_pixels or None,
-                    max_bytes=max_bytes or None, max_decode_bytes=max_decode_bytes or None)  # fmt: skip
+        scorer = load(args.model, threads=getattr(args, "threads", None), max_pixels=max_pixels or None,
+                      max_bytes=max_bytes or None, max_decode_bytes=max_decode_bytes or None)  # fmt: skip
     except (RedaesError, ValueError) as e:
         raise fail(str(e)) from None
+    if not scorer.verified:
+        say(f"warning: {printable(str(scorer.path))}: integrity not verified (no {scorer.path.stem}.json beside "
+            "it records its sha256)", getattr(args, "quiet", False))  # fmt: skip
+    return scorer
+
+
+def _drop_stdout() -> None:
+    """Point file descriptor 1 at /dev/null: Python's exit flushes stdout again, and a write that failed once
+    (a closed pipe, a full disk) would print an 'Exception ignored' notice after our own message."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no stdout, or an in-memory one (tests)
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+
+
+@contextlib.contextmanager
+def _stdout() -> Iterator[IO[str]]:
+    """stdout for rows; a stdout that cannot take them (closed with ``>&-``, full like /dev/full) is one
+    line on stderr and exit 2. A reader that went away (BrokenPipeError) is left to :func:`main`: exit 141."""
+    if sys.stdout is None:
+        raise fail("stdout is closed; pass --output FILE")
+    try:
+        yield sys.stdout
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        _drop_stdout()
+        raise fail(f"cannot write to stdout ({e.strerror or e})") from None
 
 
 @contextlib.contextmanager
 def sink(output: Path | None) -> Iterator[IO[str]]:
     if output is None:
-        yield sys.stdout
+        with _stdout() as out:
+            yield out
         return
     try:
         with atomic_open(output, newline="") as f:
@@ -191,7 +223,8 @@ def sink(output: Path | None) -> Iterator[IO[str]]:
 
 
 def progress_bar(total: int, args: argparse.Namespace, label: str) -> Progress:
-    enabled = not args.quiet and (args.progress if args.progress is not None else sys.stderr.isatty())
+    on_terminal = sys.stderr is not None and sys.stderr.isatty()  # None: started with stderr closed
+    enabled = not args.quiet and (args.progress if args.progress is not None else on_terminal)
     return Progress(total, enabled=enabled, label=label)
 
 
@@ -243,7 +276,7 @@ def _emit(rows: Any, args: argparse.Namespace, *, total: int, factors: Any, labe
     message on failures; default ``total``); ``paths``: the rows' paths, to align the table's path column."""
     errors = written = 0
     width = _table_width(args)
-    label_width = max((len(p) for p in paths), default=0) if args.fmt == "table" else 0
+    label_width = max((len(visible(printable(p))) for p in paths), default=0) if args.fmt == "table" else 0
 
     def count(row: dict[str, Any]) -> None:
         nonlocal errors, written
@@ -276,9 +309,10 @@ def _emit(rows: Any, args: argparse.Namespace, *, total: int, factors: Any, labe
     return 0
 
 
-def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0) -> Iterator[Any]:
+def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0, *, quiet: bool = False) -> Iterator[Any]:
     """Score the sources in order; inputs that failed expansion become Failures without loading. With
-    ``workers``, images are decoded by that many processes (same pixels, same results, same order)."""
+    ``workers``, images are decoded by that many processes (same pixels, same results, same order; their
+    decoder warnings shown as :func:`decoder_warnings` shows the CLI's, or none when ``quiet``)."""
     from .results import Failure
 
     good = [path for path, err in sources if err is None]
@@ -288,7 +322,7 @@ def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0) -> I
 
             limits = {"max_pixels": scorer.max_pixels, "max_bytes": scorer.max_bytes,
                       "max_decode_bytes": scorer.max_decode_bytes}  # fmt: skip
-            pool = stack.enter_context(DecodePool(workers, spec=scorer.info.preprocess, **limits))
+            pool = stack.enter_context(DecodePool(workers, spec=scorer.info.preprocess, quiet=quiet, **limits))
             scored = scorer._score_decoded(pool.batches(good, batch_size))
         else:
             scored = scorer.iter_scores(good, batch_size=batch_size, on_error="record")
@@ -299,34 +333,38 @@ def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0) -> I
 def _check_resumable(args: argparse.Namespace) -> None:
     if args.output is None or args.fmt != "jsonl":
         raise fail("--resume needs --format jsonl and --output FILE")
+    if args.output.exists() and not args.output.is_file():  # a FIFO would block the read; a device has no rows
+        raise fail(f"{args.output}: --resume needs --output to be a regular file")
 
 
 def _previous_rows(output: Path, model: str) -> dict[str, dict[str, Any]]:
-    """``--resume``: the rows of ``output`` that were scored without error, by path. A file with rows of
-    another model, or rows that name no model (written before rows named theirs), is refused (exit 2, the
-    file left as it is): one file holds the results of one model."""
+    """``--resume``: the rows of ``output`` that were scored without error, by path, and those of the
+    temporary file of a run onto ``output`` that was killed (SIGKILL: no handler wrote what it had done).
+    A file with rows of another model, or rows that name no model (written before rows named theirs), is
+    refused (exit 2, the file left as it is): one file holds the results of one model."""
     done: dict[str, dict[str, Any]] = {}
     others: set[str] = set()
     unnamed = 0
-    try:
-        with open(output, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a cut line (the file was not written by us): its input is scored again
-                if not isinstance(row, dict) or not isinstance(row.get("path"), str):
-                    continue
-                if not isinstance(row.get("model"), str):
-                    unnamed += 1
-                elif row["model"] != model:
-                    others.add(row["model"])
-                elif row.get("error") is None:
-                    done[row["path"]] = row
-    except FileNotFoundError:
-        pass
-    except (OSError, UnicodeDecodeError) as e:
-        raise fail(f"{output}: cannot read for --resume ({getattr(e, 'strerror', None) or e})") from None
+    for source in (output, *stale_temporaries(output)):
+        try:
+            with open(source, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue  # a cut line (a killed run, or not written by us): its input is scored again
+                    if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+                        continue
+                    if not isinstance(row.get("model"), str):
+                        unnamed += 1
+                    elif row["model"] != model:
+                        others.add(row["model"])
+                    elif row.get("error") is None:
+                        done[row["path"]] = row
+        except FileNotFoundError:
+            pass
+        except (OSError, UnicodeDecodeError) as e:
+            raise fail(f"{source}: cannot read for --resume ({getattr(e, 'strerror', None) or e})") from None
     if others:
         raise fail(f"{output}: cannot resume: its rows were made by {', '.join(sorted(others))}, not {model}; "
                    "pass the --model that made them, or write to a new --output")  # fmt: skip
@@ -338,17 +376,19 @@ def _previous_rows(output: Path, model: str) -> dict[str, dict[str, Any]]:
 
 
 def _score_rows(scorer: Any, sources: list, done: dict[str, dict[str, Any]], *, batch_size: int,
-                workers: int) -> Iterator[dict[str, Any]]:  # fmt: skip
+                workers: int, quiet: bool) -> Iterator[dict[str, Any]]:  # fmt: skip
     """One row per source in order, reusing ``done`` rows; rows of ``done`` for paths not among the
-    sources (an earlier run on other inputs) come first, so ``--resume`` never drops a result."""
-    paths = {path for path, _ in sources}
+    sources (an earlier run on other inputs) come first, so ``--resume`` never drops a result. ``done`` is
+    keyed by the path as rows write it (:func:`printable`)."""
+    paths = {printable(path) for path, _ in sources}
     yield from (row for path, row in done.items() if path not in paths)
-    todo = [(path, err) for path, err in sources if path not in done]
-    scored = _results(scorer, todo, batch_size, workers)
+    todo = [(path, err) for path, err in sources if printable(path) not in done]
+    scored = _results(scorer, todo, batch_size, workers, quiet=quiet)
     model = scorer.model_id
     try:
         for path, _ in sources:
-            yield done[path] if path in done else score_row(path, next(scored), model)
+            shown = printable(path)
+            yield done[shown] if shown in done else score_row(path, next(scored), model)
     finally:
         scored.close()  # on an early stop: end the decoding threads or processes now
 
@@ -364,11 +404,11 @@ def _score(args: argparse.Namespace) -> int:
     scorer = scorer_for(args)
     done = _previous_rows(args.output, scorer.model_id) if args.resume else {}
     sources = expand(args.paths, recursive=args.recursive)
-    wanted = {path for path, _ in sources}
+    wanted = {printable(path) for path, _ in sources}
     if done:
         reused = sum(path in done for path in wanted)
         say(f"resuming: {reused} of {len(wanted)} inputs already scored", args.quiet)
-    rows = _score_rows(scorer, sources, done, batch_size=args.batch_size, workers=args.workers)
+    rows = _score_rows(scorer, sources, done, batch_size=args.batch_size, workers=args.workers, quiet=args.quiet)
     total = len(sources) + sum(path not in wanted for path in done)
     return _emit(rows, args, total=total, factors=scorer.info.factors, label="scoring",
                  paths=[*wanted, *done])  # fmt: skip
@@ -382,7 +422,7 @@ def _rank(args: argparse.Namespace) -> int:
     sources = expand(args.paths, recursive=args.recursive)
     bar = progress_bar(len(sources), args, "scoring")
     results = []
-    for r in _results(scorer, sources, args.batch_size, args.workers):
+    for r in _results(scorer, sources, args.batch_size, args.workers, quiet=args.quiet):
         bar.advance()
         results.append(r)
     bar.close()
@@ -453,15 +493,17 @@ def _info(args: argparse.Namespace) -> int:
         "model": scorer.model_id,
         "path": str(scorer.path),
         "sha256": sha256_file(scorer.path),
+        "integrity": (f"verified: sha256 matches {scorer.path.stem}.json" if scorer.verified else
+                      f"NOT verified: no {scorer.path.stem}.json beside it records its sha256"),  # fmt: skip
         "providers": list(scorer.providers),
         "available_providers": ort.get_available_providers(),
         "onnxruntime": ort.__version__,
         **scorer.info.to_dict(),
     }
-    if args.fmt == "table":
-        print("\n".join(_info_table(doc)))
-    else:
-        print(json.dumps(doc, indent=2 if args.fmt == "json" else None, ensure_ascii=False))
+    text = "\n".join(_info_table(doc)) if args.fmt == "table" else json.dumps(doc, indent=2 if args.fmt == "json"
+                                                                             else None, ensure_ascii=False)  # fmt: skip
+    with sink(None) as out:
+        out.write(text + "\n")
     return 0
 
 
@@ -471,8 +513,9 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="redaes-lite",
         description="Relative photo aesthetics: which photo is better, by how much, and why.",
-        epilog="exit status: 0 all good, 1 some inputs failed (each has an error row), 2 usage error,\n"
-        "130 / 143 stopped by SIGINT / SIGTERM. `redaes-lite COMMAND --help` shows a command's options.",
+        epilog="exit status: 0 all good, 1 some inputs failed (each has an error row), 2 usage error or an\n"
+        "output that cannot be written, 130 / 143 stopped by SIGINT / SIGTERM, 141 the reader of stdout went\n"
+        "away. `redaes-lite COMMAND --help` shows a command's options.",
         formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
@@ -530,17 +573,29 @@ def dispatch(root: argparse.ArgumentParser, argv: Sequence[str]) -> int:
         root.print_help(sys.stderr)
         return 2
     args = root.parse_args(argv)
-    return args.handler(args)
+    with decoder_warnings(quiet=getattr(args, "quiet", False)):
+        return args.handler(args)
 
 
 def main() -> None:
     """Console-script entry point."""
+    if hasattr(sys.stdout, "reconfigure"):
+        # A character stdout's encoding cannot hold (PYTHONIOENCODING=ascii, a Latin-1 terminal) is written
+        # as a backslash escape instead of ending the run; rows' file names are already valid UTF-8.
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         code = run()
-        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not as noise at interpreter exit
+        if sys.stdout is not None:
+            with _stdout():  # a closed pipe or a full disk shows here, in the handlers, not at interpreter exit
+                pass
     except BrokenPipeError:
         # The reader went away (`redaes-lite score DIR | head`): stop quietly with the status a shell gives
-        # a process killed by SIGPIPE. Python's exit flushes stdout again: point it at /dev/null first.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # a process killed by SIGPIPE.
+        _drop_stdout()
         code = 141
+    except KeyboardInterrupt:
+        # Ctrl-C before the run's own handler is in place (loading the model, ranking) or a second Ctrl-C:
+        # the status a shell gives, without a traceback. An --output file is left as it was.
+        print("redaes-lite: interrupted", file=sys.stderr)
+        code = 130
     sys.exit(code)

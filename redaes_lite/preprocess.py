@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Sequence, Union
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageInput",
     "PreprocessSpec",
+    "decoding",
     "describe_input",
     "load_image",
     "preprocess",
@@ -242,6 +244,15 @@ def load_image(
     return _load(x, spec, max_pixels=max_pixels, max_bytes=max_bytes, max_decode_bytes=max_decode_bytes)
 
 
+_current = threading.local()
+
+
+def decoding() -> str | None:
+    """The name of the input the calling thread is loading, else None: lets a warnings hook say which file
+    a decoder's warning is about (the CLI's ``--quiet`` and one-line-per-file warnings)."""
+    return getattr(_current, "name", None)
+
+
 def _load(
     x: ImageInput,
     spec: PreprocessSpec | None,
@@ -254,7 +265,16 @@ def _load(
     """:func:`load_image`; ``reserve(nbytes)`` is called with the estimate once the header passed its checks
     and before decoding (:class:`~redaes_lite._cost.DecodeBudget`'s ``hold``: it may wait for room)."""
     spec = spec or PreprocessSpec()
-    name = describe_input(x)
+    _current.name = describe_input(x)
+    try:
+        return _load_named(x, spec, _current.name, max_pixels=max_pixels, max_bytes=max_bytes,
+                           max_decode_bytes=max_decode_bytes, reserve=reserve)  # fmt: skip
+    finally:
+        _current.name = None
+
+
+def _load_named(x: ImageInput, spec: PreprocessSpec, name: str, *, max_pixels: int | None, max_bytes: int | None,
+                max_decode_bytes: int | None, reserve: Callable[[int], None] | None) -> Image.Image:  # fmt: skip
     if isinstance(x, np.ndarray):
         return _flatten(_from_array(x, name), spec.pad)
     limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes, "reserve": reserve}
