@@ -5,7 +5,8 @@ FUZZ_SEED ?= 0
 
 .PHONY: fuzz memory-profile
 
-# Fuzzing campaign of the image loader: findings and summary.json in /tmp/redaes-fuzz.
+# Fuzzing campaign of the image loader: findings (crashes, hangs, inputs over 5 CPU-s or 1 GiB peak RSS)
+# and summary.json with the 5 slowest and 5 largest inputs (saved in costly/) in /tmp/redaes-fuzz.
 fuzz:
 	nice -n 10 $(PYTHON) benchmarks/fuzz.py --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --out /tmp/redaes-fuzz
 

@@ -10,6 +10,11 @@ joins the pool, so the campaign drifts towards the less trodden parts of the dec
 Each input runs in a worker process under a memory limit (``RLIMIT_AS``) and a watchdog: it must end in
 pixels or a ``RedaesError`` within ``--timeout`` seconds. Crashes (other exceptions, dead workers), hangs
 and out-of-memory inputs are saved under ``--out`` with a summary (``summary.json``) for the report.
+
+Each input's cost is measured too: the worker's CPU time (user + system, all threads) and its peak
+resident memory while on that input (Linux resets the peak per input: ``/proc/self/clear_refs``). An input
+over ``--cpu-budget`` seconds or ``--mem-budget-mb`` is a finding (``slow``, ``big``); the summary lists
+the 5 slowest and the 5 largest inputs, saved under ``--out``/costly for a look.
 """
 
 from __future__ import annotations
@@ -34,19 +39,46 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import fuzzkit  # noqa: E402
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _reset_peak() -> bool:
+    """Start a new peak-RSS window (Linux >= 4.0); False where the peak cannot be reset."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_mb() -> float:
+    """The peak resident memory since :func:`_reset_peak` (VmHWM), else the process's lifetime peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _worker(conn: Any, mem_mb: int) -> None:
-    """Run inputs from ``conn`` through the oracle; reply ``(kind, message, seconds, max_rss_mb)``."""
+    """Run inputs from ``conn`` through the oracle; reply ``(kind, message, seconds, cpu_s, peak_mb)``."""
     resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
     warnings.simplefilter("ignore")  # Pillow warns about every odd tag; outcomes are what we count
     while True:
         data = conn.recv_bytes()
+        _reset_peak()
+        cpu = _cpu()
         try:
             kind, msg, secs = fuzzkit.check(data)
             if "too large to decode in memory" in msg:
                 kind = "oom"
         except Exception:  # noqa: BLE001 - any escape from the oracle is the finding we look for
             kind, msg, secs = "crash", traceback.format_exc(limit=6), 0.0
-        conn.send((kind, msg, secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        conn.send((kind, msg, secs, _cpu() - cpu, _peak_mb()))
 
 
 class Runner:
@@ -62,7 +94,7 @@ class Runner:
         self.proc = self.ctx.Process(target=_worker, args=(child, self.mem_mb), daemon=True)
         self.proc.start()
 
-    def run(self, data: bytes) -> tuple[str, str, float, float]:
+    def run(self, data: bytes) -> tuple[str, str, float, float, float]:
         t0 = time.perf_counter()
         try:
             self.conn.send_bytes(data)
@@ -75,7 +107,7 @@ class Runner:
         self.proc.join()
         msg = msg or f"worker died (exit code {self.proc.exitcode})"
         self._start()
-        return kind, msg, time.perf_counter() - t0, 0.0
+        return kind, msg, time.perf_counter() - t0, 0.0, 0.0
 
     def close(self) -> None:
         self.proc.kill()
@@ -99,7 +131,7 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
     (out / "findings").mkdir(parents=True, exist_ok=True)
     outcomes: Counter[str] = Counter()
     signatures: Counter[str] = Counter()
-    slowest: list[tuple[float, str]] = []
+    costly: dict[str, list[tuple[float, str, bytes]]] = {"slowest": [], "largest": []}  # (cost, input, data)
     findings: list[dict[str, Any]] = []
     max_rss = 0.0
     tried = 0
@@ -111,7 +143,9 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
             name = names[tried] if tried < len(names) else rng.choice(good if good and rng.random() < 0.7 else names)
             ops = fuzzkit.random_ops(rng, max_ops=args.max_ops) if tried >= len(names) else []
             data = fuzzkit.mutate(pool[name], ops) if ops else pool[name]
-            kind, msg, secs, rss = runner.run(data)
+            kind, msg, secs, cpu, rss = runner.run(data)
+            if kind in ("ok", "error") and (cpu > args.cpu_budget or rss > args.mem_budget_mb):
+                kind, msg = ("slow" if cpu > args.cpu_budget else "big"), f"{cpu:.2f} CPU-s, {rss:.0f} MB peak: {msg}"
             tried += 1
             outcomes[kind] += 1
             sig = signature(kind, msg)
@@ -123,7 +157,9 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
                 good.append(f"{name}~{tried}")
             signatures[sig] += 1
             max_rss = max(max_rss, rss)
-            slowest = sorted([*slowest, (secs, f"{name} {ops}")], reverse=True)[:5]
+            for key, cost in (("slowest", cpu), ("largest", rss)):
+                if len(costly[key]) < 5 or cost > costly[key][-1][0]:
+                    costly[key] = sorted([*costly[key], (cost, f"{name} {ops}", data)], key=lambda c: -c[0])[:5]
             if kind not in ("ok", "error"):
                 path = out / "findings" / f"{kind}-{tried:07d}.bin"
                 path.write_bytes(data)
@@ -133,6 +169,14 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"[{tried}] {dict(outcomes)} pool={len(pool)}", flush=True)
     finally:
         runner.close()
+    (out / "costly").mkdir(exist_ok=True)
+    report = {}
+    for key, unit in (("slowest", "cpu_seconds"), ("largest", "peak_rss_mb")):
+        report[key] = []
+        for rank, (cost, input_name, data) in enumerate(costly[key]):
+            path = out / "costly" / f"{key}-{rank}.bin"
+            path.write_bytes(data)
+            report[key].append({unit: round(cost, 3), "input": input_name, "bytes": len(data), "file": str(path)})
     summary = {
         "inputs_tried": tried,
         "seconds": args.seconds,
@@ -140,8 +184,9 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
         "outcomes": dict(outcomes),
         "distinct_outcomes": len(signatures),
         "pool_size": len(pool),
+        "budget": {"cpu_seconds": args.cpu_budget, "peak_rss_mb": args.mem_budget_mb},
         "worker_max_rss_mb": round(max_rss, 1),
-        "slowest": [{"seconds": round(s, 3), "input": n} for s, n in slowest],
+        **report,
         "findings": findings,
         "outcome_kinds": dict(signatures.most_common()),
     }
@@ -157,6 +202,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds an input may take (a hang past it)")
     parser.add_argument("--mem-mb", type=int, default=3000, help="address-space limit of the worker")
     parser.add_argument("--max-ops", type=int, default=6, help="mutations per input, at most")
+    parser.add_argument("--cpu-budget", type=float, default=5.0, help="CPU seconds an input may cost (issue 21)")
+    parser.add_argument("--mem-budget-mb", type=float, default=1024.0, help="peak RSS an input may reach, MB")
     parser.add_argument("--out", default="/tmp/redaes-fuzz", help="folder for findings and summary.json")
     summary = campaign(parser.parse_args())
     brief = {k: v for k, v in summary.items() if k not in ("outcome_kinds", "findings")}

@@ -92,3 +92,24 @@ def test_corpus_ends_in_a_score_or_a_redaes_error(tiny_model):
         except RedaesError:
             outcomes[name] = False
     assert outcomes == {name: EXPECTED[name] == "ok" for name in EXPECTED}
+
+
+def test_the_campaign_measures_each_input_and_reports_the_costliest(tmp_path):
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import fuzz
+
+    # A memory budget no input can meet: every input is a "big" finding, and the report names the costliest.
+    args = argparse.Namespace(seconds=120.0, inputs=30, seed=0, timeout=5.0, mem_mb=3000, max_ops=6,
+                              out=str(tmp_path), cpu_budget=5.0, mem_budget_mb=1.0)  # fmt: skip
+    summary = fuzz.campaign(args)
+    assert summary["inputs_tried"] == 30 and summary["outcomes"] == {"big": 30}
+    assert summary["budget"] == {"cpu_seconds": 5.0, "peak_rss_mb": 1.0}
+    for key, unit in (("slowest", "cpu_seconds"), ("largest", "peak_rss_mb")):
+        costs = [entry[unit] for entry in summary[key]]
+        assert len(costs) == 5 and costs == sorted(costs, reverse=True) and costs[-1] >= 0
+        assert all(Path(entry["file"]).stat().st_size == entry["bytes"] for entry in summary[key])
+    assert summary["largest"][0]["peak_rss_mb"] > 20  # a Python process with numpy and Pillow loaded
+    assert json.loads((tmp_path / "summary.json").read_text())["slowest"] == summary["slowest"]
