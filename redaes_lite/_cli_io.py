@@ -360,8 +360,8 @@ def tracked(
 @contextlib.contextmanager
 def decoder_warnings(*, quiet: bool) -> Iterator[None]:
     """Python warnings during the block (Pillow's on malformed EXIF: 3,998 lines for one PNG): none with
-    ``quiet``, else the first one of each input file as one line on stderr, naming the file (from any
-    decode thread: :func:`~redaes_lite.preprocess.decoding` says which file a thread is on). Warnings
+    ``quiet``, else at most one line on stderr per input file, its first warning, naming the file (from
+    any decode thread: :func:`~redaes_lite.preprocess.decoding` says which file a thread is on). Warnings
     outside a decode: each text once. The filters and hook are put back after the block."""
     from .preprocess import decoding
 
@@ -382,6 +382,8 @@ def decoder_warnings(*, quiet: bool) -> Iterator[None]:
 
     with warnings.catch_warnings():
         # Set before any decode thread starts: the loader's own catch_warnings blocks copy these filters.
-        warnings.simplefilter("ignore" if quiet else "always")
+        # Without quiet the filters stay Python's (DeprecationWarnings hidden, each warning once per place).
+        if quiet:
+            warnings.simplefilter("ignore")
         warnings.showwarning = show
         yield
