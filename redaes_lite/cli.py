@@ -264,7 +264,7 @@ def _table_width(args: argparse.Namespace) -> int | None:
     columns left out) for other formats, an --output file, or a stdout that is no terminal and no COLUMNS."""
     if args.fmt != "table" or args.output is not None:
         return None
-    if not os.environ.get("COLUMNS", "").isdigit() and not sys.stdout.isatty():
+    if not os.environ.get("COLUMNS", "").isdigit() and not (sys.stdout is not None and sys.stdout.isatty()):
         return None
     return shutil.get_terminal_size().columns
 
