@@ -491,7 +491,7 @@ def _info(args: argparse.Namespace) -> int:
     scorer = scorer_for(args)
     doc = {
         "model": scorer.model_id,
-        "path": str(scorer.path),
+        "path": printable(str(scorer.path)),
         "sha256": sha256_file(scorer.path),
         "integrity": (f"verified: sha256 matches {scorer.path.stem}.json" if scorer.verified else
                       f"NOT verified: no {scorer.path.stem}.json beside it records its sha256"),  # fmt: skip
