@@ -103,11 +103,12 @@ def atomic_open(path: str | os.PathLike, *, newline: str | None = None, binary: 
     through (its target is replaced, the link kept); a FIFO or device is written directly; temporary files
     that killed writers left beside ``path`` are removed.
     """
-    path = _target(Path(path))
-    if _is_special(path):
+    path = Path(path)
+    if _is_special(path):  # through its links: /dev/stdout links to /proc/self/fd/1, maybe a pipe
         with _write_through(path, newline, binary) as f:
             yield f
         return
+    path = _target(path)
     for old in stale_temporaries(path):
         old.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -165,7 +165,9 @@ def test_ctrl_c_before_the_run_handles_it_is_exit_130_without_a_traceback(tiny_m
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     seen = ""
     while "scoring" not in seen:  # the progress line: imports and the model load are done
-        seen += proc.stderr.read(1)
+        char = proc.stderr.read(1)
+        assert char, seen  # the process ended before scoring
+        seen += char
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
@@ -221,8 +223,14 @@ def test_output_onto_a_fifo_or_a_symlink_writes_through(tiny_model, tmp_path):
     fifo = tmp_path / "rows.fifo"
     os.mkfifo(fifo)
     reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
-    assert run("score", tmp_path / "a.png", "--model", tiny_model, "-f", "jsonl", "-o", fifo).exit_code == 0
-    assert json.loads(reader.communicate(timeout=30)[0])["error"] is None
+    try:
+        assert run("score", tmp_path / "a.png", "--model", tiny_model, "-f", "jsonl", "-o", fifo).exit_code == 0
+        assert json.loads(reader.communicate(timeout=30)[0])["error"] is None
+    finally:
+        reader.kill()
+    if Path("/proc/self/fd").is_dir():  # a link to a pipe (as /dev/stdout is): written through
+        p = _cli("score", tmp_path / "a.png", "--model", tiny_model, "-f", "jsonl", "-o", "/proc/self/fd/1")
+        assert p.returncode == 0 and json.loads(p.stdout)["error"] is None, p.stderr
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and sorted(p.name for p in tmp_path.iterdir()) == [
         "a.png", "link.csv", "real.csv", "rows.fifo"]
     r = run("score", tmp_path / "a.png", "--model", tiny_model, "-f", "jsonl", "-o", fifo, "--resume")
