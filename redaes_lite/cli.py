@@ -155,13 +155,13 @@ def command(sub: Any, name: str, handler: Callable[[argparse.Namespace], int]) -
 # ------------------------------------------------------------------------------------------ helpers
 def fail(message: str) -> SystemExit:
     """A usage error: one line on stderr; raise the result to exit with status 2."""
-    print(f"redaes-lite: error: {message}", file=sys.stderr)
+    print(f"redaes-lite: error: {printable(message)}", file=sys.stderr)
     return SystemExit(2)
 
 
 def say(message: str, quiet: bool) -> None:
     if not quiet:
-        print(f"redaes-lite: {message}", file=sys.stderr)
+        print(f"redaes-lite: {printable(message)}", file=sys.stderr)
 
 
 def scorer_for(args: argparse.Namespace) -> Any:
@@ -178,7 +178,7 @@ def scorer_for(args: argparse.Namespace) -> Any:
     except (RedaesError, ValueError) as e:
         raise fail(str(e)) from None
     if not scorer.verified:
-        say(f"warning: {printable(str(scorer.path))}: integrity not verified (no {scorer.path.stem}.json beside "
+        say(f"warning: {scorer.path}: integrity not verified (no {scorer.path.stem}.json beside "
             "it records its sha256)", getattr(args, "quiet", False))  # fmt: skip
     return scorer
 
