@@ -359,18 +359,22 @@ def tracked(
 
 @contextlib.contextmanager
 def decoder_warnings(*, quiet: bool) -> Iterator[None]:
-    """Python warnings during the block (Pillow's on malformed EXIF: 3,998 lines for one PNG): none with
-    ``quiet``, else at most one line on stderr per input file, its first warning, naming the file (from
-    any decode thread: :func:`~redaes_lite.preprocess.decoding` says which file a thread is on). Warnings
-    outside a decode: each text once. The filters and hook are put back after the block."""
+    """What decoders say during the block: Python warnings (Pillow's on malformed EXIF: 3,998 lines for one
+    PNG) and Pillow's log records (``PIL`` loggers: "More samples per pixel than can be decoded"). None
+    with ``quiet``; else at most one line on stderr per input file, its first message, naming the file
+    (from any decode thread: :func:`~redaes_lite.preprocess.decoding` says which file a thread is on).
+    Outside a decode: each text once. What C libraries print themselves is dropped (see
+    :func:`_c_stderr_silenced`). Filters, hook and handlers are put back after the block."""
+    import logging
+
     from .preprocess import decoding
 
     shown: set[str] = set()
     lock = threading.Lock()
 
-    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    def report(text: str) -> None:
         name = decoding()
-        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        text = text.strip().splitlines()[0] if text.strip() else "warning"
         with lock:
             key = f"file:{name}" if name is not None else f"text:{text}"
             if key in shown:
@@ -378,12 +382,59 @@ def decoder_warnings(*, quiet: bool) -> Iterator[None]:
             shown.add(key)
         if sys.stderr is not None:
             where = "" if name is None else f"{printable(name)}: "
-            print(f"redaes-lite: warning: {where}{text[:200]}", file=sys.stderr)
+            print(f"redaes-lite: warning: {where}{printable(text[:200])}", file=sys.stderr)
 
-    with warnings.catch_warnings():
-        # Set before any decode thread starts: the loader's own catch_warnings blocks copy these filters.
-        # Without quiet the filters stay Python's (DeprecationWarnings hidden, each warning once per place).
-        if quiet:
-            warnings.simplefilter("ignore")
-        warnings.showwarning = show
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        report(str(message) or category.__name__)
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if not quiet:
+                report(record.getMessage())
+
+    pil = logging.getLogger("PIL")
+    handler, propagate = Lines(logging.WARNING), pil.propagate
+    pil.addHandler(handler)
+    pil.propagate = False  # else, with no handler configured, logging's last resort prints every record
+    try:
+        with warnings.catch_warnings(), _c_stderr_silenced():
+            # Set before any decode thread starts: the loader's own catch_warnings blocks copy these filters.
+            # Without quiet the filters stay Python's (DeprecationWarnings hidden, a warning once per place).
+            if quiet:
+                warnings.simplefilter("ignore")
+            warnings.showwarning = show
+            yield
+    finally:
+        pil.removeHandler(handler)
+        pil.propagate = propagate
+
+
+@contextlib.contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 on /dev/null during the block, ``sys.stderr`` on a copy of the old one: libtiff
+    prints its errors on malformed TIFFs ("JPEGLib: Bogus Huffman table definition.", two lines for one
+    file) straight to the descriptor, past Python; the file's row already says that it failed. Python's
+    own output (our messages, a traceback) still shows. Only where ``sys.stderr`` is descriptor 2 (not an
+    in-memory stream, as in tests)."""
+    python_stderr = sys.stderr
+    try:
+        on_fd = python_stderr is not None and python_stderr.fileno() == 2
+        saved = os.dup(2) if on_fd else -1
+    except (AttributeError, OSError, ValueError):  # closed, or in memory
+        on_fd = False
+    if not on_fd:
         yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        python_stderr.flush()
+        sys.stderr = open(saved, "w", closefd=False, encoding=python_stderr.encoding,  # noqa: SIM115
+                          errors="backslashreplace", buffering=1)  # fmt: skip
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

@@ -47,11 +47,22 @@ __all__ = ["DecodePool"]
 _DIED = object()  # a reader's sentinel: the worker's output ended
 
 
+def _stderr_fd() -> int | None:
+    """The descriptor of ``sys.stderr``, else None (inherit descriptor 2)."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 class _Worker:
     """One worker process and the thread that reads its answers into a queue (and grants its reservations)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], budget: DecodeBudget | None) -> None:
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+    def __init__(self, argv: list[str], env: dict[str, str], budget: DecodeBudget | None, quiet: bool) -> None:
+        # The worker's stderr is ours as Python writes it (the CLI may have put descriptor 2 on /dev/null for
+        # what C libraries print); nowhere when quiet: its errors come back as answers.
+        err = subprocess.DEVNULL if quiet else _stderr_fd()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
                                      start_new_session=True)  # fmt: skip
         self.answers: queue.Queue[Any] = queue.Queue()
         self.pending: deque[tuple[int, str]] = deque()  # (index, path) sent and not yet taken
@@ -139,7 +150,8 @@ class DecodePool:
         # The package must be importable in the child even when it runs from a checkout, not an install.
         root = str(Path(__file__).resolve().parents[1])
         self._env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        self._workers = [_Worker(self._argv, self._env, self._budget) for _ in range(workers)]
+        self._quiet = quiet
+        self._workers = [_Worker(self._argv, self._env, self._budget, quiet) for _ in range(workers)]
 
     def __enter__(self) -> DecodePool:
         return self
@@ -159,7 +171,7 @@ class DecodePool:
         if answer is _DIED:
             code = worker.proc.wait()
             worker.close()
-            fresh = _Worker(self._argv, self._env, self._budget)
+            fresh = _Worker(self._argv, self._env, self._budget, self._quiet)
             for i, p in worker.pending:
                 fresh.send(i, p)
             self._workers[slot] = fresh

@@ -284,20 +284,43 @@ def warning_files(tmp_path) -> Path:
     for fmt, ext in (("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp")):
         (folder / f"bad.{ext}").write_bytes(fuzzkit._save(fuzzkit._photo(), fmt, exif=bad))
     (folder / "garbage.png").write_bytes(fuzzkit.hostile()["exif-garbage"])
+    (folder / "samples.tif").write_bytes(fuzzkit._tiff_tags(8, 8, samples=16))  # Pillow logs an error record
     _image(folder / "clean.png")
     return folder
+
+
+WARNED = ("bad.jpg", "bad.png", "bad.webp", "garbage.png", "samples.tif")
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_quiet_keeps_decoder_warnings_off_stderr(tiny_model, warning_files, workers, capfd):
     r = run("score", warning_files, "--model", tiny_model, "-f", "jsonl", "-q", "--workers", workers)
     err = r.stderr + capfd.readouterr().err  # worker processes write to the real stderr
-    assert r.exit_code == 0 and err == ""
+    assert r.exit_code == 1 and err == ""
     r = run("score", warning_files, "--model", tiny_model, "-f", "jsonl", "--workers", workers)
     lines = (r.stderr + capfd.readouterr().err).splitlines()
-    named = sorted(line.split(": ")[2] for line in lines)
-    assert named == sorted(str(warning_files / n) for n in ("bad.jpg", "bad.png", "bad.webp", "garbage.png")), lines
+    lines.remove("redaes-lite: 1 of 6 inputs failed")  # samples.tif
+    assert sorted(line.split(": ")[2] for line in lines) == sorted(str(warning_files / n) for n in WARNED), lines
     assert all(line.startswith("redaes-lite: warning: ") for line in lines)
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_what_c_decoders_print_is_dropped_too(tiny_model, warning_files, workers):
+    """libtiff prints its errors on a broken JPEG-in-TIFF straight to descriptor 2 (two lines for one file)."""
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8))
+    buf = io.BytesIO()
+    im.save(buf, format="TIFF", compression="jpeg")
+    data = bytearray(buf.getvalue())
+    at = data.find(b"\xff\xc4")  # the Huffman table in JPEGTables: counts that overflow it
+    data[at + 4 : at + 21] = b"\xff" * 17
+    (warning_files / "huffman.tif").write_bytes(bytes(data))
+    p = _cli("score", warning_files, "--model", tiny_model, "-f", "jsonl", "-q", "--workers", workers)
+    assert p.returncode == 1 and p.stderr == ""
+    p = _cli("score", warning_files, "--model", tiny_model, "-f", "jsonl", "--workers", workers)
+    lines = p.stderr.splitlines()
+    assert lines[-1] == "redaes-lite: 2 of 7 inputs failed" and all(
+        line.startswith("redaes-lite: warning: ") for line in lines[:-1]), lines  # fmt: skip
+    assert sorted(line.split(": ")[2] for line in lines[:-1]) == sorted(str(warning_files / n) for n in WARNED)
 
 
 # -- item 6: every decoded extension is found -----------------------------------------------------------------
