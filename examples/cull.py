@@ -35,7 +35,8 @@ A raw with no usable preview is decoded with ``rawpy`` if that is installed, els
 The photos are never opened for writing; sidecars are written atomically (a temporary file beside
 them, renamed over the old one), so a crash leaves the old sidecar or the new one, never half a file.
 
-Stars from the 0..10 display score, with the default ``--thresholds 2,4,6,8``:
+Stars from the 0..10 display score (``redaes_lite.stars``, which ``redaes-lite report`` shows too),
+with the default ``--thresholds 2,4,6,8``:
 
     score < 2 -> 1 star, 2 <= score < 4 -> 2, 4..6 -> 3, 6..8 -> 4, score >= 8 -> 5
     score < --reject-below (off by default) -> -1 (rejected in Lightroom and darktable)
@@ -58,7 +59,6 @@ import struct
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
-from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,13 +92,6 @@ class PhotoError(Exception):
 
 
 # -- ratings --------------------------------------------------------------------------------------
-
-
-def rating_for(score: float, *, thresholds: list[float], reject_below: float | None) -> int:
-    """1 + the number of thresholds at or below ``score`` (1..5 for four thresholds); -1 below ``reject_below``."""
-    if reject_below is not None and score < reject_below:
-        return -1
-    return 1 + bisect_right(thresholds, score)
 
 
 def is_unrated(value: str | None) -> bool:
@@ -472,7 +465,7 @@ class Row:
 
 def plan_photo(photo: Path, score: float, embedded: str | None, args: argparse.Namespace, owners: dict) -> list[Row]:
     """What to do with each of ``photo``'s sidecars. Raises PhotoError (the cause) or OSError."""
-    rating = rating_for(score, thresholds=args.thresholds, reject_below=args.reject_below)
+    rating = redaes_lite.stars(score, thresholds=args.thresholds, reject_below=args.reject_below)
     related, targets = sidecars_for(photo, args.sidecar, owners)
     states: dict[Path, tuple[str, ET.Element, SidecarState]] = {}
     for sidecar in related:
@@ -530,8 +523,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "One, for raw files); both; auto (default): a photo's existing sidecars, else both names for a raw "
         "file and photo.ext.xmp for others",
     )  # fmt: skip
-    p.add_argument("--thresholds", type=thresholds_arg, default=[2.0, 4.0, 6.0, 8.0], metavar="T2,T3,T4,T5",
-                   help="lowest score for 2, 3, 4 and 5 stars (default: 2,4,6,8)")
+    p.add_argument("--thresholds", type=thresholds_arg, default=list(redaes_lite.STAR_THRESHOLDS),
+                   metavar="T2,T3,T4,T5", help="lowest score for 2, 3, 4 and 5 stars (default: 2,4,6,8)")
     p.add_argument("--reject-below", type=float, metavar="SCORE", help="rate photos scoring below SCORE -1 (rejected)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace ratings set by hand too (by default only cull.py's own ratings are updated)")

@@ -23,12 +23,14 @@ __all__ = [
     "Ranked",
     "RedaesError",
     "Score",
+    "STAR_THRESHOLDS",
     "Scorer",
     "__version__",
     "compare",
     "load",
     "rank",
     "score",
+    "stars",
 ]
 
 # Public name -> defining module, imported on first attribute access (PEP 562) so that
@@ -37,11 +39,13 @@ _LAZY = {
     "Comparison": "results", "Failure": "results", "Ranked": "results", "Score": "results",
     "ImageError": "errors", "ModelError": "errors", "RedaesError": "errors",
     "Scorer": "api", "compare": "api", "rank": "api", "score": "api", "load": "session",
+    "STAR_THRESHOLDS": "report", "stars": "report",
 }  # fmt: skip
 
 if TYPE_CHECKING:
     from .api import Scorer, compare, rank, score
     from .errors import ImageError, ModelError, RedaesError
+    from .report import STAR_THRESHOLDS, stars
     from .results import Comparison, Failure, Ranked, Score
     from .session import load
 

@@ -32,7 +32,7 @@ def scorer(tiny_model):
 def test_public_api_is_exactly_the_documented_names():
     assert set(redaes_lite.__all__) == {
         "load", "compare", "score", "rank", "Scorer", "Comparison", "Score", "Ranked", "Failure",
-        "RedaesError", "ImageError", "ModelError", "__version__",
+        "RedaesError", "ImageError", "ModelError", "__version__", "stars", "STAR_THRESHOLDS",
     }  # fmt: skip
     for name in redaes_lite.__all__:
         assert getattr(redaes_lite, name) is not None
