@@ -1,4 +1,4 @@
-"""``redaes-lite`` command line: score | compare | rank | info | eval.
+"""``redaes-lite`` command line: score | compare | rank | report | info | eval.
 
 Thin by design: parse options, call the API, write rows. Every input gets one output row; failed
 inputs carry an ``error`` and do not stop the run. Exit status: 0 all good, 1 some inputs failed,
@@ -545,6 +545,10 @@ def parser() -> argparse.ArgumentParser:
     add_model_options(p)
     add_output_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="No messages on stderr.")
+
+    from ._report_cli import add_command as add_report  # its own module: the contact sheet's options and run
+
+    add_report(sub)
 
     p = command(sub, "info", _info)
     add_model_option(p)  # info scores no images: no threads or limits
