@@ -127,7 +127,7 @@ def add_command(sub: Any) -> argparse.ArgumentParser:
                    "each is marked, instead of groups of near-duplicates found from the thumbnails.")  # fmt: skip
     p.add_argument("--near-duplicates", type=cli.at_least(-1), metavar="BITS",
                    help="Photos whose thumbnails' 64-bit difference hashes differ in at most BITS bits, among the 8 "
-                   "before each in input order, are a group of near-duplicates; -1: no groups [default: 10].")
+                   "before each in input order, are a group of near-duplicates; -1: no groups [default: 8].")
     p.add_argument("--thresholds", type=_thresholds, metavar="T2,T3,T4,T5",
                    help="Lowest score for 2, 3, 4 and 5 stars, as examples/cull.py takes them [default: 2,4,6,8].")
     p.add_argument("--reject-below", type=float, metavar="SCORE", help="Show photos scoring below SCORE as rejected.")

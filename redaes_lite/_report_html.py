@@ -133,16 +133,19 @@ def _error(photo: Photo) -> str:
     return error[len(photo.path) + 2 :] if error.startswith(photo.path + ": ") else error
 
 
-def _card(photo: Photo, *, lazy: bool = True, folder: str = "") -> str:
+def _card(photo: Photo, *, lazy: bool = True, folder: str = "", side: str = "", preferred: bool = False) -> str:
+    """One photo; ``side`` ("A", "B") and ``preferred`` for the compare view."""
     group = ""
     if photo.group is not None:
         label = f"best of group {photo.group}" if photo.best else f"group {photo.group}"
         group = f'<span class="tag group">{_text(label)}</span>'
+    elif preferred:
+        group = '<span class="tag group">preferred</span>'
     path = _text(photo.path)
     shown = _text(photo.path[len(folder) :])
-    return (f'<li class="card{" best" if photo.best else ""}" tabindex="0" data-place="{photo.place}" '
+    return (f'<li class="card{" best" if photo.best or preferred else ""}" tabindex="0" data-place="{photo.place}" '
             f'data-path="{path}" title="{path}">{_image(photo, lazy=lazy)}<div class="info"><div class="top">'
-            f'<span class="place">#{photo.place}</span><span class="score">{photo.score:.1f}</span>'
+            f'<span class="place">{side + " " if side else ""}#{photo.place}</span><span class="score">{photo.score:.1f}</span>'
             f'{_stars(photo.stars)}{group}</div><p class="path">{shown}</p>{_why(photo)}</div></li>')  # fmt: skip
 
 
@@ -162,12 +165,13 @@ def render_report(report: Report) -> str:
     cards = "\n".join(_card(p, lazy=n >= 12, folder=folder) for n, p in enumerate(ranked))
     cuts = ", ".join(f"{t:g}" for t in report.thresholds)
     reject = f"; rejected below {report.reject_below:g}" if report.reject_below is not None else ""
-    groups = len({p.group for p in ranked if p.group is not None})
+    count = len({p.group for p in ranked if p.group is not None})
+    groups = f"{count} groups, the best of each marked" if count else "no groups of similar photos"
     failed = f", {len(report.failed)} failed" if report.failed else ""
     body = (f"<header><h1>{_text(report.title)}</h1>"
             f'<p class="meta">{f"in {_text(folder)} · " if folder else ""}{len(ranked)} scored{failed} · '
             f"model {_text(report.model)} · "
-            f"stars from the 0-10 score at {cuts}{reject} · {groups} groups, the best of each marked · "
+            f"stars from the 0-10 score at {cuts}{reject} · {groups} · "
             "factors: utility minus the shoot's median</p>"
             '<p class="keys">Keys: <kbd>←</kbd><kbd>→</kbd> or <kbd>h</kbd><kbd>l</kbd> previous / next, '
             "<kbd>↑</kbd><kbd>↓</kbd> or <kbd>k</kbd><kbd>j</kbd> row up / down, <kbd>Home</kbd> <kbd>End</kbd>"
@@ -179,15 +183,15 @@ def _chart(factors: dict[str, float]) -> str:
     """Horizontal bars of ``f(b) - f(a)`` about a centre line: left favours A, right favours B."""
     if not factors:
         return ""
-    row, label, half = 26, 150, 280
-    width, height = label + 2 * half + 60, row * len(factors) + 30
-    top = max(abs(v) for v in factors.values()) or 1.0
+    row, label, half, room = 26, 150, 300, 56  # room: for the value written past the end of a bar
+    width, height = label + 2 * half, row * len(factors) + 30
+    top = (max(abs(v) for v in factors.values()) or 1.0) / (half - room)
     centre = label + half
     parts = [f'<text x="{centre - 8}" y="14" text-anchor="end">← favours A</text>',
              f'<text x="{centre + 8}" y="14">favours B →</text>']  # fmt: skip
     for n, (name, d) in enumerate(factors.items()):
         y = 24 + n * row
-        w = abs(d) / top * half
+        w = abs(d) / top
         x = centre if d > 0 else centre - w
         tx, anchor = (centre + w + 6, "start") if d > 0 else (centre - w - 6, "end")
         parts.append(f'<text x="{label - 10}" y="{y + 15}" text-anchor="end">{_text(name)}</text>'
@@ -209,8 +213,7 @@ def render_comparison(view: ComparisonView) -> str:
                          f'{side}: could not be scored</div><div class="info"><p class="path">'
                          f"{_text(photo.path)}: {_text(_error(photo))}</p></div></li>")  # fmt: skip
             continue
-        card = _card(photo, lazy=False).replace('<span class="place">', f'<span class="place">{side} ', 1)
-        cards.append(card)
+        cards.append(_card(photo, lazy=False, side=side, preferred=c is not None and c.preferred == side.lower()))
     if c is not None:
         better = "B" if c.preferred == "b" else "A"
         verdict = (f'<p class="verdict"><b>{better}</b> is preferred, with probability {c.probability:.2f} '
@@ -218,6 +221,6 @@ def render_comparison(view: ComparisonView) -> str:
         chart = "<h2>Why: factor differences, B minus A</h2>" + _chart(c.factors)
     else:
         verdict, chart = '<p class="verdict">No comparison: a photo could not be scored.</p>', ""
-    body = (f"<header><h1>{_text(view.title)}</h1><p class=\"meta\">model {_text(view.model)}</p></header>\n"
-            f'<main><ol class="grid pair" id="photos">{"".join(cards)}</ol>{verdict}{chart}</main>')  # fmt: skip
+    body = (f"<header><h1>{_text(view.title)}</h1><p class=\"meta\">model {_text(view.model)}</p>{verdict}</header>\n"
+            f'<main><ol class="grid pair" id="photos">{"".join(cards)}</ol>{chart}</main>')  # fmt: skip
     return _page(view.title, body)
