@@ -143,9 +143,10 @@ def _card(photo: Photo, *, lazy: bool = True, folder: str = "", side: str = "", 
         group = '<span class="tag group">preferred</span>'
     path = _text(photo.path)
     shown = _text(photo.path[len(folder) :])
+    place = f"{side} #{photo.place}" if side else f"#{photo.place}"
     return (f'<li class="card{" best" if photo.best or preferred else ""}" tabindex="0" data-place="{photo.place}" '
             f'data-path="{path}" title="{path}">{_image(photo, lazy=lazy)}<div class="info"><div class="top">'
-            f'<span class="place">{side + " " if side else ""}#{photo.place}</span><span class="score">{photo.score:.1f}</span>'
+            f'<span class="place">{place}</span><span class="score">{photo.score:.1f}</span>'
             f'{_stars(photo.stars)}{group}</div><p class="path">{shown}</p>{_why(photo)}</div></li>')  # fmt: skip
 
 

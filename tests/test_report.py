@@ -245,3 +245,13 @@ def test_thumbnail_keeps_orientation_and_size(tmp_path):
     im.save(buf, "JPEG", exif=exif)
     t = thumbnail(buf.getvalue(), size=100)
     assert (t.width, t.height) == (50, 100) and t.uri.startswith("data:image/")
+
+
+def test_compare_view_with_a_photo_that_fails(scorer, tmp_path):
+    (a,) = shoot(tmp_path, 1)
+    out = tmp_path / "c.html"
+    result = invoke(run, "report", "--compare", a, tmp_path / "<none>.jpg", "-o", out, "--model", scorer.path)
+    assert result.exit_code == 1 and "1 of 2 inputs failed" in result.stderr
+    page = out.read_text(encoding="utf-8")
+    assert "No comparison: a photo could not be scored." in page and "B: could not be scored" in page
+    assert "&lt;none&gt;.jpg: no such file" in page and "<svg" not in page
