@@ -119,12 +119,13 @@ def _why(photo: Photo) -> str:
 
 
 def _folder(paths: list[str]) -> str:
-    """The folder all ``paths`` share (ending in a separator), shown once in the header; "" if none."""
+    """The folder all ``paths`` share (ending in a separator), shown once in the header; "" if none, or if it
+    is only the root."""
     if len(paths) < 2:
         return ""
     head = os.path.commonprefix(paths)
     cut = max(head.rfind("/"), head.rfind(os.sep))
-    return head[: cut + 1]
+    return head[: cut + 1] if cut > 0 else ""
 
 
 def _error(photo: Photo) -> str:
@@ -161,7 +162,7 @@ def _failed(photos: tuple[Photo, ...]) -> str:
 def render_report(report: Report) -> str:
     """The contact sheet of ``report`` as one HTML document."""
     ranked = [p for p in report.photos if p.error is None]
-    folder = _folder([p.path for p in report.photos])
+    folder = _folder([p.path for p in ranked])  # the failed are listed with their whole paths
     # The first screen's images load at once, the rest as they are scrolled to.
     cards = "\n".join(_card(p, lazy=n >= 12, folder=folder) for n, p in enumerate(ranked))
     cuts = ", ".join(f"{t:g}" for t in report.thresholds)

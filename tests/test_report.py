@@ -255,3 +255,19 @@ def test_compare_view_with_a_photo_that_fails(scorer, tmp_path):
     page = out.read_text(encoding="utf-8")
     assert "No comparison: a photo could not be scored." in page and "B: could not be scored" in page
     assert "&lt;none&gt;.jpg: no such file" in page and "<svg" not in page
+
+
+def test_cards_name_photos_below_the_folder_they_share():
+    from redaes_lite.report import Report
+    from redaes_lite.results import Score
+
+    def report(*paths):
+        results = [Score(score=5.0, utility=float(-i), factors={"exposure": 0.0}) for i in range(len(paths))]
+        return render_report(build_report(list(paths), results, model="m", groups=[None] * len(paths)))
+
+    page = report("/shoot/day 1/a.jpg", "/shoot/day 1/b.jpg", "/shoot/day 2/c.jpg")
+    assert "in /shoot/ ·" in page and '<p class="path">day 1/a.jpg</p>' in page
+    assert cards(page) == ["/shoot/day 1/a.jpg", "/shoot/day 1/b.jpg", "/shoot/day 2/c.jpg"]
+    page = report("/a.jpg", "/b/c.jpg")
+    assert '<p class="path">/a.jpg</p>' in page and "in /" not in page
+    assert isinstance(build_report(["x"], [Score(1.0, 1.0, {})], model="m", groups=[None]), Report)
