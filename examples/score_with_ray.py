@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "default: start a local cluster for this run")  # fmt: skip
     add("--num-cpus", type=int, metavar="N", help="CPUs of the local cluster [default: all]")
     add("--model", default="default", help="'default', 'permissive' or a model file on every node")
-    add("--actors", type=int, metavar="N", help="at most N actors, each with one loaded model "
+    add("--actors", type=int, metavar="N", help="at most N actors (autoscaling), each with one loaded model "
         "[default: cluster CPUs / threads]")  # fmt: skip
     add("--threads", type=int, default=1, metavar="N", help="ONNX Runtime threads per actor [default: 1]")
     add("--rows-per-batch", type=int, metavar="N", help="photos per call to an actor [default: 32]")
@@ -169,8 +169,9 @@ def run(args: argparse.Namespace) -> int:
     except LookupError as e:
         error(str(e))
         return 2
-    # Up to --actors, autoscaling: a fixed pool on every CPU would leave none for Ray's read tasks.
-    knobs = {"actors": None if args.actors is None else (1, args.actors), "threads": args.threads}
+    # Autoscaling up to --actors: a fixed pool on every CPU would leave none for Ray's read tasks.
+    actors = None if args.actors is None else (1, args.actors)
+    knobs = {"actors": actors, "threads": args.threads}
     if args.rows_per_batch is not None:
         knobs["rows_per_batch"] = args.rows_per_batch
     start = time.perf_counter()
