@@ -163,12 +163,13 @@ def score_dataset(
     replaced. Rows come out in Ray's execution order, not necessarily ``ds``'s: keep an id column (a path)
     to join on, or set ``DataContext.get_current().execution_options.preserve_order = True``.
 
-    The knobs: ``actors``, the size of the actor pool (each loads the model once): an int (fixed), a ``(min, max)``
-    pair to autoscale, or ``None``: ``(1, cluster CPUs // num_cpus)`` (a fixed pool that takes every CPU
-    starves the tasks that read ``ds``, and the job stalls; a dataset built from items has none and may use
-    one); ``rows_per_batch``, rows
-    per call to an actor; ``threads``, ONNX Runtime threads per actor; ``num_cpus``, CPUs Ray reserves per
-    actor (default: ``threads``); ``inference_batch_size``, images per model run inside a call (default
+    The knobs: ``actors``, the size of the actor pool (each actor loads the model once): an int (a fixed
+    pool), a ``(min, max)`` pair to autoscale, or ``None``: ``(1, cluster CPUs // num_cpus)``, the CPUs read
+    from the cluster (Ray is started or joined here if it is not yet, as Ray Data does when a dataset first
+    runs). A fixed pool that takes every CPU starves the tasks that read ``ds`` (``read_binary_files``) and
+    the job stalls; a dataset built from items has no such tasks. ``rows_per_batch``: rows per call to an
+    actor; ``threads``: ONNX Runtime threads per actor; ``num_cpus``: CPUs Ray reserves per actor (default
+    ``threads``); ``inference_batch_size``: images per model run inside a call (default
     :data:`~redaes_lite.api.DEFAULT_BATCH_SIZE`). ``model`` and the limits are those of
     :func:`redaes_lite.load`; the model is loaded here first, so an unusable one raises
     :class:`~redaes_lite.ModelError` before the job starts (a file must then exist at that path on every node
