@@ -159,8 +159,8 @@ def test_ctrl_c_before_the_run_handles_it_is_exit_130_without_a_traceback(tiny_m
     folder.mkdir()
     big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 800, 3), np.uint8))
     big.save(tmp_path / "src.png")
-    for i in range(300):
-        os.link(tmp_path / "src.png", folder / f"{i:03d}.png")
+    for i in range(5000):  # enough work that the run cannot end before the signal, however loaded the machine
+        os.link(tmp_path / "src.png", folder / f"{i:04d}.png")
     proc = subprocess.Popen([sys.executable, "-c", CLI, "rank", str(folder), "--model", str(tiny_model), "--progress"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     seen = ""
