@@ -143,6 +143,13 @@ def test_a_full_or_closed_stdout_is_one_line_and_exit_2(tiny_model, tmp_path):
     assert p.returncode == 0 and len(out.read_text().splitlines()) == 1, p.stderr
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT as a terminal's Ctrl-C meets it: a background job (a CI runner, nohup) starts with it ignored, and
+    a mask blocking it survives exec; either way the child would never see the signal this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_before_the_run_handles_it_is_exit_130_without_a_traceback(tiny_model, tmp_path, monkeypatch, capsys):
     def interrupted(argv=None):
         raise KeyboardInterrupt  # Ctrl-C while the model loads
@@ -162,7 +169,8 @@ def test_ctrl_c_before_the_run_handles_it_is_exit_130_without_a_traceback(tiny_m
     for i in range(5000):  # enough work that the run cannot end before the signal, however loaded the machine
         os.link(tmp_path / "src.png", folder / f"{i:04d}.png")
     proc = subprocess.Popen([sys.executable, "-c", CLI, "rank", str(folder), "--model", str(tiny_model), "--progress"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal)  # fmt: skip
     seen = ""
     while "scoring" not in seen:  # the progress line: imports and the model load are done
         char = proc.stderr.read(1)
