@@ -14,8 +14,8 @@ session's mean aesthetic score. The lists live under
 ``distill/splits/<name>_{train,val}.txt`` (one file name a line, sorted); regenerate them with
 ``python -m distill.splits`` after the data changes, and commit them.
 
-:func:`is_permissive` marks the photos whose licence allows commercial use, for the model trained on
-permissively licensed photos only (the embedded ``permissive`` model; ``MODEL_CARD.md``).
+The manifest's ``commercial_use`` column (``yes``/``no``, set by whoever licenses the photos) marks the photos
+the ``permissive`` model may train on (``MODEL_CARD.md``): the rule is data, never read from licence text.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 __all__ = [
-    "DATA_ROOT", "SPLIT_DIR", "VAL_FRACTION", "is_permissive", "load_split", "make", "read_manifest",
+    "DATA_ROOT", "SPLIT_DIR", "VAL_FRACTION", "commercial_use", "load_split", "make", "read_manifest",
     "scene_of", "split_keys", "tags_of",
 ]  # fmt: skip
 
@@ -39,22 +39,22 @@ SPLIT_DIR = Path(__file__).resolve().parent / "splits"
 VAL_FRACTION = 0.15
 SPLITS = ("photos", "biq2021", "para")
 _FAULTS = {"underexposed", "overexposed"}
-# Licence texts that forbid commercial use or give no licence; checked before the permissive ones,
-# since "CC BY-NC" also contains "CC BY".
-_DENY = re.compile(r"research|non-?commercial|\bnc\b|\bnd\b|unknown|fivek|no licen[cs]e|academic", re.IGNORECASE)
-_ALLOW = re.compile(r"\bcc0\b|public domain|pexels|pixabay|unsplash|kodak|\bcc by\b(-sa)?", re.IGNORECASE)
+_COMMERCIAL_USE = {"yes": True, "no": False}
 
 
-def is_permissive(licence: str) -> bool:
-    """True for licences that allow commercial use and derivatives: CC0 / public domain, the Pexels,
-    Pixabay and Unsplash licences, CC BY and CC BY-SA, Kodak's free use. False for research-only,
-    non-commercial (NC), no-derivatives (ND), unknown or FiveK terms, and for anything unrecognised."""
-    return not _DENY.search(licence) and bool(_ALLOW.search(licence))
+def commercial_use(value: str) -> bool:
+    """A manifest's ``commercial_use`` cell: ``yes`` or ``no`` (case and spaces ignored); anything else,
+    empty included, is an error, so a photo whose terms nobody checked never reaches the permissive model."""
+    key = value.strip().lower()
+    if key not in _COMMERCIAL_USE:
+        raise ValueError(f"commercial_use must be yes or no, got {value!r}")
+    return _COMMERCIAL_USE[key]
 
 
 def read_manifest(path: str | os.PathLike | None = None) -> list[dict]:
     """Rows of ``photos/manifest.csv``: ``tags`` as in the file (``;``-separated; :func:`tags_of` splits
-    them), ``pair_id`` as str or None, sizes as ints, and ``permissive`` from :func:`is_permissive`."""
+    them), ``pair_id`` as str or None, sizes as ints, and ``permissive`` from its ``commercial_use`` column
+    (:func:`commercial_use`)."""
     path = Path(path) if path is not None else DATA_ROOT / "photos" / "manifest.csv"
     rows = []
     with open(path, newline="", encoding="utf-8") as f:
@@ -63,7 +63,7 @@ def read_manifest(path: str | os.PathLike | None = None) -> list[dict]:
                 rows.append({
                     "file": r["file"], "source": r["source"], "licence": r["licence"],
                     "tags": r["tags"], "pair_id": r["pair_id"] or None,
-                    "width": int(r["width"]), "height": int(r["height"]), "permissive": is_permissive(r["licence"]),
+                    "width": int(r["width"]), "height": int(r["height"]), "permissive": commercial_use(r["commercial_use"] or ""),
                 })  # fmt: skip
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{path}:{lineno}: bad manifest row ({e})") from None

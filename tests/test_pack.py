@@ -20,7 +20,8 @@ def _data_root(root: Path) -> Path:
     for i, (w, h) in enumerate([(640, 480), (300, 500), (200, 100)]):
         name = f"p{i}.jpg"
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "photos" / name, quality=95)
-        rows.append({"file": name, "source": "x", "licence": "CC0", "tags": "well_made", "pair_id": "", "width": w, "height": h})
+        rows.append({"file": name, "source": "x", "licence": "CC0", "tags": "well_made", "pair_id": "", "width": w, "height": h,
+                     "commercial_use": "yes"})
     with open(root / "photos" / "manifest.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

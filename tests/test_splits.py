@@ -12,19 +12,29 @@ DATA = splits.DATA_ROOT
 needs_data = pytest.mark.skipif(not (DATA / "photos" / "manifest.csv").is_file(), reason="shared data not present")
 
 
-@pytest.mark.parametrize(
-    ("licence", "ok"),
-    [("CC0 (Pexels)", True), ("Pexels License", True), ("Pixabay License", True), ("Unsplash License", True),
-     ("Unsplash (stated public domain by pop-os/wallpapers)", True), ("public domain (NASA photograph)", True),
-     ("CC BY 4.0 (Alan Diggs)", True), ("CC BY-SA 2.0 (Probably Okay!, Flickr)", True),
-     ("Kodak: free use (released by Eastman Kodak for unrestricted usage)", True), ("CC0 1.0", True),
-     ("CC BY-NC 2.0 (julochka, Flickr)", False), ("CC BY-NC-SA 2.0 (frostnip907, Flickr)", False),
-     ("CC BY-ND 4.0", False), ("MIT-Adobe FiveK licence (research use)", False),
-     ("research-only (SICE dataset, no explicit licence)", False),
-     ("unknown (academic low-light test set, no licence stated)", False), ("", False), ("all rights reserved", False)],
-)  # fmt: skip
-def test_is_permissive(licence: str, ok: bool) -> None:
-    assert splits.is_permissive(licence) is ok
+@pytest.mark.parametrize(("value", "ok"), [("yes", True), ("no", False), (" Yes ", True), ("NO", False)])
+def test_commercial_use_is_the_manifests_column(value: str, ok: bool) -> None:
+    assert splits.commercial_use(value) is ok
+
+
+@pytest.mark.parametrize("value", ["", "maybe", "CC0 1.0", "true"])
+def test_commercial_use_refuses_anything_but_yes_or_no(value: str) -> None:
+    with pytest.raises(ValueError, match="commercial_use must be yes or no"):
+        splits.commercial_use(value)
+
+
+def test_the_manifest_decides_not_the_licence_text(tmp_path) -> None:
+    head = "file,source,licence,tags,pair_id,width,height,commercial_use\n"
+    path = tmp_path / "manifest.csv"
+    # The column decides even where the licence text reads permissive (and the reverse).
+    path.write_text(head + "a.jpg,x,CC0 1.0,,,10,10,no\nb.jpg,x,all rights reserved,,,10,10,yes\n")
+    assert [r["permissive"] for r in splits.read_manifest(path)] == [False, True]
+    path.write_text(head.replace(",commercial_use", "") + "a.jpg,x,CC0 1.0,,,10,10\n")
+    with pytest.raises(ValueError, match=r"manifest.csv:2: bad manifest row"):
+        splits.read_manifest(path)
+    path.write_text(head + "a.jpg,x,CC0 1.0,,,10,10,\n")
+    with pytest.raises(ValueError, match=r"manifest.csv:2: bad manifest row \(commercial_use must be yes or no"):
+        splits.read_manifest(path)
 
 
 def test_split_keys_is_deterministic_and_stratified() -> None:
