@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -469,17 +470,25 @@ def _build_paths(value: Any) -> Any:
     return value
 
 
-def _info_table(doc: dict[str, Any]) -> Iterator[str]:
-    """``key  value`` lines; objects and lists of objects one entry a line below their key, indented."""
+def _info_table(doc: dict[str, Any], width: int | None = None) -> Iterator[str]:
+    """``key  value`` lines; objects and lists of objects one entry a line below their key, indented.
+    With ``width`` (a terminal's), long values wrap under their value column; piped output keeps one line
+    per value, for grep."""
+
+    def line(head: str, text: str) -> str:
+        if width is None or len(head) + len(text) <= width:
+            return head + text
+        return textwrap.fill(text, width, initial_indent=head, subsequent_indent=" " * len(head))
+
     for key, value in doc.items():
         if isinstance(value, dict):
             yield key
-            yield from (f"  {k:<28} {_info_value(_build_paths(v))}" for k, v in value.items())
+            yield from (line(f"  {k:<28} ", _info_value(_build_paths(v))) for k, v in value.items())
         elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
             yield key
-            yield from (f"  - {_info_value(v)}" for v in value)
+            yield from (line("  - ", _info_value(v)) for v in value)
         else:
-            yield f"{key:<30} {_info_value(value)}"
+            yield line(f"{key:<30} ", _info_value(value))
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -500,8 +509,11 @@ def _info(args: argparse.Namespace) -> int:
         "onnxruntime": ort.__version__,
         **scorer.info.to_dict(),
     }
-    text = "\n".join(_info_table(doc)) if args.fmt == "table" else json.dumps(doc, indent=2 if args.fmt == "json"
-                                                                             else None, ensure_ascii=False)  # fmt: skip
+    if args.fmt == "table":
+        width = shutil.get_terminal_size().columns if sys.stdout is not None and sys.stdout.isatty() else None
+        text = "\n".join(_info_table(doc, width))
+    else:
+        text = json.dumps(doc, indent=2 if args.fmt == "json" else None, ensure_ascii=False)
     with sink(None) as out:
         out.write(text + "\n")
     return 0

@@ -286,6 +286,19 @@ def test_info_table_is_readable(tmp_path):
     assert json.loads(run("info", "--model", model, "-f", "json").stdout)["redaes.metrics"] == metrics  # as stored
 
 
+def test_info_wraps_long_values_to_a_terminal_and_keeps_one_line_in_a_pipe():
+    from redaes_lite.cli import _info_table
+
+    licence = "Apache-2.0 (trained on permissively licensed photos only; taught by " + "a network " * 20 + ")"
+    doc = {"redaes.license": licence, "redaes.teacher": [{"name": "nima", "note": "long words " * 12}]}
+    wrapped = list("\n".join(_info_table(doc, 80)).splitlines())
+    assert max(map(len, wrapped)) <= 80 and len(wrapped) > 3
+    assert wrapped[1].startswith(" " * 31) and wrapped[0].startswith("redaes.license" + " " * 17 + "Apache-2.0")
+    assert " ".join(wrapped[:2]).split()[1:] == licence.split()[: len(" ".join(wrapped[:2]).split()) - 1]
+    piped = list(_info_table(doc))
+    assert piped[0] == f"{'redaes.license':<30} {licence}"  # for grep: one value, one line
+
+
 @pytest.mark.parametrize(
     "args",
     [
