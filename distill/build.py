@@ -108,7 +108,9 @@ def _refit(cfg: Any, checkpoint: Path, out: Path, state: dict[str, Any]) -> Path
     # Exported as redaes.metrics: a model file says which build and data made it.
     build = {"config_sha256": state["config_sha256"], "commit": state["commit"],
              "data_hashes": load_checkpoint(checkpoint).get("data_hashes", {})}  # fmt: skip
-    figures = evaluate_checkpoint(checkpoint, refit=target, version=cfg.version, extra_metrics={"build": build})
+    figures = evaluate_checkpoint(
+        checkpoint, refit=target, version=cfg.version, extra_metrics={"build": build}, val_config=cfg.val
+    )
     _write_json(out / "refit" / "metrics.json", figures)
     return target
 

@@ -45,11 +45,12 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: Sequence[float
 
 
 def reference_calibration(
-    pool: dict[str, np.ndarray], *, levels: Sequence[float] = _POOL_LEVELS
+    pool: dict[str, np.ndarray], *, levels: Sequence[float] = _POOL_LEVELS, what: str = "validation images"
 ) -> dict[str, Any]:
     """Utility -> 0..10 in the ``redaes.calibration`` format: the percentile of a reference pool.
 
-    ``pool`` maps a kind of image to the utilities of its validation images; each kind weighs the same.
+    ``pool`` maps a kind of image to the utilities of its images; each kind weighs the same. ``what`` names
+    the images in ``fitted_on``.
     """
     kinds = {k: np.asarray(u, np.float64).ravel() for k, u in pool.items() if len(u)}
     if not kinds or sum(len(u) for u in kinds.values()) < 2:
@@ -68,7 +69,7 @@ def reference_calibration(
         "method": "reference-percentile",
         "utility": [round(float(x), 6) for x in u_knots[keep]],
         "score": [round(float(x), 4) for x in 10.0 * q[keep]],
-        "fitted_on": f"percentile of a reference pool, each kind weighing the same ({sizes} validation images)",
+        "fitted_on": f"percentile of a reference pool, each kind weighing the same ({sizes} {what})",
     }
 
 

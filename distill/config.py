@@ -165,6 +165,9 @@ class ValConfig:
     # Fit temperature and display calibration on BIQ2021 validation MOS too (False: edit pairs only and
     # an even spread of validation utilities, for models that must not derive anything from human scores).
     fit_on_mos: bool = True
+    # The display map's reference pool also holds the training photos (as one more kind): for a model without
+    # human-scored data, the validation photos alone are too few to reach the top of what users will score.
+    pool_train_photos: bool = False
     best_metric: str = "edit_acc"
     best_mode: str = "max"
     batch_size: int = 64

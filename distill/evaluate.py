@@ -50,11 +50,13 @@ def evaluate_checkpoint(
     refit: Path | None = None,
     version: str | None = None,
     extra_metrics: dict[str, Any] | None = None,
+    val_config: Any = None,
 ) -> dict[str, Any]:
     """Validation figures of checkpoint ``path`` on ``data`` (default: the shared data); see module doc.
 
     ``refit``: write the checkpoint there with refitted temperature and calibration (and model ``version``),
-    its metrics joined by ``extra_metrics``.
+    its metrics joined by ``extra_metrics``. ``val_config``: validate with this ``val`` section instead of the
+    one the checkpoint was trained with.
     """
     from distill.data import DataContext
     from distill.student import DERIVED_KEYS, EvalTransform, load_checkpoint, load_student, save_checkpoint
@@ -62,6 +64,8 @@ def evaluate_checkpoint(
 
     ckpt = load_checkpoint(path)
     cfg = run_config(ckpt, data)
+    if val_config is not None:  # a build refits with its own config's validation section
+        cfg.val = val_config
     model = load_student(ckpt)
     val = ValSets.build(DataContext.from_config(cfg, model.spec), cfg)
     fields = finalize(model, EvalTransform(model.spec), val, cfg, device=torch.device("cpu"))

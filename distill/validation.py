@@ -56,6 +56,7 @@ class ValSets:
     mos: np.ndarray
     human: dict[str, tuple[list[Path], np.ndarray]] = field(default_factory=dict)  # further data sets
     unusable: list[Image.Image] = field(default_factory=list)
+    pool_paths: list[Path] = field(default_factory=list)  # further photos of the display map's pool only
     _edit_pixels: torch.Tensor | None = None
     _mos_pixels: torch.Tensor | None = None
     _human_pixels: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -73,7 +74,8 @@ class ValSets:
             rows = _capped(ctx.scored(name)["val"], v.human_images, seed=v.seed, key=f"{name}-val")
             human[name] = ([ctx.scored_path(name, f) for f, _, _ in rows], np.asarray([m for _, m, _ in rows]))
         mos = np.asarray([m for _, m, _ in items], np.float64)
-        return cls(groups, single, paths, mos, human, unusable_frames(ctx, seed=v.seed))
+        pool = [ctx.photos_root / r["file"] for r in ctx.photos["train"]] if v.pool_train_photos else []
+        return cls(groups, single, paths, mos, human, unusable_frames(ctx, seed=v.seed), pool)
 
     def edit_pixels(self, eval_tf: Any) -> torch.Tensor:
         if self._edit_pixels is None:
@@ -262,7 +264,8 @@ def finalize(
     evaluated: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Temperature and lapse (edit + MOS validation pairs) and the display calibration: the percentile of a
-    reference pool of validation images (``distill.calibration.reference_calibration``).
+    reference pool of validation images, and of the training photos with ``val.pool_train_photos``
+    (``distill.calibration.reference_calibration``).
 
     ``evaluated``: :func:`evaluate`'s result for the current weights, when the caller has it already.
     """
@@ -288,7 +291,14 @@ def finalize(
     else:
         # No human-scored data (the permissive model): the validation photos and their edits.
         pool = {"photos": edit_u[:, 0], "edits": edit_u[:, 1:].ravel()}
-    calibration = reference_calibration(pool)
+    what = "validation images"
+    if val.pool_paths:
+        pixels = _inference_pixels(val.pool_paths, eval_tf)
+        pool["training photos"] = predict(
+            model, pixels, device=device, batch_size=cfg.val.batch_size, channels_last=cfg.channels_last
+        )[0]
+        what = "images: validation, and the training photos"
+    calibration = reference_calibration(pool, what=what)
     if "unusable_utility" in raw:
         metrics["unusable_score_max"] = round(float(apply_calibration(calibration, raw["unusable_utility"]).max()), 4)
     return {"temperature": temperature, "lapse": lapse, "calibration": calibration, "metrics": metrics}

@@ -45,3 +45,16 @@ def test_evaluate_validates_on_the_data_here_and_refits(tmp_path: Path, capsys: 
     assert refit["version"] == "0.2.0" and refit["temperature"] == row["temperature"] != 9.0
     assert "biq2021 24" in refit["calibration"]["fitted_on"] and refit["calibration"]["method"] == "reference-percentile"
     assert refit["metrics"]["stages"] == [{"name": "s"}] and str(DATA_ROOT) in refit["metrics"]["refit_on"]
+
+
+def test_a_model_without_human_scores_can_pool_its_training_photos(tmp_path: Path) -> None:
+    from distill.config import ValConfig
+    from distill.evaluate import evaluate_checkpoint
+
+    path = _checkpoint(tmp_path)
+    val = ValConfig(photos_groups=1, group_size=3, mos_images=24, fit_on_mos=False, pool_train_photos=True)
+    refit = tmp_path / "refit.pt"
+    evaluate_checkpoint(path, refit=refit, val_config=val)  # the build's val section, not the trained one
+    fitted_on = load_checkpoint(refit)["calibration"]["fitted_on"]
+    n_train = len((Path("distill/splits") / "photos_train.txt").read_text().split())
+    assert f"training photos {n_train}" in fitted_on and "edits" in fitted_on and "biq2021" not in fitted_on
