@@ -38,7 +38,7 @@ __all__ = [
 _LAZY = {
     "Comparison": "results", "Failure": "results", "Ranked": "results", "Score": "results",
     "ImageError": "errors", "ModelError": "errors", "RedaesError": "errors",
-    "Scorer": "api", "compare": "api", "rank": "api", "score": "api", "load": "session",
+    "Scorer": "api", "compare": "api", "rank": "api", "score": "api", "load": "api",
     "STAR_THRESHOLDS": "report", "stars": "report",
 }  # fmt: skip
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .errors import ImageError, ModelError, RedaesError
     from .report import STAR_THRESHOLDS, stars
     from .results import Comparison, Failure, Ranked, Score
-    from .session import load
+    from .api import load
 
 
 def __getattr__(name: str) -> Any:

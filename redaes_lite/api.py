@@ -20,9 +20,9 @@ from .metadata import ModelInfo
 from ._cost import DecodeBudget
 from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, ImageInput, _load, to_array
 from .results import Comparison, Failure, Ranked, Score
-from .session import ModelSession, load
+from .session import ModelSession, open_session
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Scorer", "compare", "rank", "score"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Scorer", "compare", "load", "rank", "score"]
 
 #: Images per inference batch. Per-image speed is flat from 8 up on CPU, but activation memory is not:
 #: scoring 1,000 files with a Lite0 student peaked at 204 MB RSS with 8, 280 MB with 16 (memory_profile.py).
@@ -225,6 +225,30 @@ class Scorer:
             Ranked(input=items[i], index=i, score=results[i]) if isinstance(results[i], Score) else results[i]
             for i in ranking(results, top=top)
         ]
+
+
+def load(
+    model: str | os.PathLike | None = None,
+    *,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
+) -> Scorer:
+    """Load a model and return a :class:`Scorer`.
+
+    ``model``: ``None`` or ``"default"`` (the embedded default model), ``"permissive"``, or a path to
+    an ``.onnx``/``.ort`` file (or a directory holding ``model.onnx``). ``threads``: ONNX Runtime
+    intra-op threads (default: ``OMP_NUM_THREADS`` or all cores). ``providers``: ONNX Runtime
+    execution providers (default CPU). ``max_pixels``: images larger than this (from the header) are
+    refused before decoding; ``max_bytes``: files and bytes larger than this are refused before they
+    are read; ``max_decode_bytes``: images whose decode would need more memory than this (estimated from
+    the header) are refused before decoding, and the decodes in flight at once share this much. ``None``
+    disables a check.
+    """
+    session = open_session(model, threads=threads, providers=providers)
+    return Scorer(session, max_pixels=max_pixels, max_bytes=max_bytes, max_decode_bytes=max_decode_bytes)
 
 
 def ranking(results: Sequence[Score | Failure], *, top: int | None = None) -> list[int]:

@@ -167,7 +167,7 @@ def say(message: str, quiet: bool) -> None:
 
 def scorer_for(args: argparse.Namespace) -> Any:
     """The model the options name, loaded with their limits; a model that cannot be used is a usage error."""
-    from .session import load
+    from .api import load
 
     # Commands that score no images (info) have no limit options: the runtime's defaults then stand.
     max_pixels = getattr(args, "max_pixels", DEFAULT_MAX_PIXELS)

@@ -2,7 +2,7 @@
 
 ``onnxruntime`` is imported here, inside functions, the first time a model is loaded — never when
 ``redaes_lite`` is imported. Sessions are cached per (resolved path, file identity, providers,
-threads), so ``load()`` called twice shares one session.
+threads), so ``redaes_lite.load()`` called twice shares one session.
 """
 
 from __future__ import annotations
@@ -13,18 +13,14 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import ModelError
 from .metadata import ModelInfo, read_sidecar, sha256_file, sidecar_path
-from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS
 
-if TYPE_CHECKING:
-    from .api import Scorer
-
-__all__ = ["EMBEDDED", "ModelSession", "load", "model_id", "open_session", "resolve_model"]
+__all__ = ["EMBEDDED", "ModelSession", "model_id", "open_session", "resolve_model"]
 
 #: Names of the models embedded in the wheel, under ``redaes_lite/models/<name>/model.onnx``.
 EMBEDDED = ("default", "permissive")
@@ -225,28 +221,3 @@ def open_session(
             _cache[key] = _create(path, embedded, chosen, threads)
         return _cache[key]
 
-
-def load(
-    model: str | os.PathLike | None = None,
-    *,
-    threads: int | None = None,
-    providers: Sequence[str] | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    max_bytes: int | None = DEFAULT_MAX_BYTES,
-    max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
-) -> Scorer:
-    """Load a model and return a :class:`~redaes_lite.api.Scorer`.
-
-    ``model``: ``None`` or ``"default"`` (the embedded default model), ``"permissive"``, or a path to
-    an ``.onnx``/``.ort`` file (or a directory holding ``model.onnx``). ``threads``: ONNX Runtime
-    intra-op threads (default: ``OMP_NUM_THREADS`` or all cores). ``providers``: ONNX Runtime
-    execution providers (default CPU). ``max_pixels``: images larger than this (from the header) are
-    refused before decoding; ``max_bytes``: files and bytes larger than this are refused before they
-    are read; ``max_decode_bytes``: images whose decode would need more memory than this (estimated from
-    the header) are refused before decoding, and the decodes in flight at once share this much. ``None``
-    disables a check.
-    """
-    from .api import Scorer
-
-    session = open_session(model, threads=threads, providers=providers)
-    return Scorer(session, max_pixels=max_pixels, max_bytes=max_bytes, max_decode_bytes=max_decode_bytes)

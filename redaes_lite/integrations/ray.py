@@ -57,7 +57,7 @@ class _ScoreBatches:
 
     def __init__(self, *, column: str, model: str, threads: int | None, inference_batch_size: int,
                  limits: dict[str, int | None]) -> None:  # fmt: skip
-        from ..session import load
+        from ..api import load
 
         self._column = column
         self._batch_size = inference_batch_size
@@ -184,7 +184,7 @@ def score_dataset(
     except ImportError as e:
         raise ImportError(f'score_dataset needs Ray Data: pip install "redaes-lite[ray]" ({e})') from None
     from ..api import DEFAULT_BATCH_SIZE
-    from ..session import load
+    from ..api import load
 
     if not isinstance(column, str) or not column:
         raise ValueError(f"column must be a column name, got {column!r}")
