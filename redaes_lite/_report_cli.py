@@ -1,7 +1,7 @@
 """``redaes-lite report``: the contact sheet (:mod:`redaes_lite.report`) from the command line.
 
 Kept apart from ``cli.py``, which only registers it (:func:`add_command`); the shared option builders and
-run helpers are ``cli``'s own, looked up when the command runs.
+run helpers come from ``_cli_common``, as ``cli.py``'s and ``eval/cli.py``'s do.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _thresholds(text: str) -> tuple[float, ...]:
 
 
 def _write(args: argparse.Namespace, text: str) -> None:
-    from . import cli
+    from . import _cli_common as cli
 
     with cli.sink(args.output) as out:
         out.write(text)
@@ -35,7 +35,7 @@ def _limits(scorer: Any) -> dict[str, Any]:
 
 
 def _compare_view(args: argparse.Namespace) -> int:
-    from . import cli
+    from . import _cli_common as cli
     from ._cli_io import printable
     from .errors import RedaesError
     from .report import STAR_THRESHOLDS, build_comparison, render_comparison, thumbnails
@@ -72,7 +72,7 @@ def _report(args: argparse.Namespace) -> int:
     from the shoot's median; failed files are listed with their errors; the best of each group of
     near-duplicates (or of each --groups group) is marked. The file needs no network: open it from disk.
     With --compare A B: the two photos side by side and their factor differences as a bar chart."""
-    from . import cli
+    from . import _cli_common as cli
     from ._cli_io import expand, printable
     from .report import (NEAR_DUPLICATE_BITS, STAR_THRESHOLDS, THUMB_SIZE, build_report, group_labels,
                          near_duplicates, read_groups, render_report, thumbnails)  # fmt: skip
@@ -115,7 +115,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def add_command(sub: Any) -> argparse.ArgumentParser:
     """Register ``report`` on ``cli``'s subparsers."""
-    from . import cli
+    from . import _cli_common as cli
 
     p = cli.command(sub, "report", _report)
     cli._add_input_options(p)

@@ -207,7 +207,7 @@ def test_progress_only_when_asked_or_on_a_terminal(scorer, tmp_path):
 
 
 def test_written_atomically_or_to_stdout(scorer, tmp_path, monkeypatch):
-    import redaes_lite.cli as cli
+    import redaes_lite._cli_common as cli  # sink(), shared by every command, opens the output
 
     shoot(tmp_path / "s", 2)
     out = tmp_path / "r.html"

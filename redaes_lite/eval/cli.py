@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cli import (
+from .._cli_common import (
     HelpFormatter,
     add_model_options,
     add_output_options,
