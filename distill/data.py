@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 
 from distill.config import ConfigError
+from distill.teachers.base import resolve_image
 from redaes_lite.pairs import read_pairs
 from redaes_lite.preprocess import PreprocessSpec, load_image
 
@@ -55,7 +56,6 @@ __all__ = [
     "LabelledPairs",
     "MosGroups",
     "batch_loader",
-    "build_source",
     "resolve_image",
 ]
 
@@ -426,18 +426,6 @@ class CrossGroups(MosGroups):
         return Group(images, np.full(len(images), np.nan), self.unknown_factors(len(images)))
 
 
-def resolve_image(root: Path, ref: str) -> Path:
-    """A pair-label image reference -> file: a path relative to ``root``, or ``sha256:<hex>`` stored as
-    ``root/<hex>.<ext>`` (how ``python -m distill edits`` writes generated images)."""
-    if ref.startswith("sha256:"):
-        hexdigest = ref.split(":", 1)[1]
-        for ext in (".png", ".jpg", ".jpeg", ".webp"):
-            if (root / f"{hexdigest}{ext}").exists():
-                return root / f"{hexdigest}{ext}"
-        raise FileNotFoundError(f"{root}: no file for generated image {ref}")
-    return root / ref
-
-
 class LabelledPairs(GroupSource):
     """Pairs from a pair-label JSONL (any teacher): groups ``[a, b]``, targets ``[0, delta]``.
 
@@ -527,43 +515,3 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
     # Ctrl-C reaches the whole process group; only the main process handles it (clean stop, checkpoint).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _edit(name: str, scfg: Any, ctx: DataContext, **kw: Any) -> GroupSource:
-    from distill.teachers.edit_oracle import EditOracle
-
-    return EditGroups(name, ctx, EditOracle(), n_ops=scfg.n_ops, **kw)
-
-
-_BUILDERS: dict[str, Callable[..., GroupSource]] = {
-    "edit": _edit,
-    "mos": lambda name, scfg, ctx, **kw: MosGroups(
-        name, ctx, within_fraction=scfg.within_fraction, dataset=scfg.dataset, **kw
-    ),
-    "labels": lambda name, scfg, ctx, **kw: LabelledPairs(name, ctx, labels=scfg.labels, root=scfg.root, **kw),
-    "cross": lambda name, scfg, ctx, **kw: CrossGroups(
-        name, ctx, dataset=scfg.dataset, crop_fraction=scfg.crop_fraction, **kw
-    ),
-}
-
-
-def _unusable_target(scfg: Any) -> float:
-    if scfg.unusable.target is not None:
-        return float(scfg.unusable.target)
-    from distill.human_sets import human_set
-
-    lo, hi = human_set(scfg.dataset).score_range
-    return lo - 0.25 * (hi - lo)
-
-
-def build_source(name: str, scfg: Any, ctx: DataContext, *, seed: int) -> GroupSource:
-    """The source a :class:`distill.config.SourceConfig` describes (wrapped by its teacher, if any)."""
-    kw = {"group_size": scfg.group_size, "groups": scfg.groups, "seed": seed, "scale": scfg.scale}
-    source = _BUILDERS[scfg.kind](name, scfg, ctx, **kw)
-    if scfg.unusable is not None:
-        source.with_unusable(scfg.unusable.fraction, scfg.unusable.per_group, _unusable_target(scfg))
-    if not scfg.teacher:
-        return source
-    from distill.teacher_loop import TeacherGroups
-
-    return TeacherGroups(scfg.teacher, source)

@@ -31,8 +31,9 @@ from typing import Any
 import torch
 
 from distill.config import LossConfig, SourceConfig, TrainConfig, dump_config
-from distill.data import DataContext, GroupSource, batch_loader, build_source
+from distill.data import DataContext, GroupSource, batch_loader
 from distill.provenance import describe_data
+from distill.sources import build_source
 from distill.teacher_loop import TeacherGroups, TeacherLabeller
 from distill.train_setup import (
     Dist,

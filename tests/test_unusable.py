@@ -9,7 +9,8 @@ from PIL import Image
 from synthetic_data import make_context
 
 from distill.config import ConfigError, config_from_dict
-from distill.data import MosGroups, build_source
+from distill.data import MosGroups
+from distill.sources import build_source
 from distill.edits.unusable import TEACHER_ID, UNUSABLE_KINDS, unusable_frame
 from distill.student import TrainTransform
 

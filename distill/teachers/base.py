@@ -9,7 +9,7 @@ from typing import Iterable, Iterator, Protocol, runtime_checkable
 from redaes_lite.errors import ImageError
 from redaes_lite.pairs import PairLabel, content_hash
 
-__all__ = ["ImageRefs", "PairRequest", "Teacher"]
+__all__ = ["ImageRefs", "PairRequest", "Teacher", "resolve_image"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,18 @@ class Teacher(Protocol):
     def label(self, pairs: Iterable[PairRequest]) -> Iterator[PairLabel]: ...
 
 
+def resolve_image(root: Path, ref: str) -> Path:
+    """A pair-label image reference -> file: a path relative to ``root``, or ``sha256:<hex>`` stored as
+    ``root/<hex>.<ext>`` (how ``python -m distill edits`` writes generated images)."""
+    if ref.startswith("sha256:"):
+        hexdigest = ref.split(":", 1)[1]
+        for ext in (".png", ".jpg", ".jpeg", ".webp"):
+            if (root / f"{hexdigest}{ext}").exists():
+                return root / f"{hexdigest}{ext}"
+        raise FileNotFoundError(f"{root}: no file for generated image {ref}")
+    return root / ref
+
+
 class ImageRefs:
     """For teachers that read the images they label: image references resolved under ``root`` and keyed by
     content, so a record's id survives a moved or renamed file. Subclasses set ``root`` and ``_hashes = {}``."""
@@ -46,8 +58,6 @@ class ImageRefs:
     def _read(self, ref: str) -> bytes:
         """The bytes of ``ref``: a path under ``root``, or ``sha256:<hex>`` stored as ``root/<hex>.<ext>``;
         :class:`ImageError` when they cannot be read."""
-        from distill.data import resolve_image  # the trainer's rule for references; imports torch
-
         try:
             return resolve_image(self.root, ref).read_bytes()
         except OSError as e:
