@@ -33,12 +33,21 @@ from .quantize import fp16_weights, quantize_int8
 from .report import latency_ms
 
 
+def _ridge(x: Any, y: Any, strength: float) -> Any:
+    """``W [K, D]`` minimising ``|x W^T - y|^2 + strength * mean_eig(x^T x) * |W|^2``: ``distill.heads.ridge``'s
+    formula, written out here so that export needs no training module for a benchmark's probe."""
+    import numpy as np
+
+    gram = x.T @ x
+    penalty = strength * np.trace(gram) / len(gram)
+    return np.linalg.solve(gram + penalty * np.eye(len(gram)), x.T @ y).T
+
+
 def _fit_probe(student: Any, n: int, *, strength: float = 1.0) -> None:
     """Set the utility head to a ridge regression of BIQ2021 MOS on ``n`` train-split images' features."""
     import numpy as np
     import torch
 
-    from distill.heads import ridge
     from distill.splits import DATA_ROOT, load_split
     from distill.teachers.mos import read_mos
     from redaes_lite.preprocess import preprocess
@@ -53,7 +62,7 @@ def _fit_probe(student: Any, n: int, *, strength: float = 1.0) -> None:
     y = np.array([mos[f] for f in names])
     mean = feats.mean(0)
     x = feats - mean
-    w = ridge(x, (y - y.mean())[:, None], strength)[0]
+    w = _ridge(x, (y - y.mean())[:, None], strength)[0]
     w /= np.std(x @ w)  # utility spread ~1 on the probe images
     with torch.no_grad():
         student.utility_head.weight.copy_(torch.from_numpy(w)[None])

@@ -316,3 +316,13 @@ def test_student_with_factor_taps_exports_and_matches_torch(data: dict, tmp_path
         _, expected = tapped(torch.from_numpy(preprocess(photos, tapped.spec)))
     got = np.array([[s.factors[f] for f in FACTORS] for s in redaes_lite.load(path).score_many(photos)])
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+
+
+def test_benchmark_probe_ridge_is_the_heads_ridge_bit_for_bit():
+    from distill.heads import ridge
+    from export.benchmark import _ridge
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 12)), rng.normal(size=(40, 1))
+    for strength in (0.0, 1.0, 3.5):
+        assert np.array_equal(_ridge(x, y, strength), ridge(x, y, strength))
