@@ -13,12 +13,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
 from ._atomic import atomic_open
 from ._cli_io import Progress, decoder_warnings, printable
 from .errors import RedaesError
+
+if TYPE_CHECKING:  # the API loads onnxruntime: imported where a command scores, not for --help
+    from .api import Scorer
 
 FORMATS = ("table", "json", "jsonl", "csv")
 # = redaes_lite.preprocess.DEFAULT_MAX_PIXELS / DEFAULT_MAX_BYTES / DEFAULT_MAX_DECODE_BYTES and
@@ -31,7 +34,7 @@ DEFAULT_BATCH_SIZE = 8
 
 # ------------------------------------------------------------------------------------------ options
 def version_text() -> str:
-    """``redaes-lite 0.1.0 (models: default@0.5.0, permissive@0.6.0)``: the package and the embedded models,
+    """``redaes-lite 0.1.0 (models: default@1.0.0, permissive@1.0.0)``: the package and the embedded models,
     as rows name them. Read from the models' ``model.json`` with json alone: ``--version`` stays light."""
     found = []
     for folder in sorted((Path(__file__).parent / "models").glob("*/model.json")):
@@ -150,7 +153,7 @@ def say(message: str, quiet: bool) -> None:
         print(f"redaes-lite: {printable(message)}", file=sys.stderr)
 
 
-def scorer_for(args: argparse.Namespace) -> Any:
+def scorer_for(args: argparse.Namespace) -> Scorer:
     """The model the options name, loaded with their limits; a model that cannot be used is a usage error."""
     from .api import load
 
@@ -228,7 +231,7 @@ def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0, *, q
             limits = {"max_pixels": scorer.max_pixels, "max_bytes": scorer.max_bytes,
                       "max_decode_bytes": scorer.max_decode_bytes}  # fmt: skip
             pool = stack.enter_context(DecodePool(workers, spec=scorer.info.preprocess, quiet=quiet, **limits))
-            scored = scorer._score_decoded(pool.batches(good, batch_size))
+            scored = scorer.score_preprocessed(pool.batches(good, batch_size))
         else:
             scored = scorer.iter_scores(good, batch_size=batch_size, on_error="record")
         for i, (path, err) in enumerate(sources):

@@ -155,7 +155,7 @@ class Scorer:
             raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        yield from self._score_decoded(self._decode_batches(xs, batch_size, on_error))
+        yield from self.score_preprocessed(self._decode_batches(xs, batch_size, on_error))
 
     def _decode_batches(
         self, xs: Iterable[ImageInput], batch_size: int, on_error: str
@@ -182,10 +182,11 @@ class Scorer:
         finally:
             pool.shutdown(cancel_futures=True)  # an early stop or error: drop the queued decodes
 
-    def _score_decoded(self, batches: Iterable[Sequence[np.ndarray | Failure]]) -> Iterator[Score | Failure]:
-        """Run batches of preprocessed pixels (float32 ``[3, H, W]`` each, from ``to_array``) through the
-        model; a :class:`Failure` passes through in its place. The CLI's ``--workers`` processes decode
-        elsewhere and come in here, so their results are exactly those of :meth:`iter_scores`."""
+    def score_preprocessed(self, batches: Iterable[Sequence[np.ndarray | Failure]]) -> Iterator[Score | Failure]:
+        """Score batches of pixels already preprocessed for this model (float32 ``[3, H, W]`` each, from
+        :func:`redaes_lite.preprocess.to_array` with :attr:`info`'s spec), in order; a :class:`Failure` in a
+        batch passes through in its place. For decoding elsewhere (other processes, a pipeline's own
+        workers): the results are exactly those of :meth:`iter_scores` on the same images."""
         for decoded in batches:
             yield from self._run_batch(decoded)
 

@@ -48,6 +48,17 @@ def test_all_input_kinds_score_identically(scorer, tmp_path):
     assert list(scores[0].factors) == list(scorer.info.factors)
 
 
+def test_pixels_decoded_elsewhere_score_exactly_as_score_many(scorer):
+    from redaes_lite.preprocess import load_image, to_array
+
+    spec = scorer.info.preprocess
+    images = [grey(40), photo(), grey(200, 20, 60)]
+    pixels = [to_array(load_image(x, spec), spec) for x in images]
+    failure = Failure("bad.jpg", 1, "bad.jpg: not an image")
+    got = list(scorer.score_preprocessed([pixels[:1], [failure, *pixels[1:]]]))
+    assert got == [scorer.score_many(images)[0], failure, *scorer.score_many(images)[1:]]
+
+
 def test_brighter_images_score_higher_and_different_images_differ(scorer):
     dark, mid, bright = (scorer.score(grey(v)) for v in (40, 120, 220))
     assert dark.utility < mid.utility < bright.utility
