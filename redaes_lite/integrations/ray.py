@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Sequence
 
+from .._cli_io import printable  # errors name non-UTF-8 files as the CLI's rows do (\xHH)
 from ..preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -40,15 +41,6 @@ _TRAILING_COLUMNS = ("model", "error")
 def output_columns(factors: Sequence[str]) -> list[str]:
     """The columns :func:`score_dataset` adds, in order: ``score, utility, factor.<name>..., model, error``."""
     return [*_RESULT_COLUMNS, *(f"factor.{n}" for n in factors), *_TRAILING_COLUMNS]
-
-
-def _utf8(text: str) -> str:
-    """``text`` as Arrow's UTF-8 strings can hold it: lone surrogates (bytes of a non-UTF-8 file name that
-    reached Python via PEP 383) are written ``\\xHH``, as the CLI's rows write them."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class _ScoreBatches:
@@ -103,7 +95,7 @@ class _ScoreBatches:
             columns[f"factor.{n}"] = pa.array([s.factors[n] if s else None for s in scores], pa.float64())
         columns["model"] = pa.array([self._model_id] * len(values), pa.string())
         null = f"no input (the {self._column!r} value is null)"
-        errors = [null if r is None else _utf8(r.error) if isinstance(r, Failure) else None for r in results]
+        errors = [null if r is None else printable(r.error) if isinstance(r, Failure) else None for r in results]
         columns["error"] = pa.array(errors, pa.string())
         kept = [c for c in batch.column_names if c not in columns]  # a re-scored dataset: its old results go
         out = batch.select(kept)
