@@ -16,7 +16,6 @@ Prints a table, writes JSON (default ``/tmp/redaes-bench/factor-signs.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from signkit import EDITS, factor_signs  # noqa: E402
 
 import redaes_lite  # noqa: E402
 from distill.splits import DATA_ROOT, SPLIT_DIR  # noqa: E402
-from redaes_lite._atomic import atomic_open  # noqa: E402
+from _output import write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         mean = sum(r["factor_right"] for r in results[m].values()) / len(results[m])
         print(f"{m}: factor signs right, mean {mean:.3f}, worst edit {worst:.2f} ({len(photos)} photos)")
     out = {m: [{"factor": f, "direction": d, **r} for (f, d), r in res.items()] for m, res in results.items()}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.json) as f:
-        json.dump({"photos": len(photos), "models": out}, f, indent=2)
-    print(f"wrote {args.json}")
+    write_json(args.json, {"photos": len(photos), "models": out})
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 import time
@@ -35,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from distill.splits import DATA_ROOT, SPLIT_DIR  # noqa: E402
-from redaes_lite._atomic import atomic_open  # noqa: E402
+from _output import write_json  # noqa: E402
 from redaes_lite.errors import RedaesError  # noqa: E402
 from redaes_lite.eval.datasets import LabelledImage  # noqa: E402
 from redaes_lite.eval.runner import score_report  # noqa: E402
@@ -226,10 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         args.ids = None
     results = run(args)
     print_table(results)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.json) as f:
-        json.dump(results, f, indent=2)
-    print(f"\nwrote {args.json}")
+    print()
+    write_json(args.json, results)
     return 0
 
 

@@ -32,7 +32,6 @@ Prints a table, writes JSON atomically (default ``/tmp/redaes-bench/ray-throughp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -52,7 +51,7 @@ CLI = "from redaes_lite.cli import main; main()"  # the console script's entry p
 ACTOR_TITLE = "MapBatches(_ScoreBatches)"  # in the process title Ray gives each actor of score_dataset
 sys.path.insert(0, str(REPO))
 
-from redaes_lite._atomic import atomic_open  # noqa: E402
+from _output import write_json  # noqa: E402
 
 
 def camera_files(cache: Path, n: int) -> Path:
@@ -262,10 +261,8 @@ def main() -> int:
         "cpu_count": os.cpu_count(), "load_average_after": os.getloadavg(), "summary": summary, "runs": runs,
     }  # fmt: skip
     json_path = args.json or args.cache / "ray-throughput.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(json_path) as f:
-        json.dump(report, f, indent=2)
-    print(f"\nwrote {json_path}")
+    print()
+    write_json(json_path, report)
     return 0
 
 

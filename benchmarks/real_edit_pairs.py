@@ -15,17 +15,19 @@ should read ``exposure``). Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from distill.splits import DATA_ROOT, load_split, read_manifest, tags_of
-from redaes_lite import load
-from redaes_lite._atomic import atomic_open
-from redaes_lite.eval.runner import PreferencePair, pair_report
-from redaes_lite.results import Failure
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from _output import write_json  # noqa: E402
+from distill.splits import DATA_ROOT, load_split, read_manifest, tags_of  # noqa: E402
+from redaes_lite import load  # noqa: E402
+from redaes_lite.eval.runner import PreferencePair, pair_report  # noqa: E402
+from redaes_lite.results import Failure  # noqa: E402
 
 #: Tags that mark the preferred member of a manifest pair.
 PREFERRED_TAGS = ("expert_retouched", "well_exposed")
@@ -94,10 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             named = "; ".join(f"{src}: " + ", ".join(f"{k} {n}" for k, n in c.items()) for src, c in factors.items())
             print(f"| {name} {scorer.info.version} | {subset} | {report['n']} | {report['accuracy']:.3f} "
                   f"| {report['mean_probability']:.3f} | {report['ece']:.3f} | {sources} | {named} |")  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.json) as f:
-        json.dump(results, f, indent=2)
-    print(f"\nwrote {args.json}")
+    print()
+    write_json(args.json, results)
     return 0
 
 

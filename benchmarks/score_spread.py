@@ -17,7 +17,6 @@ Prints a table, writes JSON (default ``/tmp/redaes-bench/score-spread.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -32,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import redaes_lite  # noqa: E402
 from distill.splits import DATA_ROOT, SPLIT_DIR  # noqa: E402
-from redaes_lite._atomic import atomic_open  # noqa: E402
+from _output import write_json  # noqa: E402
 from redaes_lite.results import Failure  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif")
@@ -125,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{' (upscale on)' if args.upscale else ''}, made in {web_s:.1f} s")  # fmt: skip
     report = {"photos": str(args.photos), "long_side": args.long_side, "quality": args.quality,
               "upscale": args.upscale, "resized": resized, "results": results}  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.json) as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.json}")
+    write_json(args.json, report)
     return 0
 
 
