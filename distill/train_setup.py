@@ -127,6 +127,7 @@ def build_student(cfg: TrainConfig) -> tuple[torch.nn.Module, Any, Any]:
         pretrained=s.pretrained,
         img_size=list(s.input_size),
         resize=s.resize,
+        interpolation=s.interpolation,
         **s.overrides,
     )
 

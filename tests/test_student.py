@@ -51,7 +51,7 @@ def test_parse_backbone_reads_each_source() -> None:
 @pytest.mark.parametrize(
     "backbone, match",
     [
-        ("mobilevitv2_050", r"needs a source prefix: 'timm:<model name>' or 'open_clip:<arch>"),
+        ("mobilevitv2_050", r"needs a source prefix: 'timm:<model name>', 'open_clip:<arch>"),
         ("timmm:resnet18", r"did you mean 'timm'"),
         ("hf-hub:timm/resnet18", r"use 'timm:<model name>'"),
         ("timm:resnet1", r"timm has no model 'resnet1'; did you mean"),

@@ -1,4 +1,4 @@
-"""Backbone sources: ``timm:<name>`` and ``open_clip:<arch>[:<tag>]``, parsed in one place.
+"""Backbone sources: ``timm:<name>``, ``open_clip:<arch>[:<tag>]`` and ``nima:mobilenet_v1``, parsed in one place.
 
 A source turns a parsed name into a :class:`Trunk`: a module mapping pixels ``[N, 3, H, W]`` to pooled
 features ``[N, width]``, plus the facts the preprocessing spec needs (default input size, mean/std of the
@@ -24,7 +24,7 @@ __all__ = ["BackboneName", "Trunk", "parse_backbone", "NO_WEIGHTS"]
 #: ``pretrained`` label of a randomly initialised backbone (``redaes.student`` needs a string).
 NO_WEIGHTS = "none"
 
-_SPELLING = "'timm:<model name>' or 'open_clip:<arch>[:<pretrained tag>]'"
+_SPELLING = "'timm:<model name>', 'open_clip:<arch>[:<pretrained tag>]' or 'nima:mobilenet_v1'"
 
 
 @dataclass(frozen=True)
@@ -213,5 +213,38 @@ class OpenClipSource:
         return Trunk(module=visual, width=int(visual.output_dim), pretrained=label, lock=lock)
 
 
+class NimaSource:
+    """``nima:mobilenet_v1``: NIMA's MobileNet v1 trunk; weights: ``None``/``False`` (random), ``True`` or
+    ``"nima-mobilenet-ava@idealo-0.07"`` (idealo's AVA-trained release, sha256-checked) or the path of a
+    NIMA-format HDF5 file."""
+
+    name = "nima"
+    options: frozenset[str] = frozenset()
+    archs = ("mobilenet_v1",)
+
+    def parse(self, rest: str) -> BackboneName:
+        if rest not in self.archs:
+            raise ValueError(f"backbone 'nima:{rest}': expected one of {', '.join('nima:' + a for a in self.archs)}")
+        return BackboneName(self.name, rest)
+
+    def defaults(self, ident: BackboneName, pretrained: str | bool | None) -> WeightDefaults:
+        from .mobilenet_v1 import NIMA_MEAN, NIMA_STD
+
+        return WeightDefaults(size=(224, 224), mean=NIMA_MEAN, std=NIMA_STD)
+
+    def build(
+        self, ident: BackboneName, *, pretrained: str | bool | None, size: tuple[int, int], options: Mapping[str, Any]
+    ) -> Trunk:
+        from .mobilenet_v1 import nima_trunk
+
+        module, label = nima_trunk(pretrained)
+
+        def lock(unlocked: int) -> None:
+            _freeze_all_but_last(module.parameter_groups(), unlocked, str(ident))
+
+        return Trunk(module=module, width=module.width, pretrained=label or NO_WEIGHTS, lock=lock)
+
+
 BACKBONES.add(TimmSource.name, TimmSource())
 BACKBONES.add(OpenClipSource.name, OpenClipSource())
+BACKBONES.add(NimaSource.name, NimaSource())

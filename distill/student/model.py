@@ -23,7 +23,8 @@ from .transforms import EvalTransform, TrainTransform
 __all__ = ["Student", "create_student", "build_student", "OVERRIDES"]
 
 #: Overrides every source accepts; sources add their own (``BACKBONES.get(src).options``).
-#: ``img_size`` (int or [H, W]) and ``resize`` shape the preprocessing spec when ``spec`` is not given;
+#: ``img_size`` (int or [H, W]), ``resize`` and ``interpolation`` shape the preprocessing spec when ``spec`` is not
+#: given;
 #: ``drop_rate`` is dropout on the pooled features; ``unlocked_groups`` freezes all trunk parameter
 #: groups but the last N (0: the whole trunk; open_clip's ``lock_image_tower``), frozen BatchNorm included;
 #: ``factor_taps`` (timm trunks) lists ``feature_info`` levels whose per-channel mean and standard deviation
@@ -31,8 +32,8 @@ __all__ = ["Student", "create_student", "build_student", "OVERRIDES"]
 #: of colour, contrast and vignetting, which early layers still see (``python -m distill heads``).
 #: ``factor_tap_centre`` adds, per tapped level, the per-channel mean of the central half (each side) minus the
 #: level's mean: where a photo is darker or busier at its edges than its centre (vignetting, framing).
-OVERRIDES = frozenset({"img_size", "resize", "drop_rate", "unlocked_groups", "factor_taps", "factor_tap_centre"})
-_SPEC_OVERRIDES = ("img_size", "resize")
+OVERRIDES = frozenset({"img_size", "resize", "interpolation", "drop_rate", "unlocked_groups", "factor_taps", "factor_tap_centre"})
+_SPEC_OVERRIDES = ("img_size", "resize", "interpolation")
 
 
 class Student(nn.Module):
@@ -155,7 +156,9 @@ def _split_overrides(source: Any, overrides: Mapping[str, Any]) -> tuple[dict[st
     return {k: v for k, v in overrides.items() if k in OVERRIDES}, options
 
 
-def _spec_from(defaults: WeightDefaults, *, img_size: Any, resize: str | None) -> PreprocessSpec:
+def _spec_from(
+    defaults: WeightDefaults, *, img_size: Any, resize: str | None, interpolation: str | None = None
+) -> PreprocessSpec:
     """The spec a backbone gets when the caller gives none: its weights' size and normalisation, letterbox."""
     if img_size is None:
         size = defaults.size
@@ -165,7 +168,12 @@ def _spec_from(defaults: WeightDefaults, *, img_size: Any, resize: str | None) -
         size = tuple(img_size)
     # Letterbox padding equal to the mean is 0 after normalisation: neutral for the network.
     return PreprocessSpec(
-        size=size, resize=resize or "letterbox", pad=defaults.mean, mean=defaults.mean, std=defaults.std
+        size=size,
+        resize=resize or "letterbox",
+        interpolation=interpolation or "bilinear",
+        pad=defaults.mean,
+        mean=defaults.mean,
+        std=defaults.std,
     )
 
 
@@ -185,7 +193,12 @@ def _assemble(
         raise ValueError(f"give either spec or {given}, not both (the spec already fixes size and resize)")
     if spec is None:
         defaults = source.defaults(ident, pretrained)
-        spec = _spec_from(defaults, img_size=student_opts.get("img_size"), resize=student_opts.get("resize"))
+        spec = _spec_from(
+            defaults,
+            img_size=student_opts.get("img_size"),
+            resize=student_opts.get("resize"),
+            interpolation=student_opts.get("interpolation"),
+        )
     trunk = source.build(ident, pretrained=pretrained, size=spec.size, options=options)
     kept = {k: v for k, v in overrides.items() if k not in _SPEC_OVERRIDES and v is not None}
     return Student(trunk, backbone=str(ident), factor_names=names, spec=spec, overrides=kept)

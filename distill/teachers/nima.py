@@ -54,7 +54,7 @@ NIMA_FILE = "weights_mobilenet_aesthetic_0.07.hdf5"
 NIMA_SHA256 = "e563ad91b3d47410e45f7238f07ab8f6abd1bd0c4b18a4b0af9c681a21a91cb2"
 NIMA_SIZE = 224
 #: (output channels, stride) of the 13 depthwise-separable blocks ``conv_dw_i`` / ``conv_pw_i``.
-_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
            (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))  # fmt: skip
 #: Keras weight name -> torch attribute of the layer's module.
 _ATTR = {"kernel": "weight", "depthwise_kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
@@ -105,7 +105,7 @@ class NimaNet(nn.Module):
 
         conv_bn("conv1", nn.Conv2d(3, 32, 3, stride=2, bias=False))
         c = 32
-        for i, (out, stride) in enumerate(_BLOCKS, 1):
+        for i, (out, stride) in enumerate(BLOCKS, 1):
             conv_bn(f"conv_dw_{i}", nn.Conv2d(c, c, 3, stride=stride, groups=c, bias=False))
             conv_bn(f"conv_pw_{i}", nn.Conv2d(c, out, 1, bias=False))
             c = out
