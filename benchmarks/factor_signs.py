@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     head = f"| factor | direction | {' | '.join(f'{m} factor / utility' for m in models)} |"
     print(head + "\n|" + "---|" * (2 + len(models)))
     for factor, direction, _ in EDITS:
-        cells = [f"{results[m][(factor, direction)]['factor_right']:.2f} / {results[m][(factor, direction)]['utility_right']:.2f}" for m in models]
+        cells = [
+            f"{results[m][(factor, direction)]['factor_right']:.2f} / {results[m][(factor, direction)]['utility_right']:.2f}"
+            for m in models
+        ]
         print(f"| {factor} | {direction} | {' | '.join(cells)} |")
     for m in models:
         worst = min(r["factor_right"] for r in results[m].values())

@@ -96,8 +96,25 @@ def profile(folder: Path, model: Path, *, batch: int, mem_pattern: str, workers:
     """One CLI run: wall time, peak RSS (``ru_maxrss``) and the sampled RSS curve."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "scores.jsonl"
-        args = [sys.executable, "-c", _CLI, mem_pattern, "score", str(folder), "-m", str(model), "-f", "jsonl",
-                "-o", str(out), "--batch-size", str(batch), "--workers", str(workers), "--no-progress"]  # fmt: skip
+        args = [
+            sys.executable,
+            "-c",
+            _CLI,
+            mem_pattern,
+            "score",
+            str(folder),
+            "-m",
+            str(model),
+            "-f",
+            "jsonl",
+            "-o",
+            str(out),
+            "--batch-size",
+            str(batch),
+            "--workers",
+            str(workers),
+            "--no-progress",
+        ]
         with open(Path(tmp) / "stderr", "w+b") as err:  # a file, not a pipe: a full pipe would block the CLI
             t0 = time.perf_counter()
             proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
@@ -120,13 +137,18 @@ def profile(folder: Path, model: Path, *, batch: int, mem_pattern: str, workers:
     q = max(1, len(rss) // 4)
     peak = usage.ru_maxrss / 1024  # KiB on Linux
     return {
-        "batch_size": batch, "mem_pattern": mem_pattern, "workers": workers, "files": rows,
-        "wall_s": round(wall, 1), "files_per_s": round(rows / wall, 1), "peak_rss_mb": round(peak, 1),
+        "batch_size": batch,
+        "mem_pattern": mem_pattern,
+        "workers": workers,
+        "files": rows,
+        "wall_s": round(wall, 1),
+        "files_per_s": round(rows / wall, 1),
+        "peak_rss_mb": round(peak, 1),
         "rss_at_25_50_75_100_pct_mb": [round(rss[min(len(rss) - 1, i * len(rss) // 4)], 1) for i in (1, 2, 3)]
         + [round(rss[-1], 1)],
         "growth_after_first_quarter_mb": round(max(rss[q:]) - rss[q], 1) if len(rss) > q else 0.0,
         "samples": len(rss),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -145,8 +167,9 @@ def main() -> None:
     results = []
     for pattern in args.mem_pattern:
         for batch in args.batch_size:
-            results.append(profile(folder, model, batch=batch, mem_pattern=pattern, workers=args.workers,
-                                   every=args.every))  # fmt: skip
+            results.append(
+                profile(folder, model, batch=batch, mem_pattern=pattern, workers=args.workers, every=args.every)
+            )
             print(json.dumps(results[-1]), flush=True)
     doc = {"model": str(model), "model_kind": args.model, "cpus": os.cpu_count(), "results": results}
     if args.json:

@@ -103,8 +103,9 @@ def read_labelled(
     if rows and (image_col not in rows[0] or label_col not in rows[0]):
         raise SystemExit(f"{labels}: needs columns {image_col!r} and {label_col!r} (columns: {', '.join(rows[0])})")
     keep = None if ids is None else {ln.strip() for ln in ids.read_text(encoding="utf-8").splitlines() if ln.strip()}
-    records = [LabelledImage(images / r[image_col], float(r[label_col])) for r in rows
-               if keep is None or r[image_col] in keep]  # fmt: skip
+    records = [
+        LabelledImage(images / r[image_col], float(r[label_col])) for r in rows if keep is None or r[image_col] in keep
+    ]
     if keep is not None and len(records) != len(keep):
         raise SystemExit(f"{ids}: {len(keep) - len(records)} names have no row in {labels}")
     return records
@@ -180,8 +181,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         row["scores"].update(data=str(args.labels), ids=str(args.ids) if args.ids else None)
         if pairs:
             images = list(dict.fromkeys(p for a, b, _, _ in pairs for p in (a, b)))
-            row["pairs"] = {**pair_figures(pairs, dict(zip(images, score(images)))), "n_skipped": skipped,
-                            "data": str(args.pairs)}  # fmt: skip
+            row["pairs"] = {
+                **pair_figures(pairs, dict(zip(images, score(images)))),
+                "n_skipped": skipped,
+                "data": str(args.pairs),
+            }
         row["seconds"] = round(time.perf_counter() - t0, 1)
         results.append(row)
         print(f"scored {label} in {row['seconds']} s", file=sys.stderr, flush=True)

@@ -50,8 +50,16 @@ def _build(name: str) -> Any:
         import open_clip
 
         visual = open_clip.create_model("ViT-L-14", pretrained=None).visual
-        head = nn.Sequential(nn.Linear(768, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-                             nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))  # fmt: skip
+        head = nn.Sequential(
+            nn.Linear(768, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
+        )
 
         class Laion(nn.Module):
             def __init__(self) -> None:
@@ -87,8 +95,15 @@ def time_peer(name: str, *, repeat: int, warmup: int = 2) -> dict[str, Any]:
             if i >= warmup:
                 times.append((time.perf_counter() - t0) * 1000)
     params = sum(p.numel() for p in model.parameters())
-    return {"name": name, "description": desc, "input": side, "params": params, "median_ms": statistics.median(times),
-            "times_ms": times, "torch": torch.__version__}  # fmt: skip
+    return {
+        "name": name,
+        "description": desc,
+        "input": side,
+        "params": params,
+        "median_ms": statistics.median(times),
+        "times_ms": times,
+        "torch": torch.__version__,
+    }
 
 
 def export_random_student(out: Path, *, backbone: str = "timm:tf_efficientnet_lite0") -> Path:
@@ -109,11 +124,21 @@ def export_random_student(out: Path, *, backbone: str = "timm:tf_efficientnet_li
 
     out.parent.mkdir(parents=True, exist_ok=True)
     example = (torch.zeros(2, 3, *student.spec.size),)  # batch 2 keeps N symbolic
-    names: dict[str, Any] = {"input_names": ["pixel_values"], "output_names": ["utility", "factors"],
-                             "opset_version": 18}  # fmt: skip
+    names: dict[str, Any] = {
+        "input_names": ["pixel_values"],
+        "output_names": ["utility", "factors"],
+        "opset_version": 18,
+    }
     with torch.no_grad():
-        torch.onnx.export(Contract().eval(), example, str(out), dynamo=True, external_data=False,
-                          dynamic_shapes=({0: torch.export.Dim("N")},), **names)  # fmt: skip
+        torch.onnx.export(
+            Contract().eval(),
+            example,
+            str(out),
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes=({0: torch.export.Dim("N")},),
+            **names,
+        )
     import onnx
 
     info = ModelInfo(

@@ -108,18 +108,28 @@ def main() -> None:
     spec = PreprocessSpec(size=(args.size, args.size), resize=args.resize)
     results = run(args.cache, spec, args.repeat)
 
-    print(f"{args.cache} ({args.cache.stat().st_size / 1e6:.2f} MB, 4000x3000) -> {args.size}x{args.size} "
-          f"{args.resize}, {'all cores' if args.all_cores else 'one core'}, median of {args.repeat}")  # fmt: skip
+    print(
+        f"{args.cache} ({args.cache.stat().st_size / 1e6:.2f} MB, 4000x3000) -> {args.size}x{args.size} "
+        f"{args.resize}, {'all cores' if args.all_cores else 'one core'}, median of {args.repeat}"
+    )
     print(f"{'case':<28} {'median ms':>10} {'min ms':>8} {'x floor':>8}")
     for name, r in results.items():
         print(f"{name:<28} {r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {r['ratio_to_floor']:>8.2f}")
     doc = {
-        "image": str(args.cache), "bytes": args.cache.stat().st_size, "size": [args.size, args.size],
-        "resize": args.resize, "one_core": not args.all_cores, "repeat": args.repeat,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "pillow": Image.__version__},
+        "image": str(args.cache),
+        "bytes": args.cache.stat().st_size,
+        "size": [args.size, args.size],
+        "resize": args.resize,
+        "one_core": not args.all_cores,
+        "repeat": args.repeat,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "pillow": Image.__version__,
+        },
         "results": results,
-    }  # fmt: skip
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -75,11 +75,22 @@ def run_cli(folder: Path, model: str, workers: int) -> dict[str, float]:
     """Wall time and peak RSS of one ``redaes-lite score`` run."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     with tempfile.TemporaryDirectory(prefix="redaes-ray-cli-") as tmp, tempfile.TemporaryFile() as err:
-        args = [str(folder), "--workers", str(workers), "--model", model, "--format", "jsonl",
-                "--output", str(Path(tmp) / "out.jsonl"), "--quiet"]  # fmt: skip
+        args = [
+            str(folder),
+            "--workers",
+            str(workers),
+            "--model",
+            model,
+            "--format",
+            "jsonl",
+            "--output",
+            str(Path(tmp) / "out.jsonl"),
+            "--quiet",
+        ]
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", CLI, "score", *args], env=env, stdout=subprocess.DEVNULL,
-                                stderr=err)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CLI, "score", *args], env=env, stdout=subprocess.DEVNULL, stderr=err
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         if os.waitstatus_to_exitcode(status) != 0:
@@ -153,9 +164,14 @@ def run_ray(make_ds: Callable[[], Any], column: str, model: str, knobs: dict[str
         wall = time.perf_counter() - t0
         table = pq.read_table(tmp, columns=["error"])
     peaks = sorted((kb / 1024 for kb in sampler.actors.values()), reverse=True)
-    return {"wall_s": wall, "rows": table.num_rows, "errors": table.num_rows - table["error"].null_count,
-            "actors": len(peaks), "actor_peak_rss_mb": peaks,
-            "ray_system_rss_mb": sampler.ray_system_kb / 1024}  # fmt: skip
+    return {
+        "wall_s": wall,
+        "rows": table.num_rows,
+        "errors": table.num_rows - table["error"].null_count,
+        "actors": len(peaks),
+        "actor_peak_rss_mb": peaks,
+        "ray_system_rss_mb": sampler.ray_system_kb / 1024,
+    }
 
 
 def main() -> int:
@@ -187,6 +203,7 @@ def main() -> int:
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     cluster_start_s = time.perf_counter() - t0
     ray.data.DataContext.get_current().enable_progress_bars = False
+
     def items(files: list[str]) -> Callable[[], Any]:
         return lambda: ray.data.from_items([{"path": p} for p in files])
 
@@ -206,9 +223,12 @@ def main() -> int:
     small_paths = sorted(str(p) for p in small_folder.iterdir())
     full, small = arms(paths, folder), arms(small_paths, small_folder)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in full}
-    print(f"{args.files} x 12 MP camera JPEG, model {model_id}, local Ray cluster of {args.num_cpus} CPUs "
-          f"(started in {cluster_start_s:.1f} s), CLI --workers {args.workers}; load average "
-          f"{os.getloadavg()[0]:.2f} before", file=sys.stderr)  # fmt: skip
+    print(
+        f"{args.files} x 12 MP camera JPEG, model {model_id}, local Ray cluster of {args.num_cpus} CPUs "
+        f"(started in {cluster_start_s:.1f} s), CLI --workers {args.workers}; load average "
+        f"{os.getloadavg()[0]:.2f} before",
+        file=sys.stderr,
+    )
     try:
         for arm in small.values():
             arm()  # warm-up, not counted: page cache, Ray's first execution, imports in its workers
@@ -220,8 +240,11 @@ def main() -> int:
                 extra = res["wall_s"] - res["small"]["wall_s"]
                 res["after_startup_images_per_s"] = (args.files - args.small) / extra if extra > 0 else None
                 runs[name].append(res)
-                print(f"round {r + 1} {name}: {res['wall_s']:.2f} s, {res['images_per_s']:.2f} images/s; "
-                      f"{args.small} files: {res['small']['wall_s']:.2f} s", file=sys.stderr)  # fmt: skip
+                print(
+                    f"round {r + 1} {name}: {res['wall_s']:.2f} s, {res['images_per_s']:.2f} images/s; "
+                    f"{args.small} files: {res['small']['wall_s']:.2f} s",
+                    file=sys.stderr,
+                )
     finally:
         ray.shutdown()
 
@@ -240,26 +263,49 @@ def main() -> int:
             ratio = ratio_after = None
         else:
             peaks = [m for r in rs for m in r["actor_peak_rss_mb"]]
-            mem = (f"per actor {max(peaks):.0f} (max of {len(peaks)} actors), Ray's own processes "
-                   f"{max(r['ray_system_rss_mb'] for r in rs):.0f}") if peaks else "-"  # fmt: skip
+            mem = (
+                (
+                    f"per actor {max(peaks):.0f} (max of {len(peaks)} actors), Ray's own processes "
+                    f"{max(r['ray_system_rss_mb'] for r in rs):.0f}"
+                )
+                if peaks
+                else "-"
+            )
             ratio = statistics.median(ratios(name, "images_per_s"))
             ratio_after = statistics.median(ratios(name, "after_startup_images_per_s") or [0.0])
-        summary[name] = {"images_per_s_median": ips, "ratio_to_cli_median": ratio, "after_startup_images_per_s":
-                         after, "after_startup_ratio_to_cli_median": ratio_after, "startup_s_median": startup,
-                         "actors_seen": [r.get("actors") for r in rs]}  # fmt: skip
+        summary[name] = {
+            "images_per_s_median": ips,
+            "ratio_to_cli_median": ratio,
+            "after_startup_images_per_s": after,
+            "after_startup_ratio_to_cli_median": ratio_after,
+            "startup_s_median": startup,
+            "actors_seen": [r.get("actors") for r in rs],
+        }
 
         def shown(x: float | None, key: str) -> str:
             return "-" if x is None else f"{x:.2f} ({', '.join(f'{v:.2f}' for v in ratios(name, key))})"
 
-        print(f"| {name} | {ips:.2f} | {shown(ratio, 'images_per_s')} | {after:.2f} | "
-              f"{shown(ratio_after, 'after_startup_images_per_s')} | {startup:.2f} | {mem} |")  # fmt: skip
+        print(
+            f"| {name} | {ips:.2f} | {shown(ratio, 'images_per_s')} | {after:.2f} | "
+            f"{shown(ratio_after, 'after_startup_images_per_s')} | {startup:.2f} | {mem} |"
+        )
     report = {
-        "files": args.files, "camera_jpeg": str(args.cache / "camera_12mp.jpg"), "model": model_id,
-        "num_cpus": args.num_cpus, "cli_workers": args.workers, "knobs": knobs, "small": args.small,
+        "files": args.files,
+        "camera_jpeg": str(args.cache / "camera_12mp.jpg"),
+        "model": model_id,
+        "num_cpus": args.num_cpus,
+        "cli_workers": args.workers,
+        "knobs": knobs,
+        "small": args.small,
         "repeat": args.repeat,
-        "cluster_start_s": cluster_start_s, "ray_version": ray.__version__, "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "load_average_after": os.getloadavg(), "summary": summary, "runs": runs,
-    }  # fmt: skip
+        "cluster_start_s": cluster_start_s,
+        "ray_version": ray.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_after": os.getloadavg(),
+        "summary": summary,
+        "runs": runs,
+    }
     json_path = args.json or args.cache / "ray-throughput.json"
     print()
     write_json(json_path, report)

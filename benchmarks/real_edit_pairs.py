@@ -89,13 +89,21 @@ def main(argv: list[str] | None = None) -> int:
                 for src in sorted({s for s, _ in pairs})
             }
             factors = top_factors(pairs, scores)
-            row = {"model": name, "version": scorer.info.version, "subset": subset, **report, "by_source": by_source,
-                   "largest_factor_change": factors}  # fmt: skip
+            row = {
+                "model": name,
+                "version": scorer.info.version,
+                "subset": subset,
+                **report,
+                "by_source": by_source,
+                "largest_factor_change": factors,
+            }
             results.append(row)
             sources = ", ".join(f"{s} {a:.2f}" for s, a in by_source.items())
             named = "; ".join(f"{src}: " + ", ".join(f"{k} {n}" for k, n in c.items()) for src, c in factors.items())
-            print(f"| {name} {scorer.info.version} | {subset} | {report['n']} | {report['accuracy']:.3f} "
-                  f"| {report['mean_probability']:.3f} | {report['ece']:.3f} | {sources} | {named} |")  # fmt: skip
+            print(
+                f"| {name} {scorer.info.version} | {subset} | {report['n']} | {report['accuracy']:.3f} "
+                f"| {report['mean_probability']:.3f} | {report['ece']:.3f} | {sources} | {named} |"
+            )
     print()
     write_json(args.json, results)
     return 0

@@ -47,8 +47,9 @@ def gather(source: Path, folder: Path, n: int) -> int:
             shutil.copy(src, folder / f"{i:04d}_{src.name}")
         else:
             with Image.open(src) as im:
-                ImageOps.mirror(ImageOps.exif_transpose(im).convert("RGB")).save(folder / f"{i:04d}_m_{src.name}",
-                                                                                  quality=90)  # fmt: skip
+                ImageOps.mirror(ImageOps.exif_transpose(im).convert("RGB")).save(
+                    folder / f"{i:04d}_m_{src.name}", quality=90
+                )
     return n
 
 
@@ -84,12 +85,24 @@ def main() -> int:
         console = visit(page, "--dump-dom").console
         if args.out is not None:
             shutil.copy(page, args.out)
-    print(json.dumps({
-        "photos": args.n, "exit_code": code, "build_s": round(build_s, 2), "html_bytes": size,
-        "kb_per_photo": round(size / args.n / 1000, 1), "load_event_ms": loads, "first_contentful_paint_ms": paints,
-        "chromium_screenshot_wall_s": [round(w, 2) for w in walls], "empty_page_wall_s": [round(w, 2) for w in blank],
-        "median_load_ms": statistics.median(loads), "console": console,
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "photos": args.n,
+                "exit_code": code,
+                "build_s": round(build_s, 2),
+                "html_bytes": size,
+                "kb_per_photo": round(size / args.n / 1000, 1),
+                "load_event_ms": loads,
+                "first_contentful_paint_ms": paints,
+                "chromium_screenshot_wall_s": [round(w, 2) for w in walls],
+                "empty_page_wall_s": [round(w, 2) for w in blank],
+                "median_load_ms": statistics.median(loads),
+                "console": console,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

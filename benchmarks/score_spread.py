@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="redaes-spread-") as tmp:
         t0 = time.perf_counter()
-        web, resized = web_copies(paths, Path(tmp), long_side=args.long_side, quality=args.quality,
-                                  upscale=args.upscale)  # fmt: skip
+        web, resized = web_copies(
+            paths, Path(tmp), long_side=args.long_side, quality=args.quality, upscale=args.upscale
+        )
         web_s = time.perf_counter() - t0
         for name in models:
             scorer = redaes_lite.load(name, threads=1)
@@ -112,18 +113,34 @@ def main(argv: list[str] | None = None) -> int:
                 for subset, values in subsets.items():
                     if not values:
                         continue
-                    row = {"model": name, "version": scorer.info.version, "photos": kind, "subset": subset,
-                           **spread(values), "failed": failed if subset == "all" else []}  # fmt: skip
+                    row = {
+                        "model": name,
+                        "version": scorer.info.version,
+                        "photos": kind,
+                        "subset": subset,
+                        **spread(values),
+                        "failed": failed if subset == "all" else [],
+                    }
                     results.append(row)
                     pc = " | ".join(f"{row['percentiles'][str(q)]:.2f}" for q in PERCENTILES)
-                    print(f"| {name} {scorer.info.version} | {kind} | {subset} | {row['n']} | {row['at_10']:.1%} "
-                          f"| {row['at_0']:.1%} | {row['ge_9']:.1%} | {pc} |")  # fmt: skip
+                    print(
+                        f"| {name} {scorer.info.version} | {kind} | {subset} | {row['n']} | {row['at_10']:.1%} "
+                        f"| {row['at_0']:.1%} | {row['ge_9']:.1%} | {pc} |"
+                    )
                 for f in failed:
                     print(f"failed: {f}", file=sys.stderr)
-    print(f"\nweb copies: long side {args.long_side} px, JPEG q{args.quality}, {resized} of {len(paths)} resized"
-          f"{' (upscale on)' if args.upscale else ''}, made in {web_s:.1f} s")  # fmt: skip
-    report = {"photos": str(args.photos), "long_side": args.long_side, "quality": args.quality,
-              "upscale": args.upscale, "resized": resized, "results": results}  # fmt: skip
+    print(
+        f"\nweb copies: long side {args.long_side} px, JPEG q{args.quality}, {resized} of {len(paths)} resized"
+        f"{' (upscale on)' if args.upscale else ''}, made in {web_s:.1f} s"
+    )
+    report = {
+        "photos": str(args.photos),
+        "long_side": args.long_side,
+        "quality": args.quality,
+        "upscale": args.upscale,
+        "resized": resized,
+        "results": results,
+    }
     write_json(args.json, report)
     return 0
 

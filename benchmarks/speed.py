@@ -98,8 +98,7 @@ def child_e2e(model: str, images: list[str], repeat: int) -> dict[str, Any]:
                 times[key] += _timed(fn, repeat=1, warmup=0)
         for key, values in per.items():
             values.append(statistics.median(times[key]))
-    return {"images": len(images), **{k: statistics.median(v) for k, v in per.items()},
-            "per_image": per}  # fmt: skip
+    return {"images": len(images), **{k: statistics.median(v) for k, v in per.items()}, "per_image": per}
 
 
 def child_infer(model: str, threads: int, batch: int, repeat: int) -> dict[str, Any]:
@@ -149,15 +148,17 @@ def _result(proc: subprocess.CompletedProcess, what: str) -> dict[str, Any]:
 
 def _run_python(args: list[str], what: str, *, one_thread: bool) -> dict[str, Any]:
     """Run ``python ARGS`` in a fresh process and return its ``RESULT`` line."""
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False,
-                          env=_env(one_thread=one_thread))  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, check=False, env=_env(one_thread=one_thread)
+    )
     return _result(proc, what)
 
 
 def spawn(kind: str, *, one_thread: bool = True, **params: Any) -> dict[str, Any]:
     """Run one configuration in a fresh process."""
-    return _run_python([str(Path(__file__).resolve()), "--child", kind, json.dumps(params)], f"{kind} {params}",
-                       one_thread=one_thread)  # fmt: skip
+    return _run_python(
+        [str(Path(__file__).resolve()), "--child", kind, json.dumps(params)], f"{kind} {params}", one_thread=one_thread
+    )
 
 
 def peer(name: str, repeat: int) -> dict[str, Any]:
@@ -168,8 +169,9 @@ def run_cli(args: list[str]) -> dict[str, float]:
     """Wall time and peak RSS of one ``redaes-lite`` run (``wait4`` gives this child's own rusage)."""
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: a full pipe would block the child
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", CLI, *args], env=_env(one_thread=False),
-                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CLI, *args], env=_env(one_thread=False), stdout=subprocess.DEVNULL, stderr=err
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -214,11 +216,21 @@ def _model_info(model: Path) -> dict[str, Any]:
 
     info = redaes_lite.load(model).info
     random_init = "random-init" in info.version
-    label = (f"RANDOM-INIT (untrained) {info.student.get('backbone', '?')} - speed only"
-             if random_init else f"{model.name} {info.version}")  # fmt: skip
-    return {"path": str(model), "label": label, "random_init": random_init, "version": info.version,
-            "student": info.student, "quantization": info.quantization, "size": list(info.preprocess.size),
-            "bytes": model.stat().st_size}  # fmt: skip
+    label = (
+        f"RANDOM-INIT (untrained) {info.student.get('backbone', '?')} - speed only"
+        if random_init
+        else f"{model.name} {info.version}"
+    )
+    return {
+        "path": str(model),
+        "label": label,
+        "random_init": random_init,
+        "version": info.version,
+        "student": info.student,
+        "quantization": info.quantization,
+        "size": list(info.preprocess.size),
+        "bytes": model.stat().st_size,
+    }
 
 
 def _machine() -> dict[str, Any]:
@@ -226,11 +238,25 @@ def _machine() -> dict[str, Any]:
     import onnxruntime
     import PIL
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "platform": platform.platform(),
-            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "pillow": PIL.__version__,
-            "numpy": numpy.__version__, "nice": os.nice(0), "loadavg_start": os.getloadavg()}  # fmt: skip
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "pillow": PIL.__version__,
+        "numpy": numpy.__version__,
+        "nice": os.nice(0),
+        "loadavg_start": os.getloadavg(),
+    }
 
 
 def _prepare_models(args: argparse.Namespace, photos: list[Path]) -> tuple[Path, Path | None, str | None]:
@@ -260,10 +286,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     camera = _camera_jpeg(args.cache)
     model, int8, int8_missing = _prepare_models(args, photos)
     sample = photos[:: max(1, len(photos) // (12 if q else 60))]
-    doc: dict[str, Any] = {"quick": q, "machine": _machine(), "model": _model_info(model),
-                           "int8_model": str(int8) if int8 else int8_missing,
-                           "camera_jpeg": {"path": str(camera), "bytes": camera.stat().st_size,
-                                           "sha256": hashlib.sha256(camera.read_bytes()).hexdigest()}}  # fmt: skip
+    doc: dict[str, Any] = {
+        "quick": q,
+        "machine": _machine(),
+        "model": _model_info(model),
+        "int8_model": str(int8) if int8 else int8_missing,
+        "camera_jpeg": {
+            "path": str(camera),
+            "bytes": camera.stat().st_size,
+            "sha256": hashlib.sha256(camera.read_bytes()).hexdigest(),
+        },
+    }
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
 
     say("end to end and decode floor ...")
@@ -280,8 +313,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     doc["inference"].append({**row, "error": int8_missing})
                     continue
                 reps = (5 if batch == 1 else 3) if q else (30 if batch == 1 else 8)
-                doc["inference"].append({**row, **spawn("infer", one_thread=threads == 1, model=str(path),
-                                                        threads=threads, batch=batch, repeat=reps)})  # fmt: skip
+                doc["inference"].append(
+                    {
+                        **row,
+                        **spawn(
+                            "infer", one_thread=threads == 1, model=str(path), threads=threads, batch=batch, repeat=reps
+                        ),
+                    }
+                )
     say("folder throughput and memory ...")
     doc["cli"] = _cli_figures(args, model, camera, photos)
     if not args.skip_peers:
@@ -317,8 +356,12 @@ def _cli_figures(args: argparse.Namespace, model: Path, camera: Path, photos: li
     rss_small = _linked_folder(args.cache / "photos-x100", photos, 100)
     startup = run_cli(["score", str(photos[0]), *common])
     figures = {"startup_one_file": startup}
-    for key, folder, n in (("camera_folder", cam_dir, n_camera), ("photos_folder", PHOTOS, len(photos)),
-                           ("rss_100", rss_small, 100), ("rss_1000", rss_dir, 1000)):  # fmt: skip
+    for key, folder, n in (
+        ("camera_folder", cam_dir, n_camera),
+        ("photos_folder", PHOTOS, len(photos)),
+        ("rss_100", rss_small, 100),
+        ("rss_1000", rss_dir, 1000),
+    ):
         r = run_cli(["score", str(folder), *common])
         after = n / (r["wall_s"] - startup["wall_s"])
         r.update(files=n, images_per_s=n / r["wall_s"], images_per_s_after_startup=after)
@@ -338,51 +381,89 @@ def markdown(doc: dict[str, Any]) -> str:
     floor = cam["floor_ms"]
     model = doc["model"]
     lines = [
-        (f"Model: **{model['label']}** (`{model['path']}`, {model['bytes'] / 2**20:.1f} MiB); "
-         f"int8: `{doc['int8_model']}`"),
-        (f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; onnxruntime {m['onnxruntime']}, "
-         f"Pillow {m['pillow']}; nice {m['nice']}; load average {m['loadavg_start'][0]:.2f} at start, "
-         f"{m['loadavg_end'][0]:.2f} at end (a shared machine: other work runs beside these figures)."
-         + (" **--quick run: few repeats.**" if doc["quick"] else "")),
+        (
+            f"Model: **{model['label']}** (`{model['path']}`, {model['bytes'] / 2**20:.1f} MiB); "
+            f"int8: `{doc['int8_model']}`"
+        ),
+        (
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; onnxruntime {m['onnxruntime']}, "
+            f"Pillow {m['pillow']}; nice {m['nice']}; load average {m['loadavg_start'][0]:.2f} at start, "
+            f"{m['loadavg_end'][0]:.2f} at end (a shared machine: other work runs beside these figures)."
+            + (" **--quick run: few repeats.**" if doc["quick"] else "")
+        ),
         "",
         _row("measurement", "median", "x decode floor", "target"),
         "|---|---:|---:|---|",
         _row("decode floor, 12 MP JPEG (open + draft + load), 1 core", f"{floor:.1f} ms", "1.00", ""),
-        _row("end to end `Scorer.score`, 12 MP JPEG, 1 thread", f"{cam['e2e_ms']:.1f} ms",
-             f"{cam['e2e_ms'] / floor:.2f}", "<= 1.5"),
-        _row("decode + preprocess alone, 12 MP JPEG", f"{cam['preprocess_ms']:.1f} ms",
-             f"{cam['preprocess_ms'] / floor:.2f}", ""),
-        _row(f"end to end, {ph['images']} shared photos (median {ph['megapixels_median']:.2f} MP), 1 thread",
-             f"{ph['e2e_ms']:.1f} ms", "", ""),
+        _row(
+            "end to end `Scorer.score`, 12 MP JPEG, 1 thread",
+            f"{cam['e2e_ms']:.1f} ms",
+            f"{cam['e2e_ms'] / floor:.2f}",
+            "<= 1.5",
+        ),
+        _row(
+            "decode + preprocess alone, 12 MP JPEG",
+            f"{cam['preprocess_ms']:.1f} ms",
+            f"{cam['preprocess_ms'] / floor:.2f}",
+            "",
+        ),
+        _row(
+            f"end to end, {ph['images']} shared photos (median {ph['megapixels_median']:.2f} MP), 1 thread",
+            f"{ph['e2e_ms']:.1f} ms",
+            "",
+            "",
+        ),
         _row("decode + preprocess alone, shared photos", f"{ph['preprocess_ms']:.1f} ms", "", ""),
         _row("decode floor, shared photos", f"{ph['floor_ms']:.1f} ms", "", ""),
-    ]  # fmt: skip
+    ]
     for r in doc["inference"]:
         what = f"inference {r['precision']}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}, batch {r['batch']}"
         value = "n/a" if "error" in r else f"{r['median_ms']:.1f} ms ({r['per_image_ms']:.1f} ms/image)"
         lines.append(_row(what, value, "", ""))
     cam_dir, photo_dir, one = cli["camera_folder"], cli["photos_folder"], cli["startup_one_file"]
     lines += [
-        _row(f"`redaes-lite score` folder, {cam_dir['files']} camera JPEGs, all cores",
-             f"{cam_dir['images_per_s']:.1f} images/s ({cam_dir['images_per_s_after_startup']:.1f} after startup)",
-             "", ">= 30 images/s"),
-        _row(f"`redaes-lite score` folder, {photo_dir['files']} shared photos, all cores",
-             f"{photo_dir['images_per_s']:.1f} images/s", "", ""),
+        _row(
+            f"`redaes-lite score` folder, {cam_dir['files']} camera JPEGs, all cores",
+            f"{cam_dir['images_per_s']:.1f} images/s ({cam_dir['images_per_s_after_startup']:.1f} after startup)",
+            "",
+            ">= 30 images/s",
+        ),
+        _row(
+            f"`redaes-lite score` folder, {photo_dir['files']} shared photos, all cores",
+            f"{photo_dir['images_per_s']:.1f} images/s",
+            "",
+            "",
+        ),
         _row("`redaes-lite score` startup + 1 file", f"{one['wall_s'] * 1000:.0f} ms", "", ""),
-        _row("peak RSS, `redaes-lite score` 1,000 files (shared photos)",
-             f"{cli['rss_1000']['peak_rss_mb']:.0f} MB (100 files: {cli['rss_100']['peak_rss_mb']:.0f} MB; "
-             f"1 file: {one['peak_rss_mb']:.0f} MB)", "", "<= 300 MB"),
-    ]  # fmt: skip
+        _row(
+            "peak RSS, `redaes-lite score` 1,000 files (shared photos)",
+            f"{cli['rss_1000']['peak_rss_mb']:.0f} MB (100 files: {cli['rss_100']['peak_rss_mb']:.0f} MB; "
+            f"1 file: {one['peak_rss_mb']:.0f} MB)",
+            "",
+            "<= 300 MB",
+        ),
+    ]
     if doc.get("peers"):
         targets = {"laion-vit-l14": ">= 100x", "nima-irv2": ">= 20x"}
-        lines += ["", "Peers: random weights, torch eager, 1 thread, batch 1; ratio = peer time / our end-to-end time.",
-                  "", _row("peer", "input", "params", "median", "x ours, shared photos", "x ours, 12 MP JPEG",
-                           "target"),
-                  "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+        lines += [
+            "",
+            "Peers: random weights, torch eager, 1 thread, batch 1; ratio = peer time / our end-to-end time.",
+            "",
+            _row("peer", "input", "params", "median", "x ours, shared photos", "x ours, 12 MP JPEG", "target"),
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
         for p in doc["peers"]:
-            lines.append(_row(p["description"], p["input"], f"{p['params'] / 1e6:.1f} M", f"{p['median_ms']:.0f} ms",
-                              f"{p['median_ms'] / ph['e2e_ms']:.1f}x", f"{p['median_ms'] / cam['e2e_ms']:.1f}x",
-                              targets.get(p["name"], "")))  # fmt: skip
+            lines.append(
+                _row(
+                    p["description"],
+                    p["input"],
+                    f"{p['params'] / 1e6:.1f} M",
+                    f"{p['median_ms']:.0f} ms",
+                    f"{p['median_ms'] / ph['e2e_ms']:.1f}x",
+                    f"{p['median_ms'] / cam['e2e_ms']:.1f}x",
+                    targets.get(p["name"], ""),
+                )
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -76,9 +76,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     for backbone in args.backbones:
         result = measure(
-            backbone, size=args.size, pairs=args.pairs, steps=args.steps, warmup=args.warmup,
+            backbone,
+            size=args.size,
+            pairs=args.pairs,
+            steps=args.steps,
+            warmup=args.warmup,
             channels_last=args.channels_last,
-        )  # fmt: skip
+        )
         print(json.dumps(result), flush=True)
 
 

@@ -106,8 +106,11 @@ def _refit(cfg: Any, checkpoint: Path, out: Path, state: dict[str, Any]) -> Path
 
     target = out / "refit" / "model.pt"
     # Exported as redaes.metrics: a model file says which build and data made it.
-    build = {"config_sha256": state["config_sha256"], "commit": state["commit"],
-             "data_hashes": load_checkpoint(checkpoint).get("data_hashes", {})}  # fmt: skip
+    build = {
+        "config_sha256": state["config_sha256"],
+        "commit": state["commit"],
+        "data_hashes": load_checkpoint(checkpoint).get("data_hashes", {}),
+    }
     figures = evaluate_checkpoint(
         checkpoint, refit=target, version=cfg.version, extra_metrics={"build": build}, val_config=cfg.val
     )

@@ -27,9 +27,7 @@ import numpy as np
 from redaes_lite.eval.metrics import expected_calibration_error
 from redaes_lite.metadata import preference_probability
 
-__all__ = [
-    "fit_pair_calibration", "pair_calibration", "reference_calibration", "weighted_quantile"
-]
+__all__ = ["fit_pair_calibration", "pair_calibration", "reference_calibration", "weighted_quantile"]
 
 # Pool quantiles of the reference calibration's knots: close to the ends, so that the end segments (which
 # the runtime extends) are set by the pool's tails, not by a few outliers.

@@ -329,7 +329,9 @@ def _validate_source(name: str, src: SourceConfig) -> None:
     if src.kind == "labels" and not src.labels:
         raise ConfigError(f"source {name!r}: kind 'labels' needs labels: path/to/labels.jsonl")
     if src.kind == "cross" and src.dataset not in ("photos", *HUMAN_SETS):
-        raise ConfigError(f"source {name!r}: cross groups draw from photos or {', '.join(HUMAN_SETS)}, not {src.dataset!r}")
+        raise ConfigError(
+            f"source {name!r}: cross groups draw from photos or {', '.join(HUMAN_SETS)}, not {src.dataset!r}"
+        )
     if src.kind == "mos" and src.dataset not in HUMAN_SETS:
         raise ConfigError(f"source {name!r}: unknown dataset {src.dataset!r}; known: {', '.join(HUMAN_SETS)}")
     if src.teacher is not None and str(src.teacher).strip() == "nima:":

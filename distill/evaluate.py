@@ -27,9 +27,21 @@ __all__ = ["evaluate_checkpoint", "main", "run_config"]
 
 #: Columns of the printed table (full figures, per-factor accuracies included, go to ``--json``).
 _COLUMNS = (
-    "mos_srcc", "mos_plcc", "para_srcc", "human_srcc", "edit_acc", "edit_srcc", "explain_acc", "factor_sign_acc", "temperature", "lapse", "ece_edit", "ece_mos",
-    "unusable_acc", "unusable_score_max",
-)  # fmt: skip
+    "mos_srcc",
+    "mos_plcc",
+    "para_srcc",
+    "human_srcc",
+    "edit_acc",
+    "edit_srcc",
+    "explain_acc",
+    "factor_sign_acc",
+    "temperature",
+    "lapse",
+    "ece_edit",
+    "ece_mos",
+    "unusable_acc",
+    "unusable_score_max",
+)
 
 
 def run_config(ckpt: dict[str, Any], data: Path | None = None) -> Any:

@@ -82,8 +82,15 @@ def fit_gains(pred: np.ndarray, edited: np.ndarray, *, sweeps: int = 2) -> np.nd
 
 
 def refine_for_explanations(
-    x: np.ndarray, edited: np.ndarray, w: np.ndarray, *, sharpness: float = 3.0, anchor: float = 3000.0,
-    steps: int = 200, signs: np.ndarray | None = None, sign_weight: float = 1.0,
+    x: np.ndarray,
+    edited: np.ndarray,
+    w: np.ndarray,
+    *,
+    sharpness: float = 3.0,
+    anchor: float = 3000.0,
+    steps: int = 200,
+    signs: np.ndarray | None = None,
+    sign_weight: float = 1.0,
 ) -> np.ndarray:
     """``W [K, D]`` from ``w`` by L-BFGS on ``CE(softmax(sharpness * |x W^T|), edited) + anchor * mean((W - w)^2)``
     ``+ sign_weight * mean(softplus(-sharpness * signs * (x W^T)[edited]))``.
@@ -269,17 +276,27 @@ def refit_factor_head(
     common = None
     if cache_dir is not None:  # what every source's features depend on; hashed once, and only for a cache
         common = {
-            "checkpoint": sha256_file(checkpoint), "code": _edit_code_hash(), "taps": taps, "centre": centre,
-            "seed": seed, "data": [str(Path(cfg.data.photos).resolve()), str(Path(cfg.data.biq2021).resolve())],
+            "checkpoint": sha256_file(checkpoint),
+            "code": _edit_code_hash(),
+            "taps": taps,
+            "centre": centre,
+            "seed": seed,
+            "data": [str(Path(cfg.data.photos).resolve()), str(Path(cfg.data.biq2021).resolve())],
             "working_scale": cfg.data.working_scale,
-        }  # fmt: skip
+        }
     parts = []
     for name, source_rows, n_groups in edit_sources:
         files = [source_key(r) for r in source_rows]
         key = None if common is None else {**common, "source": name, "groups": n_groups, "files": files}
-        parts.append(_cached_features(cache_dir, key, lambda r=source_rows, g=n_groups, n=name: _features(
-            new, ctx, cfg, r, groups=g, seed=seed, label=n, progress=progress
-        )))  # fmt: skip
+        parts.append(
+            _cached_features(
+                cache_dir,
+                key,
+                lambda r=source_rows, g=n_groups, n=name: _features(
+                    new, ctx, cfg, r, groups=g, seed=seed, label=n, progress=progress
+                ),
+            )
+        )
     d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     factors = list(new.factor_names)
     x = (d["x"][:, 1:] - d["x"][:, :1]).reshape(-1, d["x"].shape[-1])
@@ -343,34 +360,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="feature_info levels of the timm trunk (default: %(default)s: stride 4 and 8 on EfficientNet)",
     )
     p.add_argument(
-        "--no-centre", dest="centre", action="store_false",
+        "--no-centre",
+        dest="centre",
+        action="store_false",
         help="leave out each level's centre-minus-mean statistics (factor_tap_centre)",
-    )  # fmt: skip
+    )
     p.add_argument("--groups", type=int, default=6, help="edit groups per training photo (default: %(default)s)")
     p.add_argument("--ridge", type=float, default=1.0, help="penalty, times the mean eigenvalue (default: %(default)s)")
     p.add_argument(
-        "--refine-steps", type=int, default=200,
+        "--refine-steps",
+        type=int,
+        default=200,
         help="L-BFGS steps of the explanation refinement, 0: none (default: %(default)s)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--anchor", type=float, default=3000.0,
+        "--anchor",
+        type=float,
+        default=3000.0,
         help="weight keeping the refinement near the least-squares head (default: %(default)s)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--sign-weight", type=float, default=10.0,
+        "--sign-weight",
+        type=float,
+        default=10.0,
         help="weight of the refinement's term asking the edited factor to favour the better photo (default: %(default)s)",
-    )  # fmt: skip
+    )
     p.add_argument("--seed", type=int, default=4321, help="edit seed (default: %(default)s)")
     p.add_argument("--photos", type=int, default=None, help="only the first N training photos (default: all)")
     p.add_argument(
-        "--biq-sources", type=int, default=0,
+        "--biq-sources",
+        type=int,
+        default=0,
         help="also edit N BIQ2021 training images (research-use data; default: %(default)s)",
-    )  # fmt: skip
+    )
     p.add_argument("--biq-groups", type=int, default=1, help="edit groups per BIQ2021 image (default: %(default)s)")
     p.add_argument(
-        "--photo-crops", type=int, default=0,
+        "--photo-crops",
+        type=int,
+        default=0,
         help="also edit N random crops (45-75%% of the frame) of each training photo (default: %(default)s)",
-    )  # fmt: skip
+    )
     p.add_argument("--crop-groups", type=int, default=3, help="edit groups per crop (default: %(default)s)")
     p.add_argument("--data", type=Path, default=None, help="data root with photos/ and biq2021/ (default: shared)")
     p.add_argument("--cache", type=Path, default=None, help="keep the features in this folder for later refits")
@@ -383,12 +412,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         taps = [int(t) for t in args.taps.split(",") if t.strip()]
         summary = refit_factor_head(
-            args.checkpoint, args.out, taps=taps, centre=args.centre, groups=args.groups, strength=args.ridge,
-            refine_steps=args.refine_steps, anchor=args.anchor, sign_weight=args.sign_weight, seed=args.seed, photos=args.photos,
-            biq_sources=args.biq_sources, biq_groups=args.biq_groups, photo_crops=args.photo_crops,
-            crop_groups=args.crop_groups, data=args.data, cache_dir=args.cache,
+            args.checkpoint,
+            args.out,
+            taps=taps,
+            centre=args.centre,
+            groups=args.groups,
+            strength=args.ridge,
+            refine_steps=args.refine_steps,
+            anchor=args.anchor,
+            sign_weight=args.sign_weight,
+            seed=args.seed,
+            photos=args.photos,
+            biq_sources=args.biq_sources,
+            biq_groups=args.biq_groups,
+            photo_crops=args.photo_crops,
+            crop_groups=args.crop_groups,
+            data=args.data,
+            cache_dir=args.cache,
             progress=sys.stderr.isatty(),
-        )  # fmt: skip
+        )
     except (RedaesError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -38,18 +38,25 @@ HUMAN_SETS: dict[str, HumanScoreSet] = {
     s.name: s
     for s in (
         HumanScoreSet(
-            name="biq2021", teacher="biq2021-mos", score_column="mos", score_range=(0.0, 1.0), group_column="subset",
+            name="biq2021",
+            teacher="biq2021-mos",
+            score_column="mos",
+            score_range=(0.0, 1.0),
+            group_column="subset",
             license="research use (BIQ2021: no licence stated by its authors; subset ss03 from Unsplash)",
             description="BIQ2021 (technical quality, MOS 0..1)",
         ),
         HumanScoreSet(
-            name="para", teacher="para-aesthetic", score_column="aesthetic", score_range=(1.0, 5.0),
+            name="para",
+            teacher="para-aesthetic",
+            score_column="aesthetic",
+            score_range=(1.0, 5.0),
             group_column="session",
             license="research and non-commercial use only (PARA, Yang et al., CVPR 2022)",
             description="PARA (aesthetics, mean rating 1..5)",
         ),
     )
-}  # fmt: skip
+}
 
 
 def human_set(name: str) -> HumanScoreSet:

@@ -35,8 +35,16 @@ from .registry import TEACHERS
 from .teachers.base import PairRequest, Teacher
 
 __all__ = [
-    "Interrupted", "LabelStats", "in_shard", "label", "main", "merge", "parse_shard", "read_cache", "read_requests",
-]  # fmt: skip
+    "Interrupted",
+    "LabelStats",
+    "in_shard",
+    "label",
+    "main",
+    "merge",
+    "parse_shard",
+    "read_cache",
+    "read_requests",
+]
 
 # Modules whose import registers a teacher in TEACHERS by name.
 _REGISTERED_TEACHERS = ("distill.teachers.edit_oracle", "distill.teachers.mos")
@@ -49,9 +57,17 @@ for _name, _target in _LAZY_TEACHERS.items():
 # name (NIMA: batch_size, device), the others are refused.
 _ENGINE_OPTIONS = ("device", "dtype", "seed", "tensor_parallel_size")
 _TEACHER_OPTIONS = (
-    "mode", "prompt", "samples", "retries", "batch_size", "max_new_tokens", "temperature", "top_p",
-    "image_max_pixels", "name",
-)  # fmt: skip
+    "mode",
+    "prompt",
+    "samples",
+    "retries",
+    "batch_size",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "image_max_pixels",
+    "name",
+)
 _MLLM_ONLY = ("engine", *_ENGINE_OPTIONS, *_TEACHER_OPTIONS)
 
 
@@ -93,9 +109,12 @@ def read_requests(path: str | os.PathLike) -> Iterator[PairRequest]:
                 if recipe is not None and not (isinstance(recipe, list) and all(isinstance(x, dict) for x in recipe)):
                     raise ValueError("recipe must be a list of objects")
                 yield PairRequest(
-                    a=d["a"], b=d["b"], group=d["group"],
-                    recipe=tuple(recipe) if recipe else None, tags=tuple(d.get("tags") or ()),
-                )  # fmt: skip
+                    a=d["a"],
+                    b=d["b"],
+                    group=d["group"],
+                    recipe=tuple(recipe) if recipe else None,
+                    tags=tuple(d.get("tags") or ()),
+                )
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{path}:{lineno}: bad pair ({e})") from None
 
@@ -291,9 +310,10 @@ def _label_parser() -> argparse.ArgumentParser:
         "(`python -m distill label merge --help` merges caches).",
     )
     p.add_argument(
-        "--teacher", required=True,
+        "--teacher",
+        required=True,
         help="MLLM folder or hub id, or a registered teacher name (edit-oracle, biq2021-mos, nima, nima:FILE.hdf5)",
-    )  # fmt: skip
+    )
     p.add_argument("--pairs", required=True, type=Path, help="JSONL of pairs: a, b, group (+ recipe, tags)")
     p.add_argument("--root", type=Path, default=Path("."), help="folder the pairs' image paths are relative to")
     p.add_argument("--out", required=True, type=Path, help="label cache: appended to, resumed from")

@@ -35,9 +35,15 @@ from distill.registry import LOSSES
 from redaes_lite.metadata import preference_probability
 
 __all__ = [
-    "GroupLoss", "RelativeLoss", "RankingLoss", "FactorLoss", "TemperatureLoss", "FeatureLoss", "fit_temperature",
+    "GroupLoss",
+    "RelativeLoss",
+    "RankingLoss",
+    "FactorLoss",
+    "TemperatureLoss",
+    "FeatureLoss",
+    "fit_temperature",
     "pair_nll",
-]  # fmt: skip
+]
 
 Out = dict[str, torch.Tensor]
 # What a loss computes per pair: (per-pair terms reduced like the loss, pairs that count, extra scalars).

@@ -63,7 +63,10 @@ def _data_of(src: GroupSource, ctx: DataContext, pairs: int) -> list[dict[str, A
     for name in (d for d in src.datasets if d in ctx.human):
         spec = HUMAN_SETS[name]
         out.append(
-            {"name": f"{spec.description}, train split ({len(ctx.human[name]['train'])} images)", "license": spec.license}
+            {
+                "name": f"{spec.description}, train split ({len(ctx.human[name]['train'])} images)",
+                "license": spec.license,
+            }
         )
     if isinstance(inner, LabelledPairs):
         out.append(
@@ -141,7 +144,10 @@ def data_hashes(ctx: DataContext, label_files: Sequence[str | os.PathLike] = ())
     out |= {f"biq2021.{k}": digest([n for n, _, _ in v]) for k, v in ctx.biq.items()}
     for name, splits in ctx.human.items():
         out |= {f"{name}.{k}": digest([n for n, _, _ in v]) for k, v in splits.items()}
-    files = [("photos/manifest.csv", ctx.photos_root / "manifest.csv"), ("biq2021/labels.csv", ctx.biq_root / "labels.csv")]
+    files = [
+        ("photos/manifest.csv", ctx.photos_root / "manifest.csv"),
+        ("biq2021/labels.csv", ctx.biq_root / "labels.csv"),
+    ]
     files += [(f"{name}/labels.csv", root / "labels.csv") for name, root in ctx.human_roots.items()]
     for name, path in files:
         if Path(path).exists():

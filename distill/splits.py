@@ -29,9 +29,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 __all__ = [
-    "DATA_ROOT", "SPLIT_DIR", "VAL_FRACTION", "commercial_use", "load_split", "make", "read_manifest",
-    "scene_of", "split_keys", "tags_of",
-]  # fmt: skip
+    "DATA_ROOT",
+    "SPLIT_DIR",
+    "VAL_FRACTION",
+    "commercial_use",
+    "load_split",
+    "make",
+    "read_manifest",
+    "scene_of",
+    "split_keys",
+    "tags_of",
+]
 
 #: Shared data (``../shared/data`` next to the repository); ``REDAES_DATA`` overrides it.
 DATA_ROOT = Path(os.environ.get("REDAES_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -60,11 +68,18 @@ def read_manifest(path: str | os.PathLike | None = None) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         for lineno, r in enumerate(csv.DictReader(f), 2):
             try:
-                rows.append({
-                    "file": r["file"], "source": r["source"], "licence": r["licence"],
-                    "tags": r["tags"], "pair_id": r["pair_id"] or None,
-                    "width": int(r["width"]), "height": int(r["height"]), "permissive": commercial_use(r["commercial_use"] or ""),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "file": r["file"],
+                        "source": r["source"],
+                        "licence": r["licence"],
+                        "tags": r["tags"],
+                        "pair_id": r["pair_id"] or None,
+                        "width": int(r["width"]),
+                        "height": int(r["height"]),
+                        "permissive": commercial_use(r["commercial_use"] or ""),
+                    }
+                )
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{path}:{lineno}: bad manifest row ({e})") from None
     return rows

@@ -243,7 +243,9 @@ def evaluate(
         raw[f"{name}_utility"] = hu
         metrics[f"{name}_plcc"] = plcc_logistic(hu, scores)
     if val.unusable:
-        nu, _ = predict(model, val.unusable_pixels(eval_tf), device=device, batch_size=bs, channels_last=cfg.channels_last)
+        nu, _ = predict(
+            model, val.unusable_pixels(eval_tf), device=device, batch_size=bs, channels_last=cfg.channels_last
+        )
         photos = np.concatenate([raw["edit_utility"][:, 0], raw.get("mos_utility", np.empty(0))])
         if photos.size:
             metrics["unusable_acc"] = float(_agree(photos[None, :] - nu[:, None], np.ones(1)).mean())

@@ -69,9 +69,33 @@ from redaes_lite import Failure, RedaesError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif", ".avif"})
 RAW_SUFFIXES = frozenset(
-    {".3fr", ".arw", ".cr2", ".cr3", ".dcr", ".dng", ".erf", ".iiq", ".k25", ".kdc", ".mef", ".mos", ".mrw",
-     ".nef", ".nrw", ".orf", ".pef", ".raf", ".rw2", ".rwl", ".sr2", ".srf", ".srw", ".x3f"}
-)  # fmt: skip
+    {
+        ".3fr",
+        ".arw",
+        ".cr2",
+        ".cr3",
+        ".dcr",
+        ".dng",
+        ".erf",
+        ".iiq",
+        ".k25",
+        ".kdc",
+        ".mef",
+        ".mos",
+        ".mrw",
+        ".nef",
+        ".nrw",
+        ".orf",
+        ".pef",
+        ".raf",
+        ".rw2",
+        ".rwl",
+        ".sr2",
+        ".srf",
+        ".srw",
+        ".x3f",
+    }
+)
 X, RDF, XMP = "adobe:ns:meta/", "http://www.w3.org/1999/02/22-rdf-syntax-ns#", "http://ns.adobe.com/xap/1.0/"
 NS = "https://github.com/redaes-lite/redaes-lite/ns/cull/1.0/"  # cull.py's mark on the ratings it writes
 RATING, MARK = f"{{{XMP}}}Rating", f"{{{NS}}}Rating"
@@ -518,16 +542,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recursive", action="store_true", help="include subfolders")
     p.add_argument("--model", default="default", help="'default', 'permissive' or a model file (default: default)")
     p.add_argument(
-        "--sidecar", choices=("auto", "darktable", "lightroom", "both"), default="auto",
+        "--sidecar",
+        choices=("auto", "darktable", "lightroom", "both"),
+        default="auto",
         help="darktable: photo.ext.xmp (darktable, digiKam); lightroom: photo.xmp (Lightroom Classic and Capture "
         "One, for raw files); both; auto (default): a photo's existing sidecars, else both names for a raw "
         "file and photo.ext.xmp for others",
-    )  # fmt: skip
-    p.add_argument("--thresholds", type=thresholds_arg, default=list(redaes_lite.STAR_THRESHOLDS),
-                   metavar="T2,T3,T4,T5", help="lowest score for 2, 3, 4 and 5 stars (default: 2,4,6,8)")
+    )
+    p.add_argument(
+        "--thresholds",
+        type=thresholds_arg,
+        default=list(redaes_lite.STAR_THRESHOLDS),
+        metavar="T2,T3,T4,T5",
+        help="lowest score for 2, 3, 4 and 5 stars (default: 2,4,6,8)",
+    )
     p.add_argument("--reject-below", type=float, metavar="SCORE", help="rate photos scoring below SCORE -1 (rejected)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace ratings set by hand too (by default only cull.py's own ratings are updated)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace ratings set by hand too (by default only cull.py's own ratings are updated)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
     return p.parse_args(argv)
 
@@ -541,8 +575,11 @@ def run(args: argparse.Namespace, photos: list[Path], scorer: Any) -> int:
     out, err = sys.stdout, sys.stderr
     thresholds = ",".join(f"{t:g}" for t in args.thresholds)
     what = "dry run, nothing is written" if args.dry_run else "writing sidecars"
-    print(f"cull.py: {len(photos)} photos, model {scorer.model_id}, thresholds {thresholds}, "
-          f"--sidecar {args.sidecar}{', --overwrite' if args.overwrite else ''}: {what}", file=out)
+    print(
+        f"cull.py: {len(photos)} photos, model {scorer.model_id}, thresholds {thresholds}, "
+        f"--sidecar {args.sidecar}{', --overwrite' if args.overwrite else ''}: {what}",
+        file=out,
+    )
     print(f"{'score':>5}  {'rating':<24}  sidecar", file=out)
     owners = lightroom_owners(photos)
     errors: dict[int, str] = {}  # photo index -> error, for photos that never reach the scorer
@@ -605,8 +642,11 @@ def run(args: argparse.Namespace, photos: list[Path], scorer: Any) -> int:
                 counts["written"] += 1
     report_errors(len(photos))
     verb = "would write" if args.dry_run else "wrote"
-    print(f"{verb} {counts['written']} sidecars; {counts['unchanged']} unchanged, {counts['kept']} kept (set by hand), "
-          f"{counts['errors']} errors", file=out)
+    print(
+        f"{verb} {counts['written']} sidecars; {counts['unchanged']} unchanged, {counts['kept']} kept (set by hand), "
+        f"{counts['errors']} errors",
+        file=out,
+    )
     return 1 if counts["errors"] else 0
 
 

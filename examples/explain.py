@@ -47,7 +47,9 @@ def report(c: Comparison, a: str, b: str, *, width: int) -> str:
         "",
         f"{'factor':<{name_width}}  {'f(b)-f(a)':>9}  {'favours a'.rjust(width)}|favours b",
     ]
-    lines += [f"{n:<{name_width}}  {d:+9.3f}  {bar(d, scale=scale, width=width)}".rstrip() for n, d in c.factors.items()]
+    lines += [
+        f"{n:<{name_width}}  {d:+9.3f}  {bar(d, scale=scale, width=width)}".rstrip() for n, d in c.factors.items()
+    ]
     lines += ["", sentence(c)]
     return "\n".join(lines)
 

@@ -60,12 +60,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("source", metavar="DIR_OR_URI", help="a folder of photos, or a URI Ray's readers can list")
     add("--out", required=True, metavar="OUT_DIR", help="folder or URI for the Parquet files (new or empty)")
-    add("--address", help="Ray cluster to run on ('auto': the one `ray start` runs here); "
-        "default: start a local cluster for this run")  # fmt: skip
+    add(
+        "--address",
+        help="Ray cluster to run on ('auto': the one `ray start` runs here); "
+        "default: start a local cluster for this run",
+    )
     add("--num-cpus", type=int, metavar="N", help="CPUs of the local cluster [default: all]")
     add("--model", default="default", help="'default', 'permissive' or a model file on every node")
-    add("--actors", type=int, metavar="N", help="at most N actors (autoscaling), each with one loaded model "
-        "[default: cluster CPUs / threads]")  # fmt: skip
+    add(
+        "--actors",
+        type=int,
+        metavar="N",
+        help="at most N actors (autoscaling), each with one loaded model [default: cluster CPUs / threads]",
+    )
     add("--threads", type=int, default=1, metavar="N", help="ONNX Runtime threads per actor [default: 1]")
     add("--rows-per-batch", type=int, metavar="N", help="photos per call to an actor [default: 32]")
     add("--recursive", "-r", action="store_true", help="descend into subfolders of a folder (URIs always are)")
@@ -118,8 +125,9 @@ def read(args: argparse.Namespace) -> tuple[object, str]:
 
     if is_uri(args.source):
         suffixes = [s.lstrip(".") for s in IMAGE_SUFFIXES]
-        ds = ray.data.read_binary_files(args.source, include_paths=True,
-                                        file_extensions=suffixes + [s.upper() for s in suffixes])  # fmt: skip
+        ds = ray.data.read_binary_files(
+            args.source, include_paths=True, file_extensions=suffixes + [s.upper() for s in suffixes]
+        )
         return ds, "bytes"
     files = folder_files(Path(args.source), recursive=args.recursive)
     if not files:
@@ -185,8 +193,11 @@ def run(args: argparse.Namespace) -> int:
         error(f"... and {len(failed) - SHOWN_ERRORS} more (the error column of the Parquet files)")
     if not args.quiet:
         rate = rows / seconds if seconds > 0 else float("inf")
-        print(f"{rows - len(failed)} of {rows} photos scored with {scorer.model_id} into {args.out} "
-              f"in {seconds:.1f} s ({rate:.1f} photos/s)", file=sys.stderr)  # fmt: skip
+        print(
+            f"{rows - len(failed)} of {rows} photos scored with {scorer.model_id} into {args.out} "
+            f"in {seconds:.1f} s ({rate:.1f} photos/s)",
+            file=sys.stderr,
+        )
     if rows and len(failed) == rows:
         return 3
     return 1 if failed else 0

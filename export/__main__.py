@@ -35,11 +35,21 @@ def _photo_args(p: argparse.ArgumentParser, *, calibration: bool, parity: bool) 
     from .photos import DEFAULT_CALIBRATION, DEFAULT_PARITY
 
     if calibration:
-        p.add_argument("--calibration-photos", type=int, default=DEFAULT_CALIBRATION, metavar="N",
-                       help="train-split photos for int8 QDQ calibration (default %(default)s)")  # fmt: skip
+        p.add_argument(
+            "--calibration-photos",
+            type=int,
+            default=DEFAULT_CALIBRATION,
+            metavar="N",
+            help="train-split photos for int8 QDQ calibration (default %(default)s)",
+        )
     if parity:
-        p.add_argument("--parity-photos", type=int, default=DEFAULT_PARITY, metavar="N",
-                       help="held-out photos for the gates (default %(default)s, the least they accept)")  # fmt: skip
+        p.add_argument(
+            "--parity-photos",
+            type=int,
+            default=DEFAULT_PARITY,
+            metavar="N",
+            help="held-out photos for the gates (default %(default)s, the least they accept)",
+        )
 
 
 def _main_parser() -> argparse.ArgumentParser:
@@ -47,8 +57,9 @@ def _main_parser() -> argparse.ArgumentParser:
     from .onnx import DEFAULT_OPSET, EXPORTERS
     from .pipeline import INT8_CHOICES
 
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("checkpoint", type=Path, help="distillation checkpoint (.pt)")
     p.add_argument("--out", type=Path, required=True, help="output folder (one subfolder per file kind)")
     p.add_argument("--int8", choices=INT8_CHOICES, default="auto", help="int8 mode; auto measures both (default)")
@@ -71,12 +82,21 @@ def _run_main(argv: Sequence[str]) -> int:
     a = _main_parser().parse_args(argv)
     needs_calibration = a.int8 in ("auto", "qdq")
     options = ExportOptions(
-        int8=a.int8, fp16=a.fp16, ort=a.ort, ort_target=a.ort_target, exporter=a.exporter, opset=a.opset,
+        int8=a.int8,
+        fp16=a.fp16,
+        ort=a.ort,
+        ort_target=a.ort_target,
+        exporter=a.exporter,
+        opset=a.opset,
         calibration=tuple(calibration_photos(a.calibration_photos)) if needs_calibration else (),
-        parity=tuple(parity_photos(a.parity_photos)), torch_images=a.torch_photos, repeats=a.repeats,
-        extra={"calibration_from": "distill.splits photos/train",
-               "parity_from": "distill.splits photos/val, then biq2021/val"},
-    )  # fmt: skip
+        parity=tuple(parity_photos(a.parity_photos)),
+        torch_images=a.torch_photos,
+        repeats=a.repeats,
+        extra={
+            "calibration_from": "distill.splits photos/train",
+            "parity_from": "distill.splits photos/val, then biq2021/val",
+        },
+    )
     report = export_all(a.checkpoint, a.out, options=options, progress=_say)
     print(to_markdown(json.loads(report.read_text())))
     return EXIT_OK
@@ -137,8 +157,13 @@ def _cmd_parity(a: argparse.Namespace) -> dict:
 def _cmd_report(a: argparse.Namespace) -> dict:
     from .report import describe_file, measure_latencies
 
-    return {str(f): {**describe_file(f.resolve(), root=f.resolve().parent),
-                     "latency_ms": measure_latencies(f, repeats=a.repeats)} for f in a.files}  # fmt: skip
+    return {
+        str(f): {
+            **describe_file(f.resolve(), root=f.resolve().parent),
+            "latency_ms": measure_latencies(f, repeats=a.repeats),
+        }
+        for f in a.files
+    }
 
 
 def _run_sub(argv: Sequence[str]) -> int:

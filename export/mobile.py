@@ -64,7 +64,9 @@ def to_ort(src: str | os.PathLike, out: str | os.PathLike, *, target: str = "arm
             # The converter prints its progress and logs at INFO; keep both out of the export command's output.
             with contextlib.redirect_stdout(io.StringIO()), _quiet(_CONVERTER_LOGGER):
                 convert_onnx_models_to_ort(
-                    staged, output_dir=Path(tmp) / "out", optimization_styles=[OptimizationStyle.Fixed],
+                    staged,
+                    output_dir=Path(tmp) / "out",
+                    optimization_styles=[OptimizationStyle.Fixed],
                     target_platform=target,
                 )
         except Exception as e:  # noqa: BLE001 - the converter raises whatever onnxruntime raised

@@ -69,8 +69,16 @@ def export_module(
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 dims = ({0: torch.export.Dim("N")},)
-                torch.onnx.export(module, example, str(out), dynamo=True, external_data=False,
-                                  dynamic_shapes=dims, verbose=False, **names)  # fmt: skip
+                torch.onnx.export(
+                    module,
+                    example,
+                    str(out),
+                    dynamo=True,
+                    external_data=False,
+                    dynamic_shapes=dims,
+                    verbose=False,
+                    **names,
+                )
             else:
                 axes = {INPUT: {0: "N"}, OUTPUTS[0]: {0: "N"}, OUTPUTS[1]: {0: "N"}}
                 torch.onnx.export(module, example, str(out), dynamo=False, dynamic_axes=axes, **names)

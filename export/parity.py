@@ -74,8 +74,10 @@ def run_model(
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outs = [session.run(["utility", "factors"], {INPUT: pixels[i : i + batch_size]})
-            for i in range(0, len(pixels), batch_size)]  # fmt: skip
+    outs = [
+        session.run(["utility", "factors"], {INPUT: pixels[i : i + batch_size]})
+        for i in range(0, len(pixels), batch_size)
+    ]
     return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
@@ -140,8 +142,15 @@ def torch_gate(
     o_u, o_f = run_model(onnx_path, photos.pixels(read_info(onnx_path).preprocess))
     figures = {"max_abs_utility": _max_abs(t_u, o_u), "max_abs_factors": _max_abs(t_f, o_f)}
     failures = tuple(f"{k} = {v:.3g} > {tol:g}" for k, v in figures.items() if not v <= tol)
-    gate = Gate("torch-onnx", str(checkpoint), str(onnx_path), len(photos), figures,
-                {"max_abs_utility": f"<= {tol:g}", "max_abs_factors": f"<= {tol:g}"}, failures)  # fmt: skip
+    gate = Gate(
+        "torch-onnx",
+        str(checkpoint),
+        str(onnx_path),
+        len(photos),
+        figures,
+        {"max_abs_utility": f"<= {tol:g}", "max_abs_factors": f"<= {tol:g}"},
+        failures,
+    )
     return _enforce(gate)
 
 
@@ -194,8 +203,11 @@ def ranking_gate(
         failures.append(f"Spearman {fig['spearman']:.4f} < {min_spearman}")
     if not fig["pairwise_agreement"] >= min_pairwise:
         failures.append(f"pairwise agreement {fig['pairwise_agreement']:.4f} < {min_pairwise}")
-    limits = {"spearman": f">= {min_spearman}", "pairwise_agreement": f">= {min_pairwise}",
-              "images": f">= {min_images}"}  # fmt: skip
+    limits = {
+        "spearman": f">= {min_spearman}",
+        "pairwise_agreement": f">= {min_pairwise}",
+        "images": f">= {min_images}",
+    }
     return _enforce(Gate("fp32-reduced", str(reference), str(candidate), len(images), fig, limits, tuple(failures)))
 
 
@@ -212,8 +224,17 @@ def identical_ranking_gate(
     failures = _metadata_failures(got) + _count_failures(images, min_images)
     if not fig["pairwise_agreement"] == 1.0:
         failures.append(f"ranking differs (pairwise agreement {fig['pairwise_agreement']:.6f} < 1)")
-    return _enforce(Gate("onnx-ort", str(reference), str(candidate), len(images), fig,
-                         {"pairwise_agreement": "== 1", "images": f">= {min_images}"}, tuple(failures)))  # fmt: skip
+    return _enforce(
+        Gate(
+            "onnx-ort",
+            str(reference),
+            str(candidate),
+            len(images),
+            fig,
+            {"pairwise_agreement": "== 1", "images": f">= {min_images}"},
+            tuple(failures),
+        )
+    )
 
 
 def stability(path: str | os.PathLike, images: Photos, *, noise_lsb: float = 0.5, seed: int = 0) -> dict[str, float]:

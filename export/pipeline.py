@@ -114,8 +114,11 @@ def choose_int8(
         tried[m] = {"passed": True, "figures": gate.figures, "threads1_batch1_ms": round(ms, 3)}
         passed[m] = (path, gate)
     if not passed:
-        return None, None, {"mode": "none", "reason": "no int8 mode passed the gate; no int8 file written",
-                            "candidates": tried}  # fmt: skip
+        return (
+            None,
+            None,
+            {"mode": "none", "reason": "no int8 mode passed the gate; no int8 file written", "candidates": tried},
+        )
     best = min(passed, key=lambda m: tried[m]["threads1_batch1_ms"])
     if mode != "auto":
         reason = "the mode asked for"
@@ -143,8 +146,14 @@ def _build(
         record["fp32_stability"] = stability(files["fp32"], parity)
     if opts.int8 != "none":
         progress(f"int8 ({opts.int8}): quantising, gating on {len(parity)} photos")
-        path, gate, choice = choose_int8(files["fp32"], stage, mode=opts.int8, calibration=opts.calibration,
-                                         parity=parity, min_images=opts.min_parity)  # fmt: skip
+        path, gate, choice = choose_int8(
+            files["fp32"],
+            stage,
+            mode=opts.int8,
+            calibration=opts.calibration,
+            parity=parity,
+            min_images=opts.min_parity,
+        )
         record["int8_choice"] = choice
         if path is None:
             progress(f"int8: {choice['reason']} (figures in the report)")
@@ -204,8 +213,12 @@ def export_all(
         "provenance": _provenance(checkpoint),
         "exporter": options.exporter,
         "opset": options.opset,
-        "images": {"calibration": len(options.calibration), "parity": len(options.parity),
-                   "torch": min(options.torch_images, len(options.parity)), **options.extra},  # fmt: skip
+        "images": {
+            "calibration": len(options.calibration),
+            "parity": len(options.parity),
+            "torch": min(options.torch_images, len(options.parity)),
+            **options.extra,
+        },
         "gates": [],
         "machine": machine(),
     }

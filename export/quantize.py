@@ -134,9 +134,16 @@ def quantize_int8(
         if reader is None:
             quantize_dynamic(pre, out, op_types_to_quantize=list(QDQ_OPS), **common)
         else:
-            quantize_static(pre, out, _as_ort_reader(reader), quant_format=QuantFormat.QDQ, per_channel=True,
-                            op_types_to_quantize=[*QDQ_OPS, *QDQ_ACTIVATIONS], activation_type=QuantType.QUInt8,
-                            **common)  # fmt: skip
+            quantize_static(
+                pre,
+                out,
+                _as_ort_reader(reader),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                op_types_to_quantize=[*QDQ_OPS, *QDQ_ACTIVATIONS],
+                activation_type=QuantType.QUInt8,
+                **common,
+            )
     stamp(out, with_quantization(info, mode))
     return out
 
@@ -161,8 +168,9 @@ def fp16_weights(src: str | os.PathLike, out: str | os.PathLike) -> Path:
             continue
         half = numpy_helper.from_array(arr.astype(np.float16), f"{init.name}__fp16")
         kept.append(half)
-        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
-                                      name=f"{init.name}__cast"))  # fmt: skip
+        casts.append(
+            helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT, name=f"{init.name}__cast")
+        )
     if not casts:
         raise ExportError(f"{src}: no float weights to store as fp16")
     del graph.initializer[:]

@@ -114,8 +114,10 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     files = report.get("files", {})
     if files:
         lat_keys = sorted({k for v in report.get("latency_ms", {}).values() for k in v})
-        lines += ["| file | quantization | MiB | " + " | ".join(f"{k} ms" for k in lat_keys) + " |",
-                  "|---|---|---|" + "---|" * len(lat_keys)]  # fmt: skip
+        lines += [
+            "| file | quantization | MiB | " + " | ".join(f"{k} ms" for k in lat_keys) + " |",
+            "|---|---|---|" + "---|" * len(lat_keys),
+        ]
         for name, f in files.items():
             lat = report.get("latency_ms", {}).get(name, {})
             cells = [f"`{f['path']}`", f["quantization"], _fmt(f["mib"]), *(_fmt(lat.get(k, "")) for k in lat_keys)]

@@ -36,11 +36,21 @@ __all__ = [
 # Public name -> defining module, imported on first attribute access (PEP 562) so that
 # `redaes-lite --version` and `import redaes_lite` stay fast.
 _LAZY = {
-    "Comparison": "results", "Failure": "results", "Ranked": "results", "Score": "results",
-    "ImageError": "errors", "ModelError": "errors", "RedaesError": "errors",
-    "Scorer": "api", "compare": "api", "rank": "api", "score": "api", "load": "api",
-    "STAR_THRESHOLDS": "report", "stars": "report",
-}  # fmt: skip
+    "Comparison": "results",
+    "Failure": "results",
+    "Ranked": "results",
+    "Score": "results",
+    "ImageError": "errors",
+    "ModelError": "errors",
+    "RedaesError": "errors",
+    "Scorer": "api",
+    "compare": "api",
+    "rank": "api",
+    "score": "api",
+    "load": "api",
+    "STAR_THRESHOLDS": "report",
+    "stars": "report",
+}
 
 if TYPE_CHECKING:
     from .api import Scorer, compare, rank, score

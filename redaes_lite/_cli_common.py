@@ -52,8 +52,13 @@ class _VersionAction(argparse.Action):
     """``--version``: :func:`version_text`, computed only when asked for."""
 
     def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
-                         help="Show the version of redaes-lite and of its embedded models, and exit.")  # fmt: skip
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="Show the version of redaes-lite and of its embedded models, and exit.",
+        )
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: Any = None) -> None:
         print(version_text())
@@ -66,8 +71,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if action.option_strings and "%(default)" not in text and not (default is None or default is False
-                                                                     or default == argparse.SUPPRESS):  # fmt: skip
+        if (
+            action.option_strings
+            and "%(default)" not in text
+            and not (default is None or default is False or default == argparse.SUPPRESS)
+        ):
             text += " [default: %(default)s]"
         return text
 
@@ -96,38 +104,68 @@ def add_model_options(p: argparse.ArgumentParser, *, max_bytes: bool = True) -> 
     """--model, --threads, --max-pixels [, --max-bytes]: which model, and what it may be given to score."""
     add_model_option(p)
     p.add_argument("--threads", type=at_least(1), metavar="N", help="ONNX Runtime threads [default: all cores].")
-    p.add_argument("--max-pixels", type=at_least(0), default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help="Refuse images with more pixels (from the header); 0: no limit.")  # fmt: skip
+    p.add_argument(
+        "--max-pixels",
+        type=at_least(0),
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help="Refuse images with more pixels (from the header); 0: no limit.",
+    )
     if max_bytes:
-        p.add_argument("--max-bytes", type=at_least(0), default=DEFAULT_MAX_BYTES, metavar="N",
-                       help="Refuse files larger than this many bytes (from stat); 0: no limit.")  # fmt: skip
-        p.add_argument("--max-decode-bytes", type=at_least(0), default=DEFAULT_MAX_DECODE_BYTES, metavar="N",
-                       help="Refuse images whose decode would need more memory (estimated from the header); "
-                       "also the most the decodes in flight hold together, across threads and --workers; "
-                       "0: no limit.")  # fmt: skip
+        p.add_argument(
+            "--max-bytes",
+            type=at_least(0),
+            default=DEFAULT_MAX_BYTES,
+            metavar="N",
+            help="Refuse files larger than this many bytes (from stat); 0: no limit.",
+        )
+        p.add_argument(
+            "--max-decode-bytes",
+            type=at_least(0),
+            default=DEFAULT_MAX_DECODE_BYTES,
+            metavar="N",
+            help="Refuse images whose decode would need more memory (estimated from the header); "
+            "also the most the decodes in flight hold together, across threads and --workers; "
+            "0: no limit.",
+        )
 
 
 def add_output_options(p: argparse.ArgumentParser, formats: Sequence[str] = FORMATS, what: str = "rows") -> None:
     """--format and --output."""
     p.add_argument("--format", "-f", dest="fmt", choices=formats, default=formats[0], help=f"Format of the {what}.")
-    p.add_argument("--output", "-o", type=Path, metavar="FILE",
-                   help=f"Write the {what} here (atomically) instead of stdout.")  # fmt: skip
+    p.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help=f"Write the {what} here (atomically) instead of stdout."
+    )
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """--batch-size, --quiet, --progress: how a run over many images goes."""
-    p.add_argument("--batch-size", type=at_least(1), default=DEFAULT_BATCH_SIZE, metavar="N",
-                   help="Images per inference batch (more: more memory).")  # fmt: skip
+    p.add_argument(
+        "--batch-size",
+        type=at_least(1),
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help="Images per inference batch (more: more memory).",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="No progress bar or messages on stderr.")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction,
-                   help="Progress on stderr [default: if stderr is a terminal].")  # fmt: skip
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="Progress on stderr [default: if stderr is a terminal].",
+    )
 
 
 def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="Image files, folders or glob patterns.")
     p.add_argument("--recursive", "-r", action="store_true", help="Descend into subfolders.")
-    p.add_argument("--workers", "-w", type=at_least(0), default=0, metavar="N",
-                   help="Decode in this many worker processes; 0: threads in-process.")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        "-w",
+        type=at_least(0),
+        default=0,
+        metavar="N",
+        help="Decode in this many worker processes; 0: threads in-process.",
+    )
 
 
 def command(sub: Any, name: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
@@ -135,8 +173,9 @@ def command(sub: Any, name: str, handler: Callable[[argparse.Namespace], int]) -
     doc = inspect.cleandoc(handler.__doc__ or "")
     # No abbreviated options (argparse's default allows --out for --output): a later option must not change
     # what a script's abbreviation means.
-    p = sub.add_parser(name, help=doc.split("\n")[0], description=doc, formatter_class=HelpFormatter,
-                       allow_abbrev=False)  # fmt: skip
+    p = sub.add_parser(
+        name, help=doc.split("\n")[0], description=doc, formatter_class=HelpFormatter, allow_abbrev=False
+    )
     p.set_defaults(handler=handler)
     return p
 
@@ -162,13 +201,20 @@ def scorer_for(args: argparse.Namespace) -> Scorer:
     max_bytes = getattr(args, "max_bytes", DEFAULT_MAX_BYTES)
     max_decode_bytes = getattr(args, "max_decode_bytes", DEFAULT_MAX_DECODE_BYTES)
     try:
-        scorer = load(args.model, threads=getattr(args, "threads", None), max_pixels=max_pixels or None,
-                      max_bytes=max_bytes or None, max_decode_bytes=max_decode_bytes or None)  # fmt: skip
+        scorer = load(
+            args.model,
+            threads=getattr(args, "threads", None),
+            max_pixels=max_pixels or None,
+            max_bytes=max_bytes or None,
+            max_decode_bytes=max_decode_bytes or None,
+        )
     except (RedaesError, ValueError) as e:
         raise fail(str(e)) from None
     if not scorer.verified:
-        say(f"warning: {scorer.path}: integrity not verified (no {scorer.path.stem}.json beside "
-            "it records its sha256)", getattr(args, "quiet", False))  # fmt: skip
+        say(
+            f"warning: {scorer.path}: integrity not verified (no {scorer.path.stem}.json beside it records its sha256)",
+            getattr(args, "quiet", False),
+        )
     return scorer
 
 
@@ -228,8 +274,11 @@ def _results(scorer: Any, sources: list, batch_size: int, workers: int = 0, *, q
         if workers and good:
             from ._decode_pool import DecodePool
 
-            limits = {"max_pixels": scorer.max_pixels, "max_bytes": scorer.max_bytes,
-                      "max_decode_bytes": scorer.max_decode_bytes}  # fmt: skip
+            limits = {
+                "max_pixels": scorer.max_pixels,
+                "max_bytes": scorer.max_bytes,
+                "max_decode_bytes": scorer.max_decode_bytes,
+            }
             pool = stack.enter_context(DecodePool(workers, spec=scorer.info.preprocess, quiet=quiet, **limits))
             scored = scorer.score_preprocessed(pool.batches(good, batch_size))
         else:

@@ -28,8 +28,19 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequenc
 if TYPE_CHECKING:  # the results module pulls in numpy and Pillow; `--version` must not
     from .results import Comparison, Failure, Score
 
-__all__ = ["FORMATS", "IMAGE_EXTENSIONS", "Progress", "Source", "compare_row", "decoder_warnings", "expand",
-           "image_extensions", "printable", "score_row", "write_rows"]
+__all__ = [
+    "FORMATS",
+    "IMAGE_EXTENSIONS",
+    "Progress",
+    "Source",
+    "compare_row",
+    "decoder_warnings",
+    "expand",
+    "image_extensions",
+    "printable",
+    "score_row",
+    "write_rows",
+]
 
 FORMATS = ("table", "json", "jsonl", "csv")
 # pillow-heif's extensions: it registers them with Pillow only when imported, on the first HEIF file. Listed
@@ -179,8 +190,14 @@ def score_row(path: str, result: Score | Failure, model: str) -> dict[str, Any]:
 
 
 def compare_row(a: str, b: str, result: Comparison | None, error: str | None, model: str) -> dict[str, Any]:
-    row: dict[str, Any] = {"a": printable(a), "b": printable(b), "preferred": None, "probability": None,
-                           "delta": None, "factors": None}  # fmt: skip
+    row: dict[str, Any] = {
+        "a": printable(a),
+        "b": printable(b),
+        "preferred": None,
+        "probability": None,
+        "delta": None,
+        "factors": None,
+    }
     if result is not None:
         row.update(result.to_dict())
     return {**row, "model": model, "error": None if error is None else printable(error)}
@@ -256,8 +273,9 @@ _COMPARE_COLS = (("preferred", 9, ""), ("probability", 11, ".3f"), ("delta", 8, 
 MAX_PATH_WIDTH = 60
 
 
-def _write_table(rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence[str], *, width: int | None,
-                 label_width: int) -> int:  # fmt: skip
+def _write_table(
+    rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence[str], *, width: int | None, label_width: int
+) -> int:
     """The path (``a  b`` for compare) first, padded to ``label_width``; fixed-width numbers; the factor
     columns that fit in ``width`` characters (all when ``None``); the model. Rows are printed as they
     arrive. Returns how many factor columns were left out."""
@@ -282,8 +300,11 @@ def _write_table(rows: Iterable[dict[str, Any]], out: IO[str], factors: Sequence
             out.write("  ".join(header) + "\n")
         fac = row["factors"] or {}
         label = visible(f"{row['a']}  {row['b']}" if is_compare else row["path"])
-        cells = [label.ljust(lw), *(_cell(row[k], w, f) for k, w, f in cols),
-                 *(_cell(fac.get(k), w, f) for k, w, f in fcols)]  # fmt: skip
+        cells = [
+            label.ljust(lw),
+            *(_cell(row[k], w, f) for k, w, f in cols),
+            *(_cell(fac.get(k), w, f) for k, w, f in fcols),
+        ]
         model = visible(row.get("model") or "-")
         line = "  ".join([*cells, model.ljust(mw) if row["error"] else model])
         out.write(line + (f"  error: {visible(row['error'])}" if row["error"] else "") + "\n")
@@ -300,8 +321,15 @@ def _holds_unicode(out: IO[str]) -> bool:
         return False
 
 
-def write_rows(rows: Iterable[dict[str, Any]], out: IO[str], *, fmt: str, factors: Sequence[str],
-               width: int | None = None, label_width: int = 0) -> int:  # fmt: skip
+def write_rows(
+    rows: Iterable[dict[str, Any]],
+    out: IO[str],
+    *,
+    fmt: str,
+    factors: Sequence[str],
+    width: int | None = None,
+    label_width: int = 0,
+) -> int:
     """Write rows as ``fmt``; rows are consumed (and, except for ``json``, printed) as they come. The
     table's paths are padded to ``label_width`` and its factor columns cut to fit ``width`` characters
     (``None``: all of them); returns how many factor columns the table left out (0 for other formats)."""
@@ -428,8 +456,14 @@ def _c_stderr_silenced() -> Iterator[None]:
     null = os.open(os.devnull, os.O_WRONLY)
     try:
         python_stderr.flush()
-        sys.stderr = open(saved, "w", closefd=False, encoding=python_stderr.encoding,  # noqa: SIM115
-                          errors="backslashreplace", buffering=1)  # fmt: skip
+        sys.stderr = open(
+            saved,
+            "w",
+            closefd=False,
+            encoding=python_stderr.encoding,  # noqa: SIM115
+            errors="backslashreplace",
+            buffering=1,
+        )
         os.dup2(null, 2)
         yield
     finally:

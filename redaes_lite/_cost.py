@@ -33,8 +33,14 @@ from .errors import ImageError
 if TYPE_CHECKING:
     from .preprocess import PreprocessSpec
 
-__all__ = ["DecodeBudget", "check_python_decoder", "check_structure", "decode_bytes", "jpeg_coefficients",
-           "orientation"]  # fmt: skip
+__all__ = [
+    "DecodeBudget",
+    "check_python_decoder",
+    "check_structure",
+    "decode_bytes",
+    "jpeg_coefficients",
+    "orientation",
+]
 
 # -- time: structure checks before Image.open ---------------------------------------------------------
 #: Fill (0xFF) and junk bytes allowed between JPEG header segments (Pillow: ~0.6 us each, 0.15 s here).
@@ -56,8 +62,11 @@ JPEG2000_MAX_BYTES = 16 * 1024 * 1024
 #: at its worst case measured: RLE BMP 120 ns per pixel (rows of one pixel and an end of line), PPM/PGM
 #: with a maxval other than 255 (16-bit) 700 ns per sample, plain PNM 350 ns per sample.
 PYTHON_DECODER_SAMPLES = {"bmp_rle": 12_000_000, "ppm": 2_000_000, "ppm_plain": 4_000_000}
-_PYTHON_DECODER_NAMES = {"bmp_rle": "RLE-compressed BMP", "ppm": "PNM with a maxval other than 255",
-                         "ppm_plain": "plain (ASCII) PNM"}  # fmt: skip
+_PYTHON_DECODER_NAMES = {
+    "bmp_rle": "RLE-compressed BMP",
+    "ppm": "PNM with a maxval other than 255",
+    "ppm_plain": "plain (ASCII) PNM",
+}
 
 _READ = 4096
 
@@ -76,8 +85,10 @@ def check_structure(f: BinaryIO, name: str, head: bytes) -> None:
         elif head[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or head[:4] == b"\xff\x4f\xff\x51":
             size = f.seek(0, 2)
             if size > JPEG2000_MAX_BYTES:
-                raise ImageError(f"{name}: JPEG 2000 file of {size / 2**20:.1f} MiB, over the "
-                                 f"{JPEG2000_MAX_BYTES / 2**20:.0f} MiB decoded in reasonable time")  # fmt: skip
+                raise ImageError(
+                    f"{name}: JPEG 2000 file of {size / 2**20:.1f} MiB, over the "
+                    f"{JPEG2000_MAX_BYTES / 2**20:.0f} MiB decoded in reasonable time"
+                )
     except (struct.error, OSError, ValueError, OverflowError):
         pass  # a header too broken to walk: Pillow's own checks refuse it
     finally:
@@ -130,8 +141,10 @@ def _check_jpeg(f: BinaryIO, name: str) -> None:
                 else:
                     pos += 2
         if slow > JPEG_MAX_FILL:
-            raise ImageError(f"{name}: JPEG has over {JPEG_MAX_FILL:,} fill or junk bytes between its header "
-                             "segments (too slow to parse)")  # fmt: skip
+            raise ImageError(
+                f"{name}: JPEG has over {JPEG_MAX_FILL:,} fill or junk bytes between its header "
+                "segments (too slow to parse)"
+            )
         if segments > JPEG_MAX_SEGMENTS:
             raise ImageError(f"{name}: JPEG has over {JPEG_MAX_SEGMENTS:,} header segments (too slow to parse)")
 
@@ -205,8 +218,10 @@ def _check_tiff(f: BinaryIO, name: str, head: bytes) -> None:
         for tag in tags:
             if counts.get(tag, 0) > bound:
                 what = "strip" if tags is _STRIP_TAGS else "tile"
-                raise ImageError(f"{name}: TIFF has {counts[tag]:,} {what} entries (tag {tag}) for a {width}x{height} "
-                                 f"image, over the {bound:,} it can need")  # fmt: skip
+                raise ImageError(
+                    f"{name}: TIFF has {counts[tag]:,} {what} entries (tag {tag}) for a {width}x{height} "
+                    f"image, over the {bound:,} it can need"
+                )
 
 
 def check_python_decoder(im: Image.Image, name: str) -> None:
@@ -216,14 +231,22 @@ def check_python_decoder(im: Image.Image, name: str) -> None:
     limit = PYTHON_DECODER_SAMPLES.get(codec) if codec in Image.DECODERS else None
     samples = im.width * im.height * len(im.getbands())
     if limit is not None and samples > limit:
-        raise ImageError(f"{name}: {_PYTHON_DECODER_NAMES[codec]} of {im.width}x{im.height} has {samples / 1e6:.1f} M "
-                         f"samples, over the {limit / 1e6:.0f} M decoded in reasonable time")  # fmt: skip
+        raise ImageError(
+            f"{name}: {_PYTHON_DECODER_NAMES[codec]} of {im.width}x{im.height} has {samples / 1e6:.1f} M "
+            f"samples, over the {limit / 1e6:.0f} M decoded in reasonable time"
+        )
 
 
 # -- memory: decoded bytes from the header --------------------------------------------------------
-_ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-                 8: Image.Transpose.ROTATE_90}  # fmt: skip
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def orientation(im: Image.Image, *, loaded: bool) -> Image.Transpose | None:
@@ -368,6 +391,7 @@ def trim(nbytes: int) -> None:
             _malloc_trim = None
     if _malloc_trim is not None:
         _malloc_trim(0)
+
 
 class DecodeBudget:
     """A weighted semaphore over bytes, first come first served: decodes reserve their estimate before

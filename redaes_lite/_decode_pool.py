@@ -62,8 +62,9 @@ class _Worker:
         # The worker's stderr is ours as Python writes it (the CLI may have put descriptor 2 on /dev/null for
         # what C libraries print); nowhere when quiet: its errors come back as answers.
         err = subprocess.DEVNULL if quiet else _stderr_fd()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
-                                     start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True
+        )
         self.answers: queue.Queue[Any] = queue.Queue()
         self.pending: deque[tuple[int, str]] = deque()  # (index, path) sent and not yet taken
         self._budget = budget
@@ -144,8 +145,16 @@ class DecodePool:
     ) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
-        self._argv = [sys.executable, "-m", __name__, spec.to_json(), str(max_pixels or 0), str(max_bytes or 0),
-                      str(max_decode_bytes or 0), str(int(quiet))]  # fmt: skip
+        self._argv = [
+            sys.executable,
+            "-m",
+            __name__,
+            spec.to_json(),
+            str(max_pixels or 0),
+            str(max_bytes or 0),
+            str(max_decode_bytes or 0),
+            str(int(quiet)),
+        ]
         self._budget = DecodeBudget(max_decode_bytes) if max_decode_bytes else None
         # The package must be importable in the child even when it runs from a checkout, not an install.
         root = str(Path(__file__).resolve().parents[1])

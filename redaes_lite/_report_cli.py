@@ -53,11 +53,20 @@ def _compare_view(args: argparse.Namespace) -> int:
         except RedaesError:  # a file that changed between the two reads: shown as no comparison
             comparison = None
     size = args.thumb_size or 2 * 320
-    thumbs = thumbnails([x if isinstance(r, Score) else None for x, r in zip((a, b), results)], size=size,
-                        **_limits(scorer))  # fmt: skip
-    view = build_comparison(printable(a), printable(b), results, comparison, model=scorer.model_id, thumbs=thumbs,
-                            thresholds=args.thresholds or STAR_THRESHOLDS, reject_below=args.reject_below,
-                            title=args.title)  # fmt: skip
+    thumbs = thumbnails(
+        [x if isinstance(r, Score) else None for x, r in zip((a, b), results)], size=size, **_limits(scorer)
+    )
+    view = build_comparison(
+        printable(a),
+        printable(b),
+        results,
+        comparison,
+        model=scorer.model_id,
+        thumbs=thumbs,
+        thresholds=args.thresholds or STAR_THRESHOLDS,
+        reject_below=args.reject_below,
+        title=args.title,
+    )
     _write(args, render_comparison(view))
     failed = sum(not isinstance(r, Score) for r in results)
     if failed:
@@ -74,8 +83,17 @@ def _report(args: argparse.Namespace) -> int:
     With --compare A B: the two photos side by side and their factor differences as a bar chart."""
     from . import _cli_common as cli
     from ._cli_io import expand, printable
-    from .report import (NEAR_DUPLICATE_BITS, STAR_THRESHOLDS, THUMB_SIZE, build_report, group_labels,
-                         near_duplicates, read_groups, render_report, thumbnails)  # fmt: skip
+    from .report import (
+        NEAR_DUPLICATE_BITS,
+        STAR_THRESHOLDS,
+        THUMB_SIZE,
+        build_report,
+        group_labels,
+        near_duplicates,
+        read_groups,
+        render_report,
+        thumbnails,
+    )
     from .results import Score
 
     if args.compare:
@@ -103,9 +121,16 @@ def _report(args: argparse.Namespace) -> int:
     else:
         bits = NEAR_DUPLICATE_BITS if args.near_duplicates is None else args.near_duplicates
         groups = near_duplicates([t.dhash if t else None for t in thumbs], max_bits=bits) if bits >= 0 else None
-    report = build_report([printable(path) for path, _ in sources], results, model=scorer.model_id, thumbs=thumbs,
-                          groups=groups or [None] * len(sources), thresholds=args.thresholds or STAR_THRESHOLDS,
-                          reject_below=args.reject_below, title=args.title)  # fmt: skip
+    report = build_report(
+        [printable(path) for path, _ in sources],
+        results,
+        model=scorer.model_id,
+        thumbs=thumbs,
+        groups=groups or [None] * len(sources),
+        thresholds=args.thresholds or STAR_THRESHOLDS,
+        reject_below=args.reject_below,
+        title=args.title,
+    )
     _write(args, render_report(report))
     failed = len(report.failed)
     if failed:
@@ -119,21 +144,43 @@ def add_command(sub: Any) -> argparse.ArgumentParser:
 
     p = cli.command(sub, "report", _report)
     cli._add_input_options(p)
-    p.add_argument("--output", "-o", type=Path, metavar="FILE",
-                   help="Write the HTML here (atomically) instead of stdout.")  # fmt: skip
-    p.add_argument("--compare", action="store_true", help="Two photos, A then B: side by side, with their factor "
-                   "differences as a bar chart, instead of a contact sheet.")  # fmt: skip
-    p.add_argument("--groups", type=Path, metavar="CSV", help="Groups of photos (columns path, group): the best of "
-                   "each is marked, instead of groups of near-duplicates found from the thumbnails.")  # fmt: skip
-    p.add_argument("--near-duplicates", type=cli.at_least(-1), metavar="BITS",
-                   help="Photos whose thumbnails' 64-bit difference hashes differ in at most BITS bits, among the 8 "
-                   "before each in input order, are a group of near-duplicates; -1: no groups [default: 8].")
-    p.add_argument("--thresholds", type=_thresholds, metavar="T2,T3,T4,T5",
-                   help="Lowest score for 2, 3, 4 and 5 stars, as examples/cull.py takes them [default: 2,4,6,8].")
+    p.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="Write the HTML here (atomically) instead of stdout."
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="Two photos, A then B: side by side, with their factor "
+        "differences as a bar chart, instead of a contact sheet.",
+    )
+    p.add_argument(
+        "--groups",
+        type=Path,
+        metavar="CSV",
+        help="Groups of photos (columns path, group): the best of "
+        "each is marked, instead of groups of near-duplicates found from the thumbnails.",
+    )
+    p.add_argument(
+        "--near-duplicates",
+        type=cli.at_least(-1),
+        metavar="BITS",
+        help="Photos whose thumbnails' 64-bit difference hashes differ in at most BITS bits, among the 8 "
+        "before each in input order, are a group of near-duplicates; -1: no groups [default: 8].",
+    )
+    p.add_argument(
+        "--thresholds",
+        type=_thresholds,
+        metavar="T2,T3,T4,T5",
+        help="Lowest score for 2, 3, 4 and 5 stars, as examples/cull.py takes them [default: 2,4,6,8].",
+    )
     p.add_argument("--reject-below", type=float, metavar="SCORE", help="Show photos scoring below SCORE as rejected.")
     p.add_argument("--title", help="Title of the page.")
-    p.add_argument("--thumb-size", type=cli.at_least(16), metavar="PX",
-                   help="Longest side of the thumbnails [default: 320; 640 with --compare].")  # fmt: skip
+    p.add_argument(
+        "--thumb-size",
+        type=cli.at_least(16),
+        metavar="PX",
+        help="Longest side of the thumbnails [default: 320; 640 with --compare].",
+    )
     cli.add_model_options(p)
     cli.add_run_options(p)
     return p

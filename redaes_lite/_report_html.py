@@ -77,8 +77,10 @@ def _hash(source: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-_CSP = (f"default-src 'none'; img-src data:; style-src {_hash(_CSS)}; script-src {_hash(_JS)}; "
-        "base-uri 'none'; form-action 'none'")  # fmt: skip
+_CSP = (
+    f"default-src 'none'; img-src data:; style-src {_hash(_CSS)}; script-src {_hash(_JS)}; "
+    "base-uri 'none'; form-action 'none'"
+)
 
 
 def _text(value: object) -> str:
@@ -87,12 +89,14 @@ def _text(value: object) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_CSP}\">"
-            "<meta name=\"generator\" content=\"redaes-lite report\">"
-            f"<title>{_text(title)}</title><style>{_CSS}</style></head>\n<body>\n{body}\n"
-            f"<script>{_JS}</script>\n</body></html>\n")  # fmt: skip
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="generator" content="redaes-lite report">'
+        f"<title>{_text(title)}</title><style>{_CSS}</style></head>\n<body>\n{body}\n"
+        f"<script>{_JS}</script>\n</body></html>\n"
+    )
 
 
 def _stars(n: int | None) -> str:
@@ -145,17 +149,20 @@ def _card(photo: Photo, *, lazy: bool = True, folder: str = "", side: str = "", 
     path = _text(photo.path)
     shown = _text(photo.path[len(folder) :])
     place = f"{side} #{photo.place}" if side else f"#{photo.place}"
-    return (f'<li class="card{" best" if photo.best or preferred else ""}" tabindex="0" data-place="{photo.place}" '
-            f'data-path="{path}" title="{path}">{_image(photo, lazy=lazy)}<div class="info"><div class="top">'
-            f'<span class="place">{place}</span><span class="score">{photo.score:.1f}</span>'
-            f'{_stars(photo.stars)}{group}</div><p class="path">{shown}</p>{_why(photo)}</div></li>')  # fmt: skip
+    return (
+        f'<li class="card{" best" if photo.best or preferred else ""}" tabindex="0" data-place="{photo.place}" '
+        f'data-path="{path}" title="{path}">{_image(photo, lazy=lazy)}<div class="info"><div class="top">'
+        f'<span class="place">{place}</span><span class="score">{photo.score:.1f}</span>'
+        f'{_stars(photo.stars)}{group}</div><p class="path">{shown}</p>{_why(photo)}</div></li>'
+    )
 
 
 def _failed(photos: tuple[Photo, ...]) -> str:
     if not photos:
         return ""
-    items = "".join(f'<li data-path="{_text(p.path)}"><code>{_text(p.path)}</code>: {_text(_error(p))}</li>'
-                    for p in photos)  # fmt: skip
+    items = "".join(
+        f'<li data-path="{_text(p.path)}"><code>{_text(p.path)}</code>: {_text(_error(p))}</li>' for p in photos
+    )
     return f'<section class="failed" id="failed"><h2>Could not be scored ({len(photos)})</h2><ul>{items}</ul></section>'
 
 
@@ -170,15 +177,17 @@ def render_report(report: Report) -> str:
     count = len({p.group for p in ranked if p.group is not None})
     groups = f"{count} groups, the best of each marked" if count else "no groups of similar photos"
     failed = f", {len(report.failed)} failed" if report.failed else ""
-    body = (f"<header><h1>{_text(report.title)}</h1>"
-            f'<p class="meta">{f"in {_text(folder)} · " if folder else ""}{len(ranked)} scored{failed} · '
-            f"model {_text(report.model)} · "
-            f"stars from the 0-10 score at {cuts}{reject} · {groups} · "
-            "factors: utility minus the shoot's median</p>"
-            '<p class="keys">Keys: <kbd>←</kbd><kbd>→</kbd> or <kbd>h</kbd><kbd>l</kbd> previous / next, '
-            "<kbd>↑</kbd><kbd>↓</kbd> or <kbd>k</kbd><kbd>j</kbd> row up / down, <kbd>Home</kbd> <kbd>End</kbd>"
-            f'</p></header>\n<main><ol class="grid" id="photos">\n{cards}\n</ol>\n{_failed(report.failed)}</main>')
-    return _page(report.title, body)  # fmt: skip
+    body = (
+        f"<header><h1>{_text(report.title)}</h1>"
+        f'<p class="meta">{f"in {_text(folder)} · " if folder else ""}{len(ranked)} scored{failed} · '
+        f"model {_text(report.model)} · "
+        f"stars from the 0-10 score at {cuts}{reject} · {groups} · "
+        "factors: utility minus the shoot's median</p>"
+        '<p class="keys">Keys: <kbd>←</kbd><kbd>→</kbd> or <kbd>h</kbd><kbd>l</kbd> previous / next, '
+        "<kbd>↑</kbd><kbd>↓</kbd> or <kbd>k</kbd><kbd>j</kbd> row up / down, <kbd>Home</kbd> <kbd>End</kbd>"
+        f'</p></header>\n<main><ol class="grid" id="photos">\n{cards}\n</ol>\n{_failed(report.failed)}</main>'
+    )
+    return _page(report.title, body)
 
 
 def _chart(factors: dict[str, float]) -> str:
@@ -189,20 +198,26 @@ def _chart(factors: dict[str, float]) -> str:
     width, height = label + 2 * half, row * len(factors) + 30
     top = (max(abs(v) for v in factors.values()) or 1.0) / (half - room)
     centre = label + half
-    parts = [f'<text x="{centre - 8}" y="14" text-anchor="end">← favours A</text>',
-             f'<text x="{centre + 8}" y="14">favours B →</text>']  # fmt: skip
+    parts = [
+        f'<text x="{centre - 8}" y="14" text-anchor="end">← favours A</text>',
+        f'<text x="{centre + 8}" y="14">favours B →</text>',
+    ]
     for n, (name, d) in enumerate(factors.items()):
         y = 24 + n * row
         w = abs(d) / top
         x = centre if d > 0 else centre - w
         tx, anchor = (centre + w + 6, "start") if d > 0 else (centre - w - 6, "end")
-        parts.append(f'<text x="{label - 10}" y="{y + 15}" text-anchor="end">{_text(name)}</text>'
-                     f'<rect class="{"up" if d > 0 else "down"}" x="{x:.1f}" y="{y + 3}" width="{w:.1f}" '
-                     f'height="{row - 8}" rx="2"><title>{_text(name)} {d:+.3f}</title></rect>'
-                     f'<text x="{tx:.1f}" y="{y + 15}" text-anchor="{anchor}">{d:+.2f}</text>')  # fmt: skip
+        parts.append(
+            f'<text x="{label - 10}" y="{y + 15}" text-anchor="end">{_text(name)}</text>'
+            f'<rect class="{"up" if d > 0 else "down"}" x="{x:.1f}" y="{y + 3}" width="{w:.1f}" '
+            f'height="{row - 8}" rx="2"><title>{_text(name)} {d:+.3f}</title></rect>'
+            f'<text x="{tx:.1f}" y="{y + 15}" text-anchor="{anchor}">{d:+.2f}</text>'
+        )
     parts.append(f'<line class="axis" x1="{centre}" x2="{centre}" y1="20" y2="{height - 4}"/>')
-    return (f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-            f'aria-label="factor differences, B minus A">{"".join(parts)}</svg>')  # fmt: skip
+    return (
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="factor differences, B minus A">{"".join(parts)}</svg>'
+    )
 
 
 def render_comparison(view: ComparisonView) -> str:
@@ -211,18 +226,24 @@ def render_comparison(view: ComparisonView) -> str:
     cards = []
     for side, photo in (("A", view.a), ("B", view.b)):
         if photo.error is not None:
-            cards.append(f'<li class="card" tabindex="0" data-path="{_text(photo.path)}"><div class="noimg">'
-                         f'{side}: could not be scored</div><div class="info"><p class="path">'
-                         f"{_text(photo.path)}: {_text(_error(photo))}</p></div></li>")  # fmt: skip
+            cards.append(
+                f'<li class="card" tabindex="0" data-path="{_text(photo.path)}"><div class="noimg">'
+                f'{side}: could not be scored</div><div class="info"><p class="path">'
+                f"{_text(photo.path)}: {_text(_error(photo))}</p></div></li>"
+            )
             continue
         cards.append(_card(photo, lazy=False, side=side, preferred=c is not None and c.preferred == side.lower()))
     if c is not None:
         better = "B" if c.preferred == "b" else "A"
-        verdict = (f'<p class="verdict"><b>{better}</b> is preferred, with probability {c.probability:.2f} '
-                   f"(delta = u(B) − u(A) = {c.delta:+.3f}).</p>")  # fmt: skip
+        verdict = (
+            f'<p class="verdict"><b>{better}</b> is preferred, with probability {c.probability:.2f} '
+            f"(delta = u(B) − u(A) = {c.delta:+.3f}).</p>"
+        )
         chart = "<h2>Why: factor differences, B minus A</h2>" + _chart(c.factors)
     else:
         verdict, chart = '<p class="verdict">No comparison: a photo could not be scored.</p>', ""
-    body = (f"<header><h1>{_text(view.title)}</h1><p class=\"meta\">model {_text(view.model)}</p>{verdict}</header>\n"
-            f'<main><ol class="grid pair" id="photos">{"".join(cards)}</ol>{chart}</main>')  # fmt: skip
+    body = (
+        f'<header><h1>{_text(view.title)}</h1><p class="meta">model {_text(view.model)}</p>{verdict}</header>\n'
+        f'<main><ol class="grid pair" id="photos">{"".join(cards)}</ol>{chart}</main>'
+    )
     return _page(view.title, body)

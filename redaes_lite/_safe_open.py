@@ -20,8 +20,15 @@ from PIL import Image, UnidentifiedImageError, features
 from ._cost import check_structure
 from .errors import ImageError
 
-__all__ = ["DECODED_FORMATS", "DECODE_ERRORS", "check_jpeg_scans", "first_line", "open_image", "over_limit",
-           "read_source"]
+__all__ = [
+    "DECODED_FORMATS",
+    "DECODE_ERRORS",
+    "check_jpeg_scans",
+    "first_line",
+    "open_image",
+    "over_limit",
+    "read_source",
+]
 
 # The formats we decode (those of the CLI's image extensions; JPEG covers MPO). Pillow would otherwise
 # try every plugin it has on untrusted bytes, EPS (Ghostscript) and a dozen rarely fuzzed decoders included.
@@ -35,8 +42,18 @@ _JPEG_SCAN_BUDGET = 1_500_000_000
 _SOS = b"\xff\xda"  # start-of-scan marker; entropy-coded data never contains it (0xFF is stuffed)
 # What Pillow and its plugins raise on corrupt or hostile data (found by fuzzing: EXIF parsing raises
 # struct.error, the AVIF and HEIF decoders RuntimeError, header parsers Lookup/Type/Arithmetic errors).
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, LookupError, TypeError, AttributeError, ArithmeticError,
-                 RuntimeError, struct.error)  # fmt: skip
+DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    LookupError,
+    TypeError,
+    AttributeError,
+    ArithmeticError,
+    RuntimeError,
+    struct.error,
+)
 # ISO BMFF brands of the formats pillow-heif opens (HEIC/HEIF/AVIF).
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
 
@@ -50,6 +67,7 @@ def over_limit(size: int, limit: int, big: str, small: str) -> tuple[str, str]:
 
     a, b = text(size), text(limit)
     return (f"{size:,} {small}", f"{limit:,} {small}") if a == b else (a, b)
+
 
 def _heif_brand(head: bytes) -> bytes | None:
     """The ISO BMFF brand of HEIC/HEIF/AVIF data, else None."""

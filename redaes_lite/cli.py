@@ -25,12 +25,32 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import stale_temporaries
-from ._cli_common import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, FORMATS,
-                          HelpFormatter, _add_input_options, _drop_stdout, _results, _stdout, _VersionAction,
-                          add_model_option, add_model_options, add_output_options, add_run_options, at_least, command,
-                          dispatch, fail, progress_bar, say, scorer_for, sink)  # fmt: skip
-from ._cli_io import (MAX_PATH_WIDTH, Progress, compare_row, expand, printable, score_row, tracked, visible,
-                      write_rows)  # fmt: skip
+from ._cli_common import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DECODE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    HelpFormatter,
+    _add_input_options,
+    _drop_stdout,
+    _results,
+    _stdout,
+    _VersionAction,
+    add_model_option,
+    add_model_options,
+    add_output_options,
+    add_run_options,
+    at_least,
+    command,
+    dispatch,
+    fail,
+    progress_bar,
+    say,
+    scorer_for,
+    sink,
+)
+from ._cli_io import MAX_PATH_WIDTH, Progress, compare_row, expand, printable, score_row, tracked, visible, write_rows
 from .errors import RedaesError
 
 __all__ = ["main", "run"]
@@ -80,8 +100,16 @@ def _table_width(args: argparse.Namespace) -> int | None:
     return shutil.get_terminal_size().columns
 
 
-def _emit(rows: Any, args: argparse.Namespace, *, total: int, factors: Any, label: str = "",
-          inputs: int | None = None, paths: Iterable[str] = ()) -> int:  # fmt: skip
+def _emit(
+    rows: Any,
+    args: argparse.Namespace,
+    *,
+    total: int,
+    factors: Any,
+    label: str = "",
+    inputs: int | None = None,
+    paths: Iterable[str] = (),
+) -> int:
     """Write rows (streamed, with a progress bar when ``label``); the exit status: 1 if any row has an
     error, 130 / 143 if a signal stopped the run, else 0. ``inputs``: how many inputs the run had (for the
     message on failures; default ``total``); ``paths``: the rows' paths, to align the table's path column."""
@@ -98,8 +126,14 @@ def _emit(rows: Any, args: argparse.Namespace, *, total: int, factors: Any, labe
     with _stop_on_signal() as stopped:
         try:
             with sink(args.output) as out:
-                hidden = write_rows(_until(tracked(rows, bar, count), stopped), out, fmt=args.fmt, factors=factors,
-                                    width=width, label_width=min(label_width, MAX_PATH_WIDTH))  # fmt: skip
+                hidden = write_rows(
+                    _until(tracked(rows, bar, count), stopped),
+                    out,
+                    fmt=args.fmt,
+                    factors=factors,
+                    width=width,
+                    label_width=min(label_width, MAX_PATH_WIDTH),
+                )
         except RedaesError as e:  # inputs are recorded as rows; what reaches here is a model failing mid-run
             raise fail(str(e)) from None
         finally:
@@ -107,12 +141,18 @@ def _emit(rows: Any, args: argparse.Namespace, *, total: int, factors: Any, labe
             if hasattr(rows, "close"):
                 rows.close()  # a generator stopped early ends its decoding now, not when collected
     if hidden:
-        say(f"{hidden} of {len(factors)} factor columns left out to fit {width} columns; "
-            "--format csv or jsonl has them all", args.quiet)  # fmt: skip
+        say(
+            f"{hidden} of {len(factors)} factor columns left out to fit {width} columns; "
+            "--format csv or jsonl has them all",
+            args.quiet,
+        )
     if stopped():
         resumable = args.fmt == "jsonl" and args.output is not None
-        say(f"interrupted; wrote {written} of {total} rows" + (" (run again with --resume to finish)" if resumable
-                                                               else ""), args.quiet)  # fmt: skip
+        say(
+            f"interrupted; wrote {written} of {total} rows"
+            + (" (run again with --resume to finish)" if resumable else ""),
+            args.quiet,
+        )
         return _SIGNAL_EXIT[stopped()]
     if errors:
         say(f"{errors} of {total if inputs is None else inputs} inputs failed", args.quiet)
@@ -156,17 +196,22 @@ def _previous_rows(output: Path, model: str) -> dict[str, dict[str, Any]]:
         except (OSError, UnicodeDecodeError) as e:
             raise fail(f"{source}: cannot read for --resume ({getattr(e, 'strerror', None) or e})") from None
     if others:
-        raise fail(f"{output}: cannot resume: its rows were made by {', '.join(sorted(others))}, not {model}; "
-                   "pass the --model that made them, or write to a new --output")  # fmt: skip
+        raise fail(
+            f"{output}: cannot resume: its rows were made by {', '.join(sorted(others))}, not {model}; "
+            "pass the --model that made them, or write to a new --output"
+        )
     if unnamed:
         rows = "1 row names" if unnamed == 1 else f"{unnamed} rows name"
-        raise fail(f"{output}: cannot resume: {rows} no model (written by an older redaes-lite), "
-                   f"so they may not be {model}'s; score into a new --output")  # fmt: skip
+        raise fail(
+            f"{output}: cannot resume: {rows} no model (written by an older redaes-lite), "
+            f"so they may not be {model}'s; score into a new --output"
+        )
     return done
 
 
-def _score_rows(scorer: Any, sources: list, done: dict[str, dict[str, Any]], *, batch_size: int,
-                workers: int, quiet: bool) -> Iterator[dict[str, Any]]:  # fmt: skip
+def _score_rows(
+    scorer: Any, sources: list, done: dict[str, dict[str, Any]], *, batch_size: int, workers: int, quiet: bool
+) -> Iterator[dict[str, Any]]:
     """One row per source in order, reusing ``done`` rows; rows of ``done`` for paths not among the
     sources (an earlier run on other inputs) come first, so ``--resume`` never drops a result. ``done`` is
     keyed by the path as rows write it (:func:`printable`)."""
@@ -200,8 +245,7 @@ def _score(args: argparse.Namespace) -> int:
         say(f"resuming: {reused} of {len(wanted)} inputs already scored", args.quiet)
     rows = _score_rows(scorer, sources, done, batch_size=args.batch_size, workers=args.workers, quiet=args.quiet)
     total = len(sources) + sum(path not in wanted for path in done)
-    return _emit(rows, args, total=total, factors=scorer.info.factors, label="scoring",
-                 paths=[*wanted, *done])  # fmt: skip
+    return _emit(rows, args, total=total, factors=scorer.info.factors, label="scoring", paths=[*wanted, *done])
 
 
 def _rank(args: argparse.Namespace) -> int:
@@ -217,8 +261,14 @@ def _rank(args: argparse.Namespace) -> int:
         results.append(r)
     bar.close()
     rows = [score_row(sources[i][0], results[i], scorer.model_id) for i in ranking(results, top=args.top)]
-    return _emit(rows, args, total=len(rows), inputs=len(sources), factors=scorer.info.factors,
-                 paths=[row["path"] for row in rows])  # fmt: skip
+    return _emit(
+        rows,
+        args,
+        total=len(rows),
+        inputs=len(sources),
+        factors=scorer.info.factors,
+        paths=[row["path"] for row in rows],
+    )
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -291,8 +341,11 @@ def _info(args: argparse.Namespace) -> int:
         "model": scorer.model_id,
         "path": printable(str(scorer.path)),
         "sha256": sha256_file(scorer.path),
-        "integrity": (f"verified: sha256 matches {scorer.path.stem}.json" if scorer.verified else
-                      f"NOT verified: no {scorer.path.stem}.json beside it records its sha256"),  # fmt: skip
+        "integrity": (
+            f"verified: sha256 matches {scorer.path.stem}.json"
+            if scorer.verified
+            else f"NOT verified: no {scorer.path.stem}.json beside it records its sha256"
+        ),
         "providers": list(scorer.providers),
         "available_providers": ort.get_available_providers(),
         "onnxruntime": ort.__version__,
@@ -328,10 +381,13 @@ def parser() -> argparse.ArgumentParser:
     add_model_options(p)
     add_output_options(p)
     add_run_options(p)
-    p.add_argument("--resume", action="store_true",
-                   help="Keep the rows already scored in --output (jsonl) and score only the rest. Refused "
-                   "(exit 2, the file left as it is) when its rows were made by another model, or name no "
-                   "model (files of redaes-lite before rows named their model).")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="Keep the rows already scored in --output (jsonl) and score only the rest. Refused "
+        "(exit 2, the file left as it is) when its rows were made by another model, or name no "
+        "model (files of redaes-lite before rows named their model).",
+    )
 
     p = command(sub, "rank", _rank)
     _add_input_options(p)
@@ -353,11 +409,18 @@ def parser() -> argparse.ArgumentParser:
 
     p = command(sub, "info", _info)
     add_model_option(p)  # info scores no images: no threads or limits
-    p.add_argument("--format", "-f", dest="fmt", choices=("table", "json", "jsonl"), default="table",
-                   help="Format of the metadata.")  # fmt: skip
+    p.add_argument(
+        "--format",
+        "-f",
+        dest="fmt",
+        choices=("table", "json", "jsonl"),
+        default="table",
+        help="Format of the metadata.",
+    )
 
-    sub.add_parser("eval", help="Evaluate a model against human scores or preferences (see `eval --help`).",
-                   add_help=False)  # fmt: skip
+    sub.add_parser(
+        "eval", help="Evaluate a model against human scores or preferences (see `eval --help`).", add_help=False
+    )
     return root
 
 

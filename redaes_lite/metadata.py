@@ -47,17 +47,36 @@ __all__ = [
 FORMAT = "1"
 #: Factor vocabulary v1 (docs/model-format.md, section 3); a model uses a subset, in its own order.
 FACTORS = (
-    "exposure", "contrast", "saturation", "white_balance", "sharpness", "noise",
-    "compression", "haze", "vignetting", "tilt", "composition",
-)  # fmt: skip
+    "exposure",
+    "contrast",
+    "saturation",
+    "white_balance",
+    "sharpness",
+    "noise",
+    "compression",
+    "haze",
+    "vignetting",
+    "tilt",
+    "composition",
+)
 QUANTIZATIONS = ("fp32", "fp16", "int8-dynamic", "int8-qdq")
 PREFIX = "redaes."
 # Field name -> whether the value is JSON-encoded in metadata_props. Order is that of docs/model-format.md.
 _FIELDS = {
-    "format": False, "version": False, "preprocess": True, "factors": True, "temperature": False, "lapse": False,
-    "calibration": True, "student": True, "teacher": True, "training_data": True, "quantization": False,
-    "license": False, "metrics": True,
-}  # fmt: skip
+    "format": False,
+    "version": False,
+    "preprocess": True,
+    "factors": True,
+    "temperature": False,
+    "lapse": False,
+    "calibration": True,
+    "student": True,
+    "teacher": True,
+    "training_data": True,
+    "quantization": False,
+    "license": False,
+    "metrics": True,
+}
 # A model without ``redaes.lapse`` has none (0): files exported before it existed read as they always did.
 _OPTIONAL = frozenset({"lapse", "metrics"})
 #: Every ``redaes.*`` key in contract order; ``redaes.lapse`` and ``redaes.metrics`` are optional.
@@ -200,8 +219,10 @@ class ModelInfo:
         put("calibration", _check_calibration(self.calibration))
         put("student", _check_student(self.student, self.preprocess.size))
         put("teacher", _check_records("teacher", self.teacher, {"name": str, "version": str, "weight": float}))
-        put("training_data", _check_records("training_data", self.training_data,
-                                            {"name": str, "license": str, "pairs": int}))  # fmt: skip
+        put(
+            "training_data",
+            _check_records("training_data", self.training_data, {"name": str, "license": str, "pairs": int}),
+        )
         _require(self.quantization in QUANTIZATIONS, "quantization", f"must be one of {QUANTIZATIONS}")
         _require(isinstance(self.license, str) and bool(self.license.strip()), "license", "must be non-empty")
         _require(self.metrics is None or isinstance(self.metrics, Mapping), "metrics", "expected a JSON object")
@@ -261,7 +282,7 @@ class ModelInfo:
         """Parse the structured form (``to_dict``); raises :class:`ModelError` like ``from_props``."""
         if not isinstance(d, Mapping):
             raise ModelError(f"{source}: metadata must be a JSON object")
-        return cls._build({k[len(PREFIX):]: v for k, v in d.items() if k.startswith(PREFIX)}, source)
+        return cls._build({k[len(PREFIX) :]: v for k, v in d.items() if k.startswith(PREFIX)}, source)
 
     @classmethod
     def _build(cls, values: dict[str, Any], source: str) -> ModelInfo:

@@ -267,14 +267,29 @@ def _load(
     spec = spec or PreprocessSpec()
     _current.name = describe_input(x)
     try:
-        return _load_named(x, spec, _current.name, max_pixels=max_pixels, max_bytes=max_bytes,
-                           max_decode_bytes=max_decode_bytes, reserve=reserve)  # fmt: skip
+        return _load_named(
+            x,
+            spec,
+            _current.name,
+            max_pixels=max_pixels,
+            max_bytes=max_bytes,
+            max_decode_bytes=max_decode_bytes,
+            reserve=reserve,
+        )
     finally:
         _current.name = None
 
 
-def _load_named(x: ImageInput, spec: PreprocessSpec, name: str, *, max_pixels: int | None, max_bytes: int | None,
-                max_decode_bytes: int | None, reserve: Callable[[int], None] | None) -> Image.Image:  # fmt: skip
+def _load_named(
+    x: ImageInput,
+    spec: PreprocessSpec,
+    name: str,
+    *,
+    max_pixels: int | None,
+    max_bytes: int | None,
+    max_decode_bytes: int | None,
+    reserve: Callable[[int], None] | None,
+) -> Image.Image:
     if isinstance(x, np.ndarray):
         return _flatten(_from_array(x, name), spec.pad)
     limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes, "reserve": reserve}
@@ -355,8 +370,9 @@ def _stream_size(f: BinaryIO) -> int:
 def _check_decode_bytes(im: Image.Image, name: str, need: int, limit: int | None) -> None:
     if limit is not None and need > limit:
         what = f"{im.width}x{im.height} {im.format or ''} {im.mode}".replace("  ", " ")
-        raise ImageError(f"{name}: decoding {what} needs about {need / 2**20:.0f} MiB, over max_decode_bytes "
-                         f"{limit / 2**20:.0f} MiB")  # fmt: skip
+        raise ImageError(
+            f"{name}: decoding {what} needs about {need / 2**20:.0f} MiB, over max_decode_bytes {limit / 2**20:.0f} MiB"
+        )
 
 
 def _resize(im: Image.Image, spec: PreprocessSpec) -> Image.Image:
@@ -415,6 +431,7 @@ def preprocess(
     h, w = spec.size
     out = np.empty((len(items), 3, h, w), np.float32)
     for i, x in enumerate(items):
-        out[i] = to_array(load_image(x, spec, max_pixels=max_pixels, max_bytes=max_bytes,
-                                     max_decode_bytes=max_decode_bytes), spec)  # fmt: skip
+        out[i] = to_array(
+            load_image(x, spec, max_pixels=max_pixels, max_bytes=max_bytes, max_decode_bytes=max_decode_bytes), spec
+        )
     return out

@@ -29,9 +29,27 @@ from ._report_html import render_comparison, render_report
 if TYPE_CHECKING:
     from .results import Comparison, Failure, Score
 
-__all__ = ["NEAR_DUPLICATE_BITS", "STAR_THRESHOLDS", "THUMB_SIZE", "ComparisonView", "Photo", "Report", "Thumb",
-           "build_comparison", "build_report", "factors_apart", "group_labels", "near_duplicates", "parse_thresholds",
-           "read_groups", "render_comparison", "render_report", "stars", "thumbnail", "thumbnails"]  # fmt: skip
+__all__ = [
+    "NEAR_DUPLICATE_BITS",
+    "STAR_THRESHOLDS",
+    "THUMB_SIZE",
+    "ComparisonView",
+    "Photo",
+    "Report",
+    "Thumb",
+    "build_comparison",
+    "build_report",
+    "factors_apart",
+    "group_labels",
+    "near_duplicates",
+    "parse_thresholds",
+    "read_groups",
+    "render_comparison",
+    "render_report",
+    "stars",
+    "thumbnail",
+    "thumbnails",
+]
 
 #: Lowest display score for 2, 3, 4 and 5 stars (``examples/cull.py --thresholds``' default).
 STAR_THRESHOLDS = (2.0, 4.0, 6.0, 8.0)
@@ -104,8 +122,9 @@ def thumbnail(x: Any, *, size: int = THUMB_SIZE, quality: int = 70, **limits: An
     return Thumb(uri=uri, width=im.width, height=im.height, dhash=_dhash(im))
 
 
-def thumbnails(inputs: Sequence[Any], *, size: int = THUMB_SIZE, on_done: Callable[[], None] | None = None,
-               **limits: Any) -> list[Thumb | None]:  # fmt: skip
+def thumbnails(
+    inputs: Sequence[Any], *, size: int = THUMB_SIZE, on_done: Callable[[], None] | None = None, **limits: Any
+) -> list[Thumb | None]:
     """:func:`thumbnail` of each input (None where it is None or cannot be read), in order, decoded by a few
     threads; ``on_done()`` is called once per input, as each is finished (a progress bar)."""
     from .errors import RedaesError
@@ -164,8 +183,9 @@ def read_groups(path: str | os.PathLike) -> dict[str, str]:
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"path", "group"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: a groups CSV needs a header with 'path' and 'group' columns, "
-                             f"got {reader.fieldnames}")  # fmt: skip
+            raise ValueError(
+                f"{path}: a groups CSV needs a header with 'path' and 'group' columns, got {reader.fieldnames}"
+            )
         groups: dict[str, str] = {}
         for row in reader:
             if row["path"] and row["group"]:
@@ -209,8 +229,9 @@ class Report:
         return tuple(p for p in self.photos if p.error is not None)
 
 
-def factors_apart(factors: dict[str, float], median: dict[str, float], *,
-                  top: int = 3) -> tuple[tuple[str, float], ...]:  # fmt: skip
+def factors_apart(
+    factors: dict[str, float], median: dict[str, float], *, top: int = 3
+) -> tuple[tuple[str, float], ...]:
     """The ``top`` factors of one photo furthest from the shoot's ``median``: ``(name, difference)``,
     largest absolute difference first (model order on ties); differences of zero are left out."""
     diffs = [(n, v - median[n]) for n, v in factors.items() if n in median]
@@ -240,10 +261,18 @@ def _best_of_groups(order: Sequence[int], labels: Sequence[str | None], scored: 
     return set(best.values())
 
 
-def build_report(paths: Sequence[str], results: Sequence[Score | Failure], *, model: str,
-                 thumbs: Sequence[Thumb | None] | None = None, groups: Sequence[str | None] | None = None,
-                 thresholds: Sequence[float] = STAR_THRESHOLDS, reject_below: float | None = None,
-                 title: str | None = None, top_factors: int = 3) -> Report:  # fmt: skip
+def build_report(
+    paths: Sequence[str],
+    results: Sequence[Score | Failure],
+    *,
+    model: str,
+    thumbs: Sequence[Thumb | None] | None = None,
+    groups: Sequence[str | None] | None = None,
+    thresholds: Sequence[float] = STAR_THRESHOLDS,
+    reject_below: float | None = None,
+    title: str | None = None,
+    top_factors: int = 3,
+) -> Report:
     """A :class:`Report` of ``results`` (``score_many(..., on_error="record")``, in input order) for ``paths``
     (their names as shown). ``thumbs`` and ``groups`` (a label or None per input) are aligned with them;
     without ``groups``, near-duplicates are found from the thumbnails' hashes."""
@@ -264,16 +293,46 @@ def build_report(paths: Sequence[str], results: Sequence[Score | Failure], *, mo
     for place, i in enumerate(order, start=1):
         r = results[i]
         if isinstance(r, Score):
-            photos.append(Photo(path=paths[i], index=i, place=place, score=r.score, utility=r.utility,
-                                stars=stars(r.score, thresholds=thresholds, reject_below=reject_below),
-                                apart=factors_apart(r.factors, median, top=top_factors), group=groups[i],
-                                best=i in best, thumb=thumbs[i], error=None))  # fmt: skip
+            photos.append(
+                Photo(
+                    path=paths[i],
+                    index=i,
+                    place=place,
+                    score=r.score,
+                    utility=r.utility,
+                    stars=stars(r.score, thresholds=thresholds, reject_below=reject_below),
+                    apart=factors_apart(r.factors, median, top=top_factors),
+                    group=groups[i],
+                    best=i in best,
+                    thumb=thumbs[i],
+                    error=None,
+                )
+            )
         else:
-            photos.append(Photo(path=paths[i], index=i, place=None, score=None, utility=None, stars=None, apart=(),
-                                group=groups[i], best=False, thumb=None, error=r.error))  # fmt: skip
+            photos.append(
+                Photo(
+                    path=paths[i],
+                    index=i,
+                    place=None,
+                    score=None,
+                    utility=None,
+                    stars=None,
+                    apart=(),
+                    group=groups[i],
+                    best=False,
+                    thumb=None,
+                    error=r.error,
+                )
+            )
     shown = title if title is not None else f"{len(scored)} photos, best first"
-    return Report(title=shown, model=model, photos=tuple(photos), median=median, thresholds=tuple(thresholds),
-                  reject_below=reject_below)  # fmt: skip
+    return Report(
+        title=shown,
+        model=model,
+        photos=tuple(photos),
+        median=median,
+        thresholds=tuple(thresholds),
+        reject_below=reject_below,
+    )
 
 
 def group_labels(paths: Sequence[str], groups: dict[str, str]) -> list[str | None]:
@@ -293,14 +352,30 @@ class ComparisonView:
     comparison: Comparison | None
 
 
-def build_comparison(a: str, b: str, results: Sequence[Score | Failure], comparison: Comparison | None, *,
-                     model: str, thumbs: Sequence[Thumb | None] = (None, None),
-                     thresholds: Sequence[float] = STAR_THRESHOLDS, reject_below: float | None = None,
-                     title: str | None = None) -> ComparisonView:  # fmt: skip
+def build_comparison(
+    a: str,
+    b: str,
+    results: Sequence[Score | Failure],
+    comparison: Comparison | None,
+    *,
+    model: str,
+    thumbs: Sequence[Thumb | None] = (None, None),
+    thresholds: Sequence[float] = STAR_THRESHOLDS,
+    reject_below: float | None = None,
+    title: str | None = None,
+) -> ComparisonView:
     """A :class:`ComparisonView` from the two photos' results (``score_many([a, b], on_error="record")``),
     their ``scorer.compare(a, b)`` and thumbnails."""
-    report = build_report([a, b], results, model=model, thumbs=thumbs, groups=[None, None], thresholds=thresholds,
-                          reject_below=reject_below, top_factors=0)  # fmt: skip
+    report = build_report(
+        [a, b],
+        results,
+        model=model,
+        thumbs=thumbs,
+        groups=[None, None],
+        thresholds=thresholds,
+        reject_below=reject_below,
+        top_factors=0,
+    )
     by_index = {p.index: p for p in report.photos}
     shown = title if title is not None else "A or B?"
     return ComparisonView(title=shown, model=model, a=by_index[0], b=by_index[1], comparison=comparison)

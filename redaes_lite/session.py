@@ -103,8 +103,10 @@ def _providers(providers: Sequence[str] | None) -> tuple[str, ...]:
     chosen = tuple(providers)
     unknown = [p for p in chosen if p not in ort.get_available_providers()]
     if not chosen or unknown:
-        raise ValueError(f"unknown or unavailable providers {unknown or chosen}; "
-                         f"available: {', '.join(ort.get_available_providers())}")  # fmt: skip
+        raise ValueError(
+            f"unknown or unavailable providers {unknown or chosen}; "
+            f"available: {', '.join(ort.get_available_providers())}"
+        )
     return chosen
 
 
@@ -170,8 +172,9 @@ def _check_signature(path: Path, session: Any, info: ModelInfo) -> None:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
     if _INPUT not in inputs or not set(_OUTPUTS) <= outputs:
-        raise ModelError(f"{path}: expected input {_INPUT!r} and outputs {list(_OUTPUTS)}, "
-                         f"got {sorted(inputs)} -> {sorted(outputs)}")  # fmt: skip
+        raise ModelError(
+            f"{path}: expected input {_INPUT!r} and outputs {list(_OUTPUTS)}, got {sorted(inputs)} -> {sorted(outputs)}"
+        )
     shape = inputs[_INPUT].shape
     want = [3, *info.preprocess.size]
     static = [d if isinstance(d, int) else None for d in shape[1:]]
@@ -220,4 +223,3 @@ def open_session(
         if key not in _cache:
             _cache[key] = _create(path, embedded, chosen, threads)
         return _cache[key]
-

@@ -35,10 +35,21 @@ def visit(page: Path, *args: str, width: int = 1280, height: int = 1000, timeout
     if binary is None:
         raise RuntimeError("no chromium binary on PATH")
     with tempfile.TemporaryDirectory(prefix="redaes-chromium-") as profile:
-        cmd = [binary, "--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-               "--hide-scrollbars", "--mute-audio", "--enable-logging=stderr", "--v=0",
-               f"--user-data-dir={profile}", f"--window-size={width},{height}", *args,
-               page.resolve().as_uri()]  # fmt: skip
+        cmd = [
+            binary,
+            "--headless",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--hide-scrollbars",
+            "--mute-audio",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            *args,
+            page.resolve().as_uri(),
+        ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.insert(1, "--no-sandbox")  # Chromium refuses to run its sandbox as root (containers, CI)
         start = time.perf_counter()

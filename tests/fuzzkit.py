@@ -44,8 +44,9 @@ SPEC = PreprocessSpec(size=(32, 32))
 INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
 
 
-def check(data: bytes | Path, *, spec: PreprocessSpec = SPEC, max_pixels: int | None = 120_000_000
-          ) -> tuple[str, str, float]:  # fmt: skip
+def check(
+    data: bytes | Path, *, spec: PreprocessSpec = SPEC, max_pixels: int | None = 120_000_000
+) -> tuple[str, str, float]:
     """Run one input (bytes or a file) through ``load_image`` + ``to_array``: ``("ok" | "error", message,
     seconds)``.
 
@@ -97,8 +98,16 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def png(width: int, height: int, *, depth: int = 8, colour: int = 2, chunks: Sequence[tuple[bytes, bytes]] = (),
-        raw: bytes | None = None, interlace: int = 0) -> bytes:  # fmt: skip
+def png(
+    width: int,
+    height: int,
+    *,
+    depth: int = 8,
+    colour: int = 2,
+    chunks: Sequence[tuple[bytes, bytes]] = (),
+    raw: bytes | None = None,
+    interlace: int = 0,
+) -> bytes:
     """A PNG with any header values and extra chunks (before IDAT), CRCs correct so parsers go deep."""
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
     body = _chunk(b"IHDR", ihdr) + b"".join(_chunk(k, v) for k, v in chunks)
@@ -266,14 +275,34 @@ def _palette_png(entries: int, trns: int, value: int) -> bytes:
 
 def _tiff_tags(w: int, h: int, *, bits: int = 8, samples: int = 3, photometric: int = 2) -> bytes:
     """A minimal little-endian TIFF with any width, height, bits and samples (strip of 64 zero bytes)."""
-    tags = [(256, 4, w), (257, 4, h), (258, 3, bits), (259, 3, 1), (262, 3, photometric), (273, 4, 8 + 2 + 12 * 9 + 4),
-            (277, 3, samples), (278, 4, max(h, 1)), (279, 4, 64)]  # fmt: skip
+    tags = [
+        (256, 4, w),
+        (257, 4, h),
+        (258, 3, bits),
+        (259, 3, 1),
+        (262, 3, photometric),
+        (273, 4, 8 + 2 + 12 * 9 + 4),
+        (277, 3, samples),
+        (278, 4, max(h, 1)),
+        (279, 4, 64),
+    ]
     ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", t, k, 1, v) for t, k, v in tags)
     return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00\x00\x00\x00" + b"\x00" * 64
 
 
-_DIMS = ((0, 0), (1, 0), (0, 1), (1, 1), (1, 100_000_000), (100_000_000, 1), (65535, 65535), (16384, 16384),
-         (0x7FFFFFFF, 0x7FFFFFFF), (0xFFFFFFFF, 1), (11_000, 11_000))  # fmt: skip
+_DIMS = (
+    (0, 0),
+    (1, 0),
+    (0, 1),
+    (1, 1),
+    (1, 100_000_000),
+    (100_000_000, 1),
+    (65535, 65535),
+    (16384, 16384),
+    (0x7FFFFFFF, 0x7FFFFFFF),
+    (0xFFFFFFFF, 1),
+    (11_000, 11_000),
+)
 
 
 @functools.cache
@@ -291,9 +320,14 @@ def hostile() -> dict[str, bytes]:
             out[f"bmp-topdown-{w}x{h}"] = _bmp(w, -h)
     for value in (0, 9, 255, 65535):
         out[f"exif-orientation-{value}"] = _save(_photo(), "JPEG", exif=exif_bytes(value))
-    weird = {"ascii": (2, 3, b"up\x00"), "pair": (3, 2, b"\x00\x01\x00\x06"),
-             "rational": (5, 1, b"\x00\x00\x00\x06" * 2), "float": (11, 1, struct.pack(">f", 6.0)),
-             "count-huge": (3, 0x7FFFFFFF, b"\x00\x06"), "type-99": (99, 1, b"\x00\x06")}  # fmt: skip
+    weird = {
+        "ascii": (2, 3, b"up\x00"),
+        "pair": (3, 2, b"\x00\x01\x00\x06"),
+        "rational": (5, 1, b"\x00\x00\x00\x06" * 2),
+        "float": (11, 1, struct.pack(">f", 6.0)),
+        "count-huge": (3, 0x7FFFFFFF, b"\x00\x06"),
+        "type-99": (99, 1, b"\x00\x06"),
+    }
     for label, (kind, count, value) in weird.items():
         out[f"exif-orientation-{label}"] = _save(_photo(), "JPEG", exif=exif_raw(kind, count, value))
     out["exif-huge-png"] = _save(_photo(), "PNG", exif=exif_bytes(6, description_len=2_000_000))
@@ -322,7 +356,6 @@ def hostile() -> dict[str, bytes]:
     out["gif-screen-10950"] = gif_screen(10_950, 10_950)
     out["png-rgba-zeros"] = png_zeros(300, 300)
     return out
-
 
 
 # -- mutators --------------------------------------------------------------------------------------
@@ -387,8 +420,16 @@ def _splice(d: bytearray, a: int, b: int) -> bytearray:
 
 
 MUTATORS: tuple[Callable[[bytearray, int, int], bytearray], ...] = (
-    _flip, _byte, _int_field, _int_field, _delete, _duplicate, _insert, _truncate, _splice,
-)  # fmt: skip
+    _flip,
+    _byte,
+    _int_field,
+    _int_field,
+    _delete,
+    _duplicate,
+    _insert,
+    _truncate,
+    _splice,
+)
 
 
 def mutate(data: bytes, ops: Sequence[tuple[int, int, int]]) -> bytes:
@@ -409,8 +450,17 @@ def random_ops(rng: random.Random, *, max_ops: int = 6) -> list[tuple[int, int, 
 # benchmarks/bombs.py the full-size ones of issue 21's table. Writers stream to a file where the bomb is big.
 def tiff_many_strips(entries: int, *, width: int = 100, height: int = 100) -> bytes:
     """A greyscale TIFF whose StripOffsets and StripByteCounts (one shared array) hold ``entries`` values."""
-    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-            (273, 4, entries, 0), (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, entries, 0)]  # fmt: skip
+    tags = [
+        (256, 3, 1, width),
+        (257, 3, 1, height),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, entries, 0),
+        (277, 3, 1, 1),
+        (278, 4, 1, 1),
+        (279, 4, entries, 0),
+    ]
     array_at = 8 + 2 + 12 * len(tags) + 4
     ifd = struct.pack("<H", len(tags))
     for tag, kind, count, value in tags:

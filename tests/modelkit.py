@@ -157,8 +157,17 @@ def make_tiny_model(
     ``metadata_props`` strings (``None`` deletes a key) to build deliberately broken models; the
     sidecar, when written, always describes the valid info.
     """
-    info = make_info(size=size, factors=factors, resize=resize, mean=mean, std=std, temperature=temperature,
-                     calibration=calibration, quantization=quantization, **meta_overrides)  # fmt: skip
+    info = make_info(
+        size=size,
+        factors=factors,
+        resize=resize,
+        mean=mean,
+        std=std,
+        temperature=temperature,
+        calibration=calibration,
+        quantization=quantization,
+        **meta_overrides,
+    )
     model = helper.make_model(
         _graph(info.preprocess, info.factors),
         opset_imports=[helper.make_opsetid("", OPSET)],

@@ -31,9 +31,22 @@ def scorer(tiny_model):
 
 def test_public_api_is_exactly_the_documented_names():
     assert set(redaes_lite.__all__) == {
-        "load", "compare", "score", "rank", "Scorer", "Comparison", "Score", "Ranked", "Failure",
-        "RedaesError", "ImageError", "ModelError", "__version__", "stars", "STAR_THRESHOLDS",
-    }  # fmt: skip
+        "load",
+        "compare",
+        "score",
+        "rank",
+        "Scorer",
+        "Comparison",
+        "Score",
+        "Ranked",
+        "Failure",
+        "RedaesError",
+        "ImageError",
+        "ModelError",
+        "__version__",
+        "stars",
+        "STAR_THRESHOLDS",
+    }
     for name in redaes_lite.__all__:
         assert getattr(redaes_lite, name) is not None
 
@@ -246,10 +259,14 @@ def _write(path, data: bytes):
         (lambda d: d / "missing.onnx", "no such model file"),
         (lambda d: d, "folder has no model.onnx"),
         (lambda d: _write(d / "junk.onnx", b"this is not a protobuf"), "not a loadable ONNX"),
-        (lambda d: make_tiny_model(d, sidecar=False, props={"redaes.factors": None, "redaes.license": None}),
-         "lacks redaes.factors, redaes.license"),
-        (lambda d: make_tiny_model(d, sidecar=False, props=dict.fromkeys(make_info().to_props())),
-         "not a redaes-lite model"),
+        (
+            lambda d: make_tiny_model(d, sidecar=False, props={"redaes.factors": None, "redaes.license": None}),
+            "lacks redaes.factors, redaes.license",
+        ),
+        (
+            lambda d: make_tiny_model(d, sidecar=False, props=dict.fromkeys(make_info().to_props())),
+            "not a redaes-lite model",
+        ),
         (lambda d: make_tiny_model(d, props={"redaes.temperature": "0"}), "redaes.temperature"),
     ],
     ids=["missing", "folder-without-model", "not-onnx", "missing-keys", "no-metadata", "bad-value"],

@@ -13,17 +13,32 @@ from distill.splits import DATA_ROOT
 needs_data = pytest.mark.skipif(not (DATA_ROOT / "photos" / "manifest.csv").is_file(), reason="shared data missing")
 
 TINY = [
-    "student.backbone=timm:test_efficientnet", "student.pretrained=null", "student.input_size=[32,32]",
-    "steps=2", "num_workers=0", "threads=1", "checkpoint_every=1", "val.every=100", "val.photos_groups=1",
-    "val.group_size=3", "val.mos_images=24", "val.human_images=24", "sources.edit.groups=2", "sources.biq.groups=1",
+    "student.backbone=timm:test_efficientnet",
+    "student.pretrained=null",
+    "student.input_size=[32,32]",
+    "steps=2",
+    "num_workers=0",
+    "threads=1",
+    "checkpoint_every=1",
+    "val.every=100",
+    "val.photos_groups=1",
+    "val.group_size=3",
+    "val.mos_images=24",
+    "val.human_images=24",
+    "sources.edit.groups=2",
+    "sources.biq.groups=1",
     "sources.para.groups=1",
     "build.heads={photos: 4, groups: 1, refine_steps: 0, biq_sources: 0}",
     "build.export={int8: none, fp16: true, torch_photos: 4, repeats: 1}",
-]  # fmt: skip
+]
 
 
 def test_flags_spell_plain_data_as_command_line_options() -> None:
-    assert flags({"biq_sources": 2550, "fp16": True, "ort": False, "cache": None}) == ["--biq-sources", "2550", "--fp16"]
+    assert flags({"biq_sources": 2550, "fp16": True, "ort": False, "cache": None}) == [
+        "--biq-sources",
+        "2550",
+        "--fp16",
+    ]
 
 
 @pytest.mark.slow

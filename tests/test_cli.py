@@ -79,8 +79,8 @@ def test_table_is_readable(tiny_model, images, monkeypatch):
     assert lines[1].endswith(f"  {model}") and f"  {model}  error: " in lines[2]
     # The path column is as wide as the longest path: the score column lines up under its head.
     start = len(str(images / "missing.png")) + 2
-    assert lines[0][start:start + 5] == "score" and lines[2][start:start + 5].strip() == "-"
-    assert float(lines[1][start:start + 5]) >= 0
+    assert lines[0][start : start + 5] == "score" and lines[2][start : start + 5].strip() == "-"
+    assert float(lines[1][start : start + 5]) >= 0
     assert r.exit_code == 1
 
 
@@ -197,8 +197,9 @@ def _partial(tiny_model, images, out, *names):
 def test_resume_continues_a_file_of_the_same_model(tiny_model, images, tmp_path):
     out = tmp_path / "scores.jsonl"
     _partial(tiny_model, images, out, "dark.png")
-    r = run("score", images / "dark.png", images / "mid.jpg", "--model", tiny_model, "-f", "jsonl", "-o", out,
-            "--resume")  # fmt: skip
+    r = run(
+        "score", images / "dark.png", images / "mid.jpg", "--model", tiny_model, "-f", "jsonl", "-o", out, "--resume"
+    )
     assert r.exit_code == 0 and "resuming: 1 of 2 inputs already scored" in r.stderr
     assert [Path(row["path"]).name for row in rows_of(out.read_text(), "jsonl")] == ["dark.png", "mid.jpg"]
 
@@ -217,8 +218,10 @@ def test_resume_refuses_a_file_of_another_model(tiny_model, images, tmp_path):
 
 def test_resume_refuses_rows_that_name_no_model(tiny_model, images, tmp_path):
     out = tmp_path / "old.jsonl"
-    out.write_text(json.dumps({"path": str(images / "dark.png"), "score": 1.0, "utility": 0.5, "factors": {},
-                               "error": None}) + "\n")  # fmt: skip
+    out.write_text(
+        json.dumps({"path": str(images / "dark.png"), "score": 1.0, "utility": 0.5, "factors": {}, "error": None})
+        + "\n"
+    )
     before = out.read_bytes()
     r = run("score", images, "--model", tiny_model, "-f", "jsonl", "-o", out, "--resume")
     assert r.exit_code == 2 and out.read_bytes() == before
@@ -253,8 +256,9 @@ def test_max_pixels_option(tiny_model, images, tmp_path):
 
 def test_threads_batch_size_and_progress_do_not_change_results(tiny_model, images):
     base = run("score", images, "--model", tiny_model, "-f", "jsonl").stdout
-    other = run("score", images, "--model", tiny_model, "-f", "jsonl", "--threads", "1", "--batch-size", "1",
-                "--progress")  # fmt: skip
+    other = run(
+        "score", images, "--model", tiny_model, "-f", "jsonl", "--threads", "1", "--batch-size", "1", "--progress"
+    )
     assert other.stdout == base and "scoring 4/4" in other.stderr
     quiet = run("score", images, "--model", tiny_model, "-f", "jsonl", "--progress", "--quiet")
     assert quiet.stderr == ""
@@ -270,8 +274,13 @@ def test_info(tiny_model):
 
 
 def test_info_table_is_readable(tmp_path):
-    metrics = {"mos_srcc": 0.799543, "edit_acc.noise": 0.94872, "refit_on": "/work/shared/data/photos, /x/biq2021",
-               "stages": [{"stage": "edits", "step": 200, **{f"m{i}": 0.5 for i in range(60)}}], "none": []}  # fmt: skip
+    metrics = {
+        "mos_srcc": 0.799543,
+        "edit_acc.noise": 0.94872,
+        "refit_on": "/work/shared/data/photos, /x/biq2021",
+        "stages": [{"stage": "edits", "step": 200, **{f"m{i}": 0.5 for i in range(60)}}],
+        "none": [],
+    }
     model = make_tiny_model(tmp_path, metrics=metrics)
     text = run("info", "--model", model).stdout
     lines = text.splitlines()
@@ -326,11 +335,15 @@ def test_model_errors_are_one_line(tmp_path):
 
 def test_console_script_version_is_fast_and_light():
     heavy = ("onnxruntime", "torch", "numpy", "PIL", "typer", "click", "pydantic", "rich")
-    code = f"import atexit, sys; atexit.register(lambda: print(sorted(m for m in {heavy} if m in sys.modules))); " \
-           "sys.argv = ['redaes-lite', '--version']; from redaes_lite.cli import main; main()"  # fmt: skip
+    code = (
+        f"import atexit, sys; atexit.register(lambda: print(sorted(m for m in {heavy} if m in sys.modules))); "
+        "sys.argv = ['redaes-lite', '--version']; from redaes_lite.cli import main; main()"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    models = [f"{p.parent.name}@{json.loads(p.read_text())['metadata']['redaes.version']}"
-              for p in sorted((Path(cli.__file__).parent / "models").glob("*/model.json"))]  # fmt: skip
+    models = [
+        f"{p.parent.name}@{json.loads(p.read_text())['metadata']['redaes.version']}"
+        for p in sorted((Path(cli.__file__).parent / "models").glob("*/model.json"))
+    ]
     shown = f"models: {', '.join(models)}" if models else "no embedded models"
     assert out.splitlines() == [f"redaes-lite 0.1.0 ({shown})", "[]"]
     if {"default", "permissive"} <= {m.split("@")[0] for m in models}:
@@ -349,8 +362,10 @@ def test_version_names_the_models_as_rows_do():
 
 def test_a_score_run_loads_the_runtime_and_nothing_heavier(tiny_model, images):
     heavy = ("torch", "typer", "click", "pydantic", "rich", "scipy")
-    code = f"import atexit, sys; atexit.register(lambda: print(sorted(m for m in {heavy} if m in sys.modules))); " \
-           "from redaes_lite.cli import main; main()"  # fmt: skip
+    code = (
+        f"import atexit, sys; atexit.register(lambda: print(sorted(m for m in {heavy} if m in sys.modules))); "
+        "from redaes_lite.cli import main; main()"
+    )
     args = ["score", images / "mid.jpg", "--model", tiny_model, "-f", "jsonl"]
     out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.splitlines()[0])["error"] is None and out.stdout.splitlines()[1] == "[]"

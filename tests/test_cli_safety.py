@@ -113,8 +113,11 @@ def test_a_path_inside_a_folder_we_cannot_enter_is_an_error_row(tiny_model, tmp_
     r = run("score", locked / "a.png", locked / "sub", tmp_path / "b.png", "--model", tiny_model, "-f", "jsonl")
     rows = _jsonl(r.stdout)
     assert r.exit_code == 1 and "Traceback" not in r.stderr and len(rows) == 3
-    assert [row["error"] for row in rows] == [f"{locked / 'a.png'}: permission denied",
-                                              f"{locked / 'sub'}: permission denied", None]  # fmt: skip
+    assert [row["error"] for row in rows] == [
+        f"{locked / 'a.png'}: permission denied",
+        f"{locked / 'sub'}: permission denied",
+        None,
+    ]
 
 
 def test_a_nul_byte_in_a_path_is_a_failure(tiny_model, tmp_path):
@@ -131,15 +134,22 @@ def test_a_nul_byte_in_a_path_is_a_failure(tiny_model, tmp_path):
 def test_a_full_or_closed_stdout_is_one_line_and_exit_2(tiny_model, tmp_path):
     _image(tmp_path / "a.png")
     with open("/dev/full", "w") as full:
-        for args in (("score", tmp_path / "a.png", "-f", "jsonl"), ("score", tmp_path / "a.png", "-f", "json"),
-                     ("info",)):  # fmt: skip
+        for args in (
+            ("score", tmp_path / "a.png", "-f", "jsonl"),
+            ("score", tmp_path / "a.png", "-f", "json"),
+            ("info",),
+        ):
             p = _cli(*args, "--model", tiny_model, stdout=full)
-            assert (p.returncode, p.stderr) == (2, "redaes-lite: error: cannot write to stdout (No space left on "
-                                                   "device)\n"), args  # fmt: skip
+            assert (p.returncode, p.stderr) == (
+                2,
+                "redaes-lite: error: cannot write to stdout (No space left on device)\n",
+            ), args
     p = _cli("score", tmp_path / "a.png", "--model", tiny_model, preexec_fn=lambda: os.close(1))
     assert (p.returncode, p.stderr) == (2, "redaes-lite: error: stdout is closed; pass --output FILE\n")
     out = tmp_path / "rows.jsonl"
-    p = _cli("score", tmp_path / "a.png", "--model", tiny_model, "-f", "jsonl", "-o", out, preexec_fn=lambda: os.close(1))
+    p = _cli(
+        "score", tmp_path / "a.png", "--model", tiny_model, "-f", "jsonl", "-o", out, preexec_fn=lambda: os.close(1)
+    )
     assert p.returncode == 0 and len(out.read_text().splitlines()) == 1, p.stderr
 
 
@@ -168,9 +178,14 @@ def test_ctrl_c_before_the_run_handles_it_is_exit_130_without_a_traceback(tiny_m
     big.save(tmp_path / "src.png")
     for i in range(5000):  # enough work that the run cannot end before the signal, however loaded the machine
         os.link(tmp_path / "src.png", folder / f"{i:04d}.png")
-    proc = subprocess.Popen([sys.executable, "-c", CLI, "rank", str(folder), "--model", str(tiny_model), "--progress"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_as_from_a_terminal)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI, "rank", str(folder), "--model", str(tiny_model), "--progress"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_from_a_terminal,
+    )
     seen = ""
     while "scoring" not in seen:  # the progress line: imports and the model load are done
         char = proc.stderr.read(1)
@@ -189,7 +204,8 @@ def test_a_model_file_without_a_sidecar_says_its_integrity_was_not_verified(tmp_
     r = run("info", "--model", alone)
     assert "integrity                      NOT verified: no model.json beside it records its sha256" in r.stdout
     assert json.loads(run("info", "--model", paired, "-f", "json").stdout)["integrity"] == (
-        "verified: sha256 matches model.json")
+        "verified: sha256 matches model.json"
+    )
     _image(tmp_path / "a.png")
     warning = f"redaes-lite: warning: {alone}: integrity not verified (no model.json beside it records its sha256)\n"
     assert run("score", tmp_path / "a.png", "--model", alone).stderr == warning
@@ -199,14 +215,28 @@ def test_a_model_file_without_a_sidecar_says_its_integrity_was_not_verified(tmp_
 
 # -- item 4: output safety ----------------------------------------------------------------------------------
 def test_csv_text_cells_that_would_be_formulas_are_escaped_and_numbers_are_not():
-    rows = [{"path": p, "score": 0.0, "utility": -0.5, "factors": {"exposure": -1.25}, "model": "m@1",
-             "error": e} for p, e in [("=HYPERLINK(\"http://x\").jpg", None), ("-a.jpg", "-x: bad"),
-                                      ("+a.jpg", "@SUM(1)"), ("@a.jpg", None), ("\ta.jpg", "\rx"), ("a=b.jpg", None)]]  # fmt: skip
+    rows = [
+        {"path": p, "score": 0.0, "utility": -0.5, "factors": {"exposure": -1.25}, "model": "m@1", "error": e}
+        for p, e in [
+            ('=HYPERLINK("http://x").jpg', None),
+            ("-a.jpg", "-x: bad"),
+            ("+a.jpg", "@SUM(1)"),
+            ("@a.jpg", None),
+            ("\ta.jpg", "\rx"),
+            ("a=b.jpg", None),
+        ]
+    ]
     out = io.StringIO()
     write_rows(rows, out, fmt="csv", factors=["exposure"])
     table = list(csv.DictReader(io.StringIO(out.getvalue())))
-    assert [r["path"] for r in table] == ["'=HYPERLINK(\"http://x\").jpg", "'-a.jpg", "'+a.jpg", "'@a.jpg",
-                                          "'\ta.jpg", "a=b.jpg"]  # fmt: skip
+    assert [r["path"] for r in table] == [
+        '\'=HYPERLINK("http://x").jpg',
+        "'-a.jpg",
+        "'+a.jpg",
+        "'@a.jpg",
+        "'\ta.jpg",
+        "a=b.jpg",
+    ]
     assert [r["error"] for r in table] == ["", "'-x: bad", "'@SUM(1)", "", "'\rx", ""]
     assert {(r["utility"], r["factor.exposure"], r["score"]) for r in table} == {("-0.5", "-1.25", "0.0")}
 
@@ -240,7 +270,11 @@ def test_output_onto_a_fifo_or_a_symlink_writes_through(tiny_model, tmp_path):
         p = _cli("score", tmp_path / "a.png", "--model", tiny_model, "-f", "jsonl", "-o", "/proc/self/fd/1")
         assert p.returncode == 0 and json.loads(p.stdout)["error"] is None, p.stderr
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and sorted(p.name for p in tmp_path.iterdir()) == [
-        "a.png", "link.csv", "real.csv", "rows.fifo"]
+        "a.png",
+        "link.csv",
+        "real.csv",
+        "rows.fifo",
+    ]
     r = run("score", tmp_path / "a.png", "--model", tiny_model, "-f", "jsonl", "-o", fifo, "--resume")
     assert r.exit_code == 2 and "--resume needs --output to be a regular file" in r.stderr
 
@@ -254,8 +288,10 @@ def test_temporary_files_of_killed_writers_are_found_and_live_ones_kept(tmp_path
         live = [p for p in tmp_path.glob(".rows.csv.*.tmp") if p != dead and "notours" not in p.name]
         assert len(live) == 1 and stale_temporaries(out) == []  # the live writer's lock is held
         f.write("new\n")
-    assert out.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == [".rows.csv.notours.tmp",
-                                                                                         "rows.csv"]  # fmt: skip
+    assert out.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        ".rows.csv.notours.tmp",
+        "rows.csv",
+    ]
 
 
 def test_a_sigkilled_runs_temporary_file_is_resumed_from_then_removed(tiny_model, tmp_path):
@@ -266,8 +302,9 @@ def test_a_sigkilled_runs_temporary_file_is_resumed_from_then_removed(tiny_model
         os.link(tmp_path / "src.png", folder / f"{i:03d}.png")
     out = tmp_path / "rows.jsonl"
     args = ["score", str(folder), "--model", str(tiny_model), "-f", "jsonl", "-o", str(out), "--batch-size", "2"]
-    proc = subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(p.stat().st_size > 0 for p in tmp_path.glob(".rows.jsonl.*.tmp")):
         time.sleep(0.01)
@@ -327,7 +364,8 @@ def test_what_c_decoders_print_is_dropped_too(tiny_model, warning_files, workers
     p = _cli("score", warning_files, "--model", tiny_model, "-f", "jsonl", "--workers", workers)
     lines = p.stderr.splitlines()
     assert lines[-1] == "redaes-lite: 2 of 7 inputs failed" and all(
-        line.startswith("redaes-lite: warning: ") for line in lines[:-1]), lines  # fmt: skip
+        line.startswith("redaes-lite: warning: ") for line in lines[:-1]
+    ), lines
     assert sorted(line.split(": ")[2] for line in lines[:-1]) == sorted(str(warning_files / n) for n in WARNED)
 
 

@@ -44,8 +44,11 @@ def refused(data: bytes, match: str, **limits: object) -> str:
 # -- time: structures refused from their bytes -------------------------------------------------------
 def test_tiff_strip_floods_are_refused_before_pillow_reads_them():
     assert load_image(fuzzkit.tiff_many_strips(10, width=10, height=10), SPEC).size == (10, 10)
-    refused(fuzzkit.tiff_many_strips(11, width=10, height=10), r"TIFF has 11 strip entries \(tag 273\) for a "
-            r"10x10 image, over the 10 it can need")  # fmt: skip
+    refused(
+        fuzzkit.tiff_many_strips(11, width=10, height=10),
+        r"TIFF has 11 strip entries \(tag 273\) for a "
+        r"10x10 image, over the 10 it can need",
+    )
     refused(fuzzkit.tiff_many_strips(200_000), "200,000 strip entries")  # a 100 x 100 image
 
 
@@ -100,7 +103,9 @@ def test_the_issues_memory_bombs_are_refused_from_their_header():
     refused(webp, r"decoding 10950x10950 WEBP RGBA needs about \d+ MiB, over max_decode_bytes 512 MiB")
     refused(gif, r"decoding 10950x10950 GIF P needs about \d+ MiB, over max_decode_bytes 512 MiB")
     # an RGBA PNG of zeros (466 KB at 10,950^2), here at 2,000^2 with the limit lowered in proportion
-    refused(fuzzkit.png_zeros(2000, 2000), r"decoding 2000x2000 PNG RGBA needs about \d+ MiB", max_decode_bytes=40 << 20)
+    refused(
+        fuzzkit.png_zeros(2000, 2000), r"decoding 2000x2000 PNG RGBA needs about \d+ MiB", max_decode_bytes=40 << 20
+    )
     assert load_image(fuzzkit.webp_lossless_zeros(64, 48), SPEC).size == (64, 48)  # small ones decode
 
 
@@ -141,11 +146,33 @@ def test_max_decode_bytes_in_load_image_load_and_the_cli(tiny_model, tmp_path):
         load(tiny_model, max_decode_bytes=need // 2).score(path)
     assert load(tiny_model, max_decode_bytes=None).max_decode_bytes is None
     for workers in ("0", "2"):
-        r = invoke(cli.run, "score", path, "--model", tiny_model, "--max-decode-bytes", str(need // 2), "-f", "jsonl",
-                   "--workers", workers)  # fmt: skip
+        r = invoke(
+            cli.run,
+            "score",
+            path,
+            "--model",
+            tiny_model,
+            "--max-decode-bytes",
+            str(need // 2),
+            "-f",
+            "jsonl",
+            "--workers",
+            workers,
+        )
         assert r.exit_code == 1 and "over max_decode_bytes" in json.loads(r.stdout)["error"]
-        r = invoke(cli.run, "score", path, "--model", tiny_model, "--max-decode-bytes", "0", "-f", "jsonl",
-                   "--workers", workers)  # fmt: skip
+        r = invoke(
+            cli.run,
+            "score",
+            path,
+            "--model",
+            tiny_model,
+            "--max-decode-bytes",
+            "0",
+            "-f",
+            "jsonl",
+            "--workers",
+            workers,
+        )
         assert r.exit_code == 0
     assert preprocess.DEFAULT_MAX_DECODE_BYTES == cli.DEFAULT_MAX_DECODE_BYTES == 512 * 1024 * 1024
     with pytest.raises(ValueError, match="max_decode_bytes must be a positive int"):
@@ -269,8 +296,12 @@ def _reference(data: bytes, spec: PreprocessSpec) -> np.ndarray:
 
 def _modes() -> dict[str, bytes]:
     im = photo(120, 90)
-    out = {f"{mode}-{fmt}": fuzzkit._save(im.convert(mode), fmt) for mode in ("RGB", "RGBA", "L", "LA", "P")
-           for fmt in ("PNG", "TIFF", "WEBP") if not (fmt == "WEBP" and mode in ("LA", "P"))}  # fmt: skip
+    out = {
+        f"{mode}-{fmt}": fuzzkit._save(im.convert(mode), fmt)
+        for mode in ("RGB", "RGBA", "L", "LA", "P")
+        for fmt in ("PNG", "TIFF", "WEBP")
+        if not (fmt == "WEBP" and mode in ("LA", "P"))
+    }
     out["rotated-jpeg"] = fuzzkit._save(im, "JPEG", exif=fuzzkit.exif_bytes(6))
     out["rotated-png"] = fuzzkit._save(im, "PNG", exif=fuzzkit.exif_bytes(8))
     out["rotated-tiff"] = fuzzkit._save(im, "TIFF", tiffinfo={274: 3})

@@ -111,8 +111,11 @@ def test_hand_set_ratings_are_kept_unless_overwrite(shoot: Path, capsys: pytest.
     assert rc == 0, err
     assert {p: b for p, b in snapshot(shoot).items() if p in before} == before  # bytes identical
     kept = {Path(path).name: change for _, change, path in rows if change.startswith("kept")}
-    assert kept == {"a.jpg.xmp": "kept 2 (set by hand)", "IMG_1.xmp": "kept 1 (set by hand)",
-                    "b.jpg.xmp": "kept 3 (set by hand)"}  # fmt: skip
+    assert kept == {
+        "a.jpg.xmp": "kept 2 (set by hand)",
+        "IMG_1.xmp": "kept 1 (set by hand)",
+        "b.jpg.xmp": "kept 3 (set by hand)",
+    }
     assert not (shoot / "IMG_1.NEF.xmp").exists()  # a hand rating anywhere protects the photo's other sidecars
     assert rating_of(shoot / "c.png.xmp") == 5  # the unrated photo is rated
 
@@ -143,9 +146,10 @@ def test_ratings_inside_the_photo_are_kept(tmp_path: Path, capsys: pytest.Captur
 
     assert rc == 0, err
     assert {(Path(p).name, c) for _, c, p in rows} == {
-        ("exif.jpg", "kept 3 (set by hand)"), ("xmp.jpg", "kept 4 (set by hand)"),
+        ("exif.jpg", "kept 3 (set by hand)"),
+        ("xmp.jpg", "kept 4 (set by hand)"),
         ("zero.jpg.xmp", "none -> 5 (new file)"),
-    }  # fmt: skip
+    }
     assert sorted(p.name for p in tmp_path.glob("*.xmp")) == ["zero.jpg.xmp"]
 
 
@@ -194,8 +198,9 @@ def test_lightroom_style_gives_the_shared_name_to_the_raw(tmp_path: Path, capsys
 
     assert rc == 1
     assert sorted(p.name for p in tmp_path.glob("*.xmp")) == ["IMG_1.xmp", "IMG_2.xmp"]
-    assert err.splitlines() == [f"error: {tmp_path / 'IMG_1.jpg'}: sidecar IMG_1.xmp belongs to IMG_1.CR2; "
-                                "use --sidecar darktable or auto"]  # fmt: skip
+    assert err.splitlines() == [
+        f"error: {tmp_path / 'IMG_1.jpg'}: sidecar IMG_1.xmp belongs to IMG_1.CR2; use --sidecar darktable or auto"
+    ]
 
 
 def test_auto_updates_the_existing_sidecar_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -236,8 +241,9 @@ def test_broken_files_are_error_rows_and_the_rest_are_rated(shoot: Path) -> None
     (shoot / "b.jpg.xmp").write_text("<x:xmpmeta broken", encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
-    done = subprocess.run([sys.executable, str(SCRIPT), str(shoot)], capture_output=True, text=True, env=env,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(shoot)], capture_output=True, text=True, env=env, timeout=120
+    )
 
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
@@ -247,8 +253,12 @@ def test_broken_files_are_error_rows_and_the_rest_are_rated(shoot: Path) -> None
     assert all(line.startswith("error: ") and line.count(str(shoot)) == 1 for line in errors), done.stderr
     assert (shoot / "b.jpg.xmp").read_text(encoding="utf-8") == "<x:xmpmeta broken"  # never replaced
     assert sorted(p.name for p in shoot.glob("*.xmp")) == [
-        "IMG_1.NEF.xmp", "IMG_1.xmp", "a.jpg.xmp", "b.jpg.xmp", "c.png.xmp"
-    ]  # fmt: skip
+        "IMG_1.NEF.xmp",
+        "IMG_1.xmp",
+        "a.jpg.xmp",
+        "b.jpg.xmp",
+        "c.png.xmp",
+    ]
     assert "6 errors" in done.stdout.splitlines()[-1]
 
 
@@ -280,8 +290,9 @@ def test_cull_uses_only_the_public_api() -> None:
     assert not re.search(r"redaes_lite\._|from redaes_lite\.\w+ import|import redaes_lite\.", source)
 
 
-def test_rawpy_develops_a_raw_without_a_preview(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_rawpy_develops_a_raw_without_a_preview(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """With rawpy installed (a stand-in here), a raw without a usable preview is developed instead."""
     import types
 
@@ -306,8 +317,12 @@ def test_rawpy_develops_a_raw_without_a_preview(tmp_path: Path, monkeypatch: pyt
             raise OSError("LibRaw: unsupported file format")
         return Raw()
 
-    stub = types.SimpleNamespace(imread=imread, LibRawNoThumbnailError=NoThumb, LibRawUnsupportedThumbnailError=NoThumb,
-                                 ThumbFormat=types.SimpleNamespace(JPEG="jpeg"))  # fmt: skip
+    stub = types.SimpleNamespace(
+        imread=imread,
+        LibRawNoThumbnailError=NoThumb,
+        LibRawUnsupportedThumbnailError=NoThumb,
+        ThumbFormat=types.SimpleNamespace(JPEG="jpeg"),
+    )
     monkeypatch.setitem(sys.modules, "rawpy", stub)
     (tmp_path / "dev.CR3").write_bytes(b"....ftypcrx " + bytes(100))
     (tmp_path / "broken.CR3").write_bytes(b"....ftypcrx " + bytes(100))
@@ -315,5 +330,7 @@ def test_rawpy_develops_a_raw_without_a_preview(tmp_path: Path, monkeypatch: pyt
     rc, rows, err = main(capsys, tmp_path, "--sidecar", "darktable")
 
     assert rc == 1 and [Path(p).name for _, _, p in rows] == ["dev.CR3.xmp"]
-    assert err == f"error: {tmp_path / 'broken.CR3'}: no embedded JPEG preview, and rawpy cannot read it " \
-                  "(LibRaw: unsupported file format)\n"
+    assert (
+        err == f"error: {tmp_path / 'broken.CR3'}: no embedded JPEG preview, and rawpy cannot read it "
+        "(LibRaw: unsupported file format)\n"
+    )

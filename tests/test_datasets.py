@@ -175,8 +175,9 @@ def test_errors_name_what_is_missing(tmp_path: Path) -> None:
 
 def test_read_labels_user_table_with_groups_and_lower_better(tmp_path: Path) -> None:
     labels = _write(tmp_path / "labels.csv", "file,dmos,scene\na.jpg,10,s1\nb.jpg,30,s1\n")
-    recs = ds.read_labels(labels, root=tmp_path, image_col="file", label_col="dmos", group_col="scene",
-                          lower_better=True)  # fmt: skip
+    recs = ds.read_labels(
+        labels, root=tmp_path, image_col="file", label_col="dmos", group_col="scene", lower_better=True
+    )
     assert [(r.path.name, r.label, r.group) for r in recs] == [("a.jpg", -10.0, "s1"), ("b.jpg", -30.0, "s1")]
     with pytest.raises(RedaesError, match=r"no column 'image' \(columns: file, dmos, scene\)"):
         ds.read_labels(labels, root=tmp_path)

@@ -72,9 +72,15 @@ FAULTS = {"underexposed": ("exposure", -1), "overexposed": ("exposure", 1), "unr
 
 @pytest.mark.parametrize(
     ("tag", "op", "sign"),
-    [("underexposed", "exposure", 1), ("underexposed", "shadow_lift", 1), ("underexposed", "auto_levels", 1),
-     ("overexposed", "exposure", -1), ("overexposed", "auto_levels", 1), ("unretouched", "auto_levels", 1)],
-)  # fmt: skip
+    [
+        ("underexposed", "exposure", 1),
+        ("underexposed", "shadow_lift", 1),
+        ("underexposed", "auto_levels", 1),
+        ("overexposed", "exposure", -1),
+        ("overexposed", "auto_levels", 1),
+        ("unretouched", "auto_levels", 1),
+    ],
+)
 def test_fixing_a_tagged_fault_is_an_improvement_that_grows(tag: str, op: str, sign: int) -> None:
     moderate = [_d(op, sign * s, (tag,)) for s in (0.1, 0.2, 0.3)]
     assert 0 < moderate[0] < moderate[1] < moderate[2]

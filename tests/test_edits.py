@@ -15,10 +15,29 @@ from redaes_lite.metadata import FACTORS
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
 REQUIRED = (  # issue 3, item 1
-    "exposure", "contrast", "saturation", "vibrance", "white_balance", "tint", "defocus_blur", "motion_blur",
-    "sharpen", "noise", "jpeg", "haze", "vignetting", "tilt", "crop_cut", "off_balance", "auto_levels",
-    "shadow_lift", "local_contrast", "denoise", "straighten", "thirds_recrop",
-)  # fmt: skip
+    "exposure",
+    "contrast",
+    "saturation",
+    "vibrance",
+    "white_balance",
+    "tint",
+    "defocus_blur",
+    "motion_blur",
+    "sharpen",
+    "noise",
+    "jpeg",
+    "haze",
+    "vignetting",
+    "tilt",
+    "crop_cut",
+    "off_balance",
+    "auto_levels",
+    "shadow_lift",
+    "local_contrast",
+    "denoise",
+    "straighten",
+    "thirds_recrop",
+)
 
 
 def _synthetic(w: int = 240, h: int = 160) -> Image.Image:

@@ -59,8 +59,9 @@ def test_scores_by_group_averages_within_group_results(photos: Path, tiny_model:
         "image,mos,scene\ng40.jpg,1,A\ng80.jpg,2,A\ng120.jpg,3,A\n"
         "g160.jpg,3,B\ng200.jpg,2,B\ng240.jpg,1,B\ng40.jpg,5,C\n"
     )
-    code, out, _ = _invoke("scores", labels, "--root", photos, "--model", tiny_model, "--group-col", "scene",
-                           "--format", "json")  # fmt: skip
+    code, out, _ = _invoke(
+        "scores", labels, "--root", photos, "--model", tiny_model, "--group-col", "scene", "--format", "json"
+    )
     assert code == 0
     groups = json.loads(out)["groups"]
     assert groups["count"] == 3 and groups["used"] == 2
@@ -73,8 +74,21 @@ def test_scores_table_to_output_file(photos: Path, tiny_model: Path, tmp_path: P
     labels = photos / "labels.csv"
     labels.write_text("file,dmos\n" + "".join(f"g{v}.jpg,{300 - v}\n" for v in LEVELS))
     out_file = tmp_path / "report.txt"
-    code, out, _ = _invoke("scores", labels, "--root", photos, "--model", tiny_model, "--image-col", "file",
-                           "--label-col", "dmos", "--lower-better", "--output", out_file)  # fmt: skip
+    code, out, _ = _invoke(
+        "scores",
+        labels,
+        "--root",
+        photos,
+        "--model",
+        tiny_model,
+        "--image-col",
+        "file",
+        "--label-col",
+        "dmos",
+        "--lower-better",
+        "--output",
+        out_file,
+    )
     assert code == 0 and out == ""
     text = out_file.read_text()
     assert "srcc               1.0000" in text and "lower_better=True" in text

@@ -31,7 +31,9 @@ def _names(split: str, part: str) -> list[str]:
 def test_the_shipped_lists_are_distills_split():
     committed = sorted(p.name for p in (ROOT / "distill" / "splits").glob("*.txt"))
     assert committed and sorted(p.name for p in training.SPLIT_DIR.glob("*.txt")) == committed
-    for name in committed:  # regenerate distill/splits, then copy them: `cp distill/splits/*.txt redaes_lite/eval/splits/`
+    for (
+        name
+    ) in committed:  # regenerate distill/splits, then copy them: `cp distill/splits/*.txt redaes_lite/eval/splits/`
         assert (training.SPLIT_DIR / name).read_bytes() == (ROOT / "distill" / "splits" / name).read_bytes(), name
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "eval/splits/*.txt" in package_data["redaes_lite"]  # a pip install has them
@@ -122,8 +124,11 @@ def test_pairs_held_out_are_the_pairs_without_a_training_image(biq):
     train, val = biq["train"], biq["val"]
     pairs = biq["root"] / "pairs.csv"
     # Brighter (later) images score higher: val pairs agree with the model, pairs with a train image do not.
-    pairs.write_text("preferred,other\n" + "".join(f'"{b}","{a}"\n' for a, b in [(val[0], val[1]), (val[2], val[3])])
-                     + "".join(f'"{a}","{b}"\n' for a, b in [(train[0], train[1]), (train[2], val[0])]))  # fmt: skip
+    pairs.write_text(
+        "preferred,other\n"
+        + "".join(f'"{b}","{a}"\n' for a, b in [(val[0], val[1]), (val[2], val[3])])
+        + "".join(f'"{a}","{b}"\n' for a, b in [(train[0], train[1]), (train[2], val[0])])
+    )
     r = invoke(run, "pairs", pairs, "--root", biq["root"], "--model", biq["model"], "-f", "json")
     report = json.loads(r.stdout)
     assert report["n"] == 4 and report["accuracy"] == pytest.approx(0.5)
@@ -147,10 +152,16 @@ def test_dataset_named_in_the_training_data_warns(tmp_path):
 
 
 def test_the_runtime_reads_the_lists_without_distill():
-    code = ("import sys; from redaes_lite.eval import training; from modelkit import make_info; "
-            f"info = make_info(training_data=[{_entry(BIQ_TRAIN)!r}]); assert len(training.training_images(info).names) "
-            "== 2550; sys.exit(int(any(m == 'distill' or m.startswith('distill.') for m in sys.modules)))")  # fmt: skip
+    code = (
+        "import sys; from redaes_lite.eval import training; from modelkit import make_info; "
+        f"info = make_info(training_data=[{_entry(BIQ_TRAIN)!r}]); assert len(training.training_images(info).names) "
+        "== 2550; sys.exit(int(any(m == 'distill' or m.startswith('distill.') for m in sys.modules)))"
+    )
     env_path = str(Path(__file__).parent)
-    result = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {env_path!r}); " + code],
-                            cwd="/", capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {env_path!r}); " + code],
+        cwd="/",
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr

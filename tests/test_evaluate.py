@@ -21,16 +21,26 @@ def _checkpoint(tmp_path: Path) -> Path:
     cfg = load_config(
         "distill/configs/tiny.yaml",
         overrides=[
-            "student.backbone=timm:test_efficientnet", "student.pretrained=null", "student.input_size=[32,32]",
-            "val.photos_groups=1", "val.group_size=3", "val.mos_images=24",
-            "data.photos=/elsewhere/photos", "data.biq2021=/elsewhere/biq2021",  # where it trained: not here
+            "student.backbone=timm:test_efficientnet",
+            "student.pretrained=null",
+            "student.input_size=[32,32]",
+            "val.photos_groups=1",
+            "val.group_size=3",
+            "val.mos_images=24",
+            "data.photos=/elsewhere/photos",
+            "data.biq2021=/elsewhere/biq2021",  # where it trained: not here
         ],
-    )  # fmt: skip
+    )
     student, _, _ = create_student(cfg.student.backbone, factors=cfg.factors, img_size=32)
     return save_checkpoint(
-        tmp_path / "run" / "final.pt", student, config=dump_config(cfg), version="0.1.0", temperature=9.0,
-        calibration={"kind": "placeholder"}, metrics={"stages": [{"name": "s"}]},
-    )  # fmt: skip
+        tmp_path / "run" / "final.pt",
+        student,
+        config=dump_config(cfg),
+        version="0.1.0",
+        temperature=9.0,
+        calibration={"kind": "placeholder"},
+        metrics={"stages": [{"name": "s"}]},
+    )
 
 
 def test_evaluate_validates_on_the_data_here_and_refits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,7 +53,9 @@ def test_evaluate_validates_on_the_data_here_and_refits(tmp_path: Path, capsys: 
     assert -1 <= row["mos_srcc"] <= 1 and 0 <= row["edit_acc"] <= 1 and row["edit_pairs"] > 0
     refit = load_checkpoint(tmp_path / "refit" / "run.pt")
     assert refit["version"] == "0.2.0" and refit["temperature"] == row["temperature"] != 9.0
-    assert "biq2021 24" in refit["calibration"]["fitted_on"] and refit["calibration"]["method"] == "reference-percentile"
+    assert (
+        "biq2021 24" in refit["calibration"]["fitted_on"] and refit["calibration"]["method"] == "reference-percentile"
+    )
     assert refit["metrics"]["stages"] == [{"name": "s"}] and str(DATA_ROOT) in refit["metrics"]["refit_on"]
 
 

@@ -66,11 +66,20 @@ def _targets(pixels: "torch.Tensor", spec) -> tuple["torch.Tensor", "torch.Tenso
 def _save(path: Path, student, **changes) -> Path:
     from distill.student import save_checkpoint
 
-    fields = dict(temperature=0.5, lapse=0.04, calibration=CALIBRATION, version="0.0.1+test",
-                  license="test weights (Apache-2.0)",
-                  teachers=[{"name": "pixel-statistics", "version": "1", "weight": 1.0}],
-                  training_data=[{"name": "synthetic", "license": "CC0", "pairs": 0}],
-                  config={}, metrics={"val_srcc": 0.9}, seed=0, git_commit="test", data_hashes={})  # fmt: skip
+    fields = dict(
+        temperature=0.5,
+        lapse=0.04,
+        calibration=CALIBRATION,
+        version="0.0.1+test",
+        license="test weights (Apache-2.0)",
+        teachers=[{"name": "pixel-statistics", "version": "1", "weight": 1.0}],
+        training_data=[{"name": "synthetic", "license": "CC0", "pairs": 0}],
+        config={},
+        metrics={"val_srcc": 0.9},
+        seed=0,
+        git_commit="test",
+        data_hashes={},
+    )
     fields.update(changes)
     return save_checkpoint(path, student, **{k: v for k, v in fields.items() if v is not None})
 
@@ -216,9 +225,18 @@ def test_ort_file_scores_like_its_onnx(data: dict, fp32: Path, tmp_path: Path) -
 
 
 def _options(data: dict, **changes) -> pipeline.ExportOptions:
-    fields = dict(int8="auto", fp16=True, ort=True, calibration=tuple(data["calibration"]),
-                  parity=tuple(data["parity"].images), min_parity=N_PARITY, torch_images=8, threads=(1,),
-                  batches=(1, 4), repeats=1)  # fmt: skip
+    fields = dict(
+        int8="auto",
+        fp16=True,
+        ort=True,
+        calibration=tuple(data["calibration"]),
+        parity=tuple(data["parity"].images),
+        min_parity=N_PARITY,
+        torch_images=8,
+        threads=(1,),
+        batches=(1, 4),
+        repeats=1,
+    )
     return pipeline.ExportOptions(**{**fields, **changes})
 
 

@@ -29,8 +29,9 @@ HOSTILE = fuzzkit.hostile()
 HANG_S = 5.0  # the bound the issue sets per image; inputs here take milliseconds
 OP = st.tuples(st.integers(0, 63), st.integers(0, 2**30), st.integers(0, 2**30))  # fuzzkit.mutate's (op, a, b)
 OPS = st.lists(OP, min_size=1, max_size=6)
-FUZZ = settings(max_examples=250, derandomize=True, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+FUZZ = settings(
+    max_examples=250, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _judge(data: bytes | Path) -> tuple[str, str]:
@@ -102,8 +103,17 @@ def test_the_campaign_measures_each_input_and_reports_the_costliest(tmp_path):
     import fuzz
 
     # A memory budget no input can meet: every input is a "big" finding, and the report names the costliest.
-    args = argparse.Namespace(seconds=120.0, inputs=30, seed=0, timeout=5.0, mem_mb=3000, max_ops=6,
-                              out=str(tmp_path), cpu_budget=5.0, mem_budget_mb=1.0)  # fmt: skip
+    args = argparse.Namespace(
+        seconds=120.0,
+        inputs=30,
+        seed=0,
+        timeout=5.0,
+        mem_mb=3000,
+        max_ops=6,
+        out=str(tmp_path),
+        cpu_budget=5.0,
+        mem_budget_mb=1.0,
+    )
     summary = fuzz.campaign(args)
     assert summary["inputs_tried"] == 30 and summary["outcomes"] == {"big": 30}
     assert summary["budget"] == {"cpu_seconds": 5.0, "peak_rss_mb": 1.0}

@@ -146,8 +146,10 @@ def test_unreadable_folders_become_error_rows(looped, monkeypatch):
 
     monkeypatch.setattr(os, "scandir", scandir)
     rows = expand([str(looped)], recursive=True)
-    assert rows == [(str(looped / "a.png"), None), (str(looped / "sub"), f"{looped / 'sub'}: cannot list folder "
-                                                                          "(Permission denied)")]  # fmt: skip
+    assert rows == [
+        (str(looped / "a.png"), None),
+        (str(looped / "sub"), f"{looped / 'sub'}: cannot list folder (Permission denied)"),
+    ]
 
 
 # -- concurrency -----------------------------------------------------------------------------------
@@ -162,8 +164,12 @@ def test_one_scorer_shared_by_8_threads_matches_sequential_use(tiny_model, tmp_p
     pairs = list(zip(inputs[::2], inputs[1::2]))
 
     def work() -> tuple:
-        return ([scorer.score(x) for x in inputs], [scorer.compare(a, b) for a, b in pairs],
-                scorer.score_many(inputs, batch_size=5), scorer.rank(inputs[:9]))  # fmt: skip
+        return (
+            [scorer.score(x) for x in inputs],
+            [scorer.compare(a, b) for a, b in pairs],
+            scorer.score_many(inputs, batch_size=5),
+            scorer.rank(inputs[:9]),
+        )
 
     sequential = work()
     start = threading.Barrier(8)
@@ -226,8 +232,11 @@ def _unpickling(tree: ast.AST) -> list[str]:
             allow = {k.arg: k.value for k in node.keywords}.get("allow_pickle")
             if allow is not None and not (isinstance(allow, ast.Constant) and allow.value is False):
                 found.append("allow_pickle")
-            if isinstance(node.func, ast.Attribute) and node.func.attr in ("read_pickle", "loads") and \
-                    ast.unparse(node.func.value) in ("pickle", "pd", "pandas"):  # fmt: skip
+            if (
+                isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("read_pickle", "loads")
+                and ast.unparse(node.func.value) in ("pickle", "pd", "pandas")
+            ):
                 found.append(ast.unparse(node.func))
     return found
 
@@ -264,8 +273,13 @@ def many(tmp_path_factory) -> Path:
 
 
 def _start(*args: object) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLI, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", CLI, *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _signal_once_started(proc: subprocess.Popen, folder: Path, sig: int) -> tuple[int, str]:
@@ -303,8 +317,11 @@ def test_sigint_writes_what_was_done_and_resume_finishes(tiny_model, many, tmp_p
 def test_interrupted_csv_and_json_are_complete_files(tiny_model, many, tmp_path):
     for fmt in ("csv", "json"):
         out = tmp_path / f"scores.{fmt}"
-        code, _ = _signal_once_started(_start("score", many / "in", "--model", tiny_model, "-f", fmt, "-o", out,
-                                              "--batch-size", "2"), tmp_path, signal.SIGTERM)  # fmt: skip
+        code, _ = _signal_once_started(
+            _start("score", many / "in", "--model", tiny_model, "-f", fmt, "-o", out, "--batch-size", "2"),
+            tmp_path,
+            signal.SIGTERM,
+        )
         assert code == 143
         text = out.read_text()
         rows = json.loads(text) if fmt == "json" else text.splitlines()[1:]

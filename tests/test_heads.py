@@ -62,9 +62,14 @@ def test_refinement_names_the_edited_factor_more_often_and_stays_anchored() -> N
 def _tiny_checkpoint(tmp_path: Path, *, permissive_only: bool) -> tuple[Path, Any, Any]:
     cfg = load_config(
         "distill/configs/tiny.yaml",
-        overrides=["student.backbone=timm:test_efficientnet", "student.pretrained=null", "student.input_size=[32,32]",
-                   "val.group_size=3", f"data.permissive_only={str(permissive_only).lower()}"],
-    )  # fmt: skip
+        overrides=[
+            "student.backbone=timm:test_efficientnet",
+            "student.pretrained=null",
+            "student.input_size=[32,32]",
+            "val.group_size=3",
+            f"data.permissive_only={str(permissive_only).lower()}",
+        ],
+    )
     student, _, _ = create_student(cfg.student.backbone, factors=cfg.factors, img_size=32)
     path = save_checkpoint(tmp_path / "final.pt", student, config=dump_config(cfg), version="0.1.0", temperature=0.5)
     return path, cfg, student
@@ -118,14 +123,32 @@ def test_photo_crops_are_other_framings_of_the_training_photos_with_their_own_ed
         left, top, right, bottom = row["crop"]
         assert 0 <= left < right <= 1 and 0 <= top < bottom <= 1 and 0.4 < (right - left) * (bottom - top) < 0.8
         full, part = ctx.photo({k: v for k, v in row.items() if k != "crop"}), ctx.photo(row)
-        assert abs(part.width - (right - left) * full.width) <= 1 and abs(part.height - (bottom - top) * full.height) <= 1
+        assert (
+            abs(part.width - (right - left) * full.width) <= 1 and abs(part.height - (bottom - top) * full.height) <= 1
+        )
     # A crop is edited with its own recipes, not its photo's: another source key, other seeds.
     assert len({source_key(r) for r in [*rows, *crops]}) == len(rows) * 3
     groups = lambda rs: [g.target.tolist() for g, _ in seeded_edit_groups(ctx, rs, cfg.val, groups=1, seed=1)]  # noqa: E731
     assert groups(rows[:1]) != groups(crops[:1])
 
-    assert main([str(path), "--out", str(tmp_path / "h.pt"), "--groups", "1", "--photos", "3", "--photo-crops", "2",
-                 "--crop-groups", "1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                str(path),
+                "--out",
+                str(tmp_path / "h.pt"),
+                "--groups",
+                "1",
+                "--photos",
+                "3",
+                "--photo-crops",
+                "2",
+                "--crop-groups",
+                "1",
+            ]
+        )
+        == 0
+    )
     summary = load_checkpoint(tmp_path / "h.pt")["factor_head_refit"]
     assert summary["photo_crops"] == 2 and summary["crop_groups"] == 1 and summary["pairs"] == (3 + 3 * 2) * 2
 

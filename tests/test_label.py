@@ -225,8 +225,24 @@ def test_cli_labels_with_a_tiny_local_checkpoint_and_resumes(tmp_path, capsys):
     reqs = [PairRequest("s.png", "e1.png", group="s"), PairRequest("s.png", "e2.png", group="s")]
     pairs = _write_pairs_file(tmp_path / "pairs.jsonl", reqs)
     out = tmp_path / "labels.jsonl"
-    argv = ["--teacher", str(ckpt), "--pairs", str(pairs), "--root", str(tmp_path), "--out", str(out),
-            "--device", "cpu", "--max-new-tokens", "4", "--retries", "0", "--shard", "0/1"]  # fmt: skip
+    argv = [
+        "--teacher",
+        str(ckpt),
+        "--pairs",
+        str(pairs),
+        "--root",
+        str(tmp_path),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "4",
+        "--retries",
+        "0",
+        "--shard",
+        "0/1",
+    ]
     assert lab.main(argv) == 0
     recs = list(read_pairs(out))
     assert [r.status for r in recs] == ["failed", "failed"] and recs[0].teacher == "tiny-vlm@pairwise-v1"

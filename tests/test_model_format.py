@@ -42,10 +42,32 @@ needs_photos = pytest.mark.skipif(not PHOTOS.is_dir(), reason="shared photos not
 # The page, re-implemented: numpy + onnxruntime, metadata from the ONNX file only.
 # ---------------------------------------------------------------------------------------------------
 
-VOCABULARY = ("exposure", "contrast", "saturation", "white_balance", "sharpness", "noise", "compression",
-              "haze", "vignetting", "tilt", "composition")  # fmt: skip
-REQUIRED = ("format", "version", "preprocess", "factors", "temperature", "calibration", "student", "teacher",
-            "training_data", "quantization", "license")  # fmt: skip
+VOCABULARY = (
+    "exposure",
+    "contrast",
+    "saturation",
+    "white_balance",
+    "sharpness",
+    "noise",
+    "compression",
+    "haze",
+    "vignetting",
+    "tilt",
+    "composition",
+)
+REQUIRED = (
+    "format",
+    "version",
+    "preprocess",
+    "factors",
+    "temperature",
+    "calibration",
+    "student",
+    "teacher",
+    "training_data",
+    "quantization",
+    "license",
+)
 JSON_KEYS = ("preprocess", "factors", "calibration", "student", "teacher", "training_data", "metrics")
 PREC = 22  # Pillow's fixed-point precision for 8-bit resampling (section 4.4)
 # Pillow 13 runs the vertical pass first when the height loses more than twice the width's pixels.
@@ -160,7 +182,7 @@ class DocModel:
 
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         props = self.session.get_modelmeta().custom_metadata_map
-        self.meta = {k[len("redaes."):]: v for k, v in props.items() if k.startswith("redaes.")}
+        self.meta = {k[len("redaes.") :]: v for k, v in props.items() if k.startswith("redaes.")}
         m = self.meta
         self.spec = json.loads(m["preprocess"])
         self.factors = json.loads(m["factors"])
@@ -186,8 +208,11 @@ class DocModel:
         return min(10.0, max(0.0, y))
 
     def score(self, u: np.float32, f: np.ndarray) -> dict:
-        return {"score": self.display(float(u)), "utility": float(u),
-                "factors": {n: float(v) for n, v in zip(self.factors, f)}}  # fmt: skip
+        return {
+            "score": self.display(float(u)),
+            "utility": float(u),
+            "factors": {n: float(v) for n, v in zip(self.factors, f)},
+        }
 
     def compare(self, ua: np.float32, fa: np.ndarray, ub: np.float32, fb: np.ndarray) -> dict:
         delta = float(ub) - float(ua)
@@ -315,8 +340,7 @@ def test_preprocessing_is_the_runtimes_bit_for_bit(pair, photos):
 def test_every_resize_mode_and_filter_is_the_runtimes(photos, resize_mode, interpolation):
     """Spec variants of the embedded model's spec, on a few photos and odd shapes (tiny, thin, exact size)."""
     base = json.loads(DocModel(redaes_lite.load("default").path).meta["preprocess"])
-    spec = {**base, "resize": resize_mode, "interpolation": interpolation, "size": [160, 192],
-            "pad": [0.2, 0.5, 0.9]}  # fmt: skip
+    spec = {**base, "resize": resize_mode, "interpolation": interpolation, "size": [160, 192], "pad": [0.2, 0.5, 0.9]}
     rng = np.random.default_rng(0)
     shapes = [(1, 1, 3), (3, 700, 3), (500, 7, 3), (160, 192, 3), (81, 97, 3)]
     odd = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in shapes]

@@ -12,15 +12,18 @@ from modelkit import make_tiny_model
 from redaes_lite import ModelError, cli, load
 
 
-@pytest.mark.parametrize("props, message", [
-    ({"redaes.metrics": "[" * 100_000 + "]" * 100_000}, "bad redaes.metrics: nested deeper than 16 levels"),
-    ({"redaes.metrics": json.dumps({"a": json.loads("[" * 40 + "]" * 40)})}, "bad redaes.metrics: nested deeper"),
-    ({"redaes.preprocess": '{"size": [32, 32], "pad": [NaN, 0.5, 0.5]}'}, "pad must be 3 numbers in [0, 1]"),
-    ({"redaes.preprocess": '{"size": [32, 32], "pad": [1.5, 0.5, 0.5]}'}, "pad must be 3 numbers in [0, 1]"),
-    ({"redaes.preprocess": '{"size": [32, 32], "mean": [0.5, Infinity, 0.5]}'}, "mean must be 3 numbers in [0, 1]"),
-    ({"redaes.preprocess": '{"size": [32, 32], "std": [1e-30, 0.2, 0.2]}'}, "std must be 3 numbers in [0.001, 1]"),
-    ({"redaes.preprocess": '{"size": [32, 32], "std": [NaN, 0.2, 0.2]}'}, "std must be 3 numbers in [0.001, 1]"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "props, message",
+    [
+        ({"redaes.metrics": "[" * 100_000 + "]" * 100_000}, "bad redaes.metrics: nested deeper than 16 levels"),
+        ({"redaes.metrics": json.dumps({"a": json.loads("[" * 40 + "]" * 40)})}, "bad redaes.metrics: nested deeper"),
+        ({"redaes.preprocess": '{"size": [32, 32], "pad": [NaN, 0.5, 0.5]}'}, "pad must be 3 numbers in [0, 1]"),
+        ({"redaes.preprocess": '{"size": [32, 32], "pad": [1.5, 0.5, 0.5]}'}, "pad must be 3 numbers in [0, 1]"),
+        ({"redaes.preprocess": '{"size": [32, 32], "mean": [0.5, Infinity, 0.5]}'}, "mean must be 3 numbers in [0, 1]"),
+        ({"redaes.preprocess": '{"size": [32, 32], "std": [1e-30, 0.2, 0.2]}'}, "std must be 3 numbers in [0.001, 1]"),
+        ({"redaes.preprocess": '{"size": [32, 32], "std": [NaN, 0.2, 0.2]}'}, "std must be 3 numbers in [0.001, 1]"),
+    ],
+)
 def test_hostile_model_metadata_is_a_one_line_model_error(tmp_path, props, message):
     path = make_tiny_model(tmp_path, props=props, sidecar=False)
     with pytest.raises(ModelError) as e:

@@ -28,8 +28,11 @@ def test_read_mos_and_its_errors(labels: Path, tmp_path: Path) -> None:
     mos = read_mos(labels)
     assert len(mos) == 60 and mos["s1 (1).jpg"] == pytest.approx(37 / 60, abs=1e-4)
     assert read_labels(labels)["s2 (2).jpg"][1] == "ss03"
-    for body, match in [("x.jpg,1.5,ss01", "outside"), ("x.jpg,abc,ss01", "bad label row"),
-                        ("x.jpg,0.5,ss01\nx.jpg,0.6,ss01", "twice")]:  # fmt: skip
+    for body, match in [
+        ("x.jpg,1.5,ss01", "outside"),
+        ("x.jpg,abc,ss01", "bad label row"),
+        ("x.jpg,0.5,ss01\nx.jpg,0.6,ss01", "twice"),
+    ]:
         bad = tmp_path / "bad.csv"
         bad.write_text("image,mos,subset\n" + body + "\n")
         with pytest.raises(ValueError, match=rf"bad.csv:\d+: .*{match}"):

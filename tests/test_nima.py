@@ -45,16 +45,30 @@ def keras_layers() -> list[tuple[str, dict[str, tuple[int, ...]]]]:
     def bn(name: str, c: int) -> tuple[str, dict[str, tuple[int, ...]]]:
         return name, {w: (c,) for w in ("gamma", "beta", "moving_mean", "moving_variance")}
 
-    out = [("input_1", {}), ("conv1_pad", {}), ("conv1", {"kernel": (3, 3, 3, 32)}), bn("conv1_bn", 32),
-           ("conv1_relu", {})]  # fmt: skip
+    out = [
+        ("input_1", {}),
+        ("conv1_pad", {}),
+        ("conv1", {"kernel": (3, 3, 3, 32)}),
+        bn("conv1_bn", 32),
+        ("conv1_relu", {}),
+    ]
     c = 32
     for i, (co, _) in enumerate(BLOCKS, 1):
-        out += [(f"conv_pad_{i}", {}), (f"conv_dw_{i}", {"depthwise_kernel": (3, 3, c, 1)}), bn(f"conv_dw_{i}_bn", c),
-                (f"conv_dw_{i}_relu", {}), (f"conv_pw_{i}", {"kernel": (1, 1, c, co)}), bn(f"conv_pw_{i}_bn", co),
-                (f"conv_pw_{i}_relu", {})]  # fmt: skip
+        out += [
+            (f"conv_pad_{i}", {}),
+            (f"conv_dw_{i}", {"depthwise_kernel": (3, 3, c, 1)}),
+            bn(f"conv_dw_{i}_bn", c),
+            (f"conv_dw_{i}_relu", {}),
+            (f"conv_pw_{i}", {"kernel": (1, 1, c, co)}),
+            bn(f"conv_pw_{i}_bn", co),
+            (f"conv_pw_{i}_relu", {}),
+        ]
         c = co
-    return out + [("global_average_pooling2d_1", {}), ("dropout_1", {}),
-                  ("dense_1", {"kernel": (1024, 10), "bias": (10,)})]  # fmt: skip
+    return out + [
+        ("global_average_pooling2d_1", {}),
+        ("dropout_1", {}),
+        ("dense_1", {"kernel": (1024, 10), "bias": (10,)}),
+    ]
 
 
 def write_keras(
@@ -116,8 +130,12 @@ def test_synthetic_file_loads_with_keras_layouts(synthetic: tuple[Path, dict[str
     np.testing.assert_array_equal(L["dense_1"].weight.numpy(), t["dense_1/kernel"].T)
     np.testing.assert_array_equal(L["dense_1"].bias.numpy(), t["dense_1/bias"])
     bn = L["conv_pw_7_bn"]
-    for attr, w in [("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
-                    ("running_var", "moving_variance")]:  # fmt: skip
+    for attr, w in [
+        ("weight", "gamma"),
+        ("bias", "beta"),
+        ("running_mean", "moving_mean"),
+        ("running_var", "moving_variance"),
+    ]:
         np.testing.assert_array_equal(getattr(bn, attr).numpy(), t[f"conv_pw_7_bn/{w}"])
     assert bn.eps == pytest.approx(1e-3) and not model.training
     probs = model(torch.zeros(2, 3, 224, 224))
@@ -197,8 +215,10 @@ def test_every_3x3_conv_is_padded_symmetrically(synthetic: tuple[Path, dict[str,
     later = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 1, 0, 1)), w, stride=2)
     assert torch.equal(seen["conv1"], sym) and not torch.equal(seen["conv1"], later)
     # every 3x3 conv sees its input grown by 2 with zero borders on all four sides
-    sides = {"conv1": 224, **{f"conv_dw_{i}": s for i, s in enumerate(
-        [112, 112, 56, 56, 28, 28, 14, 14, 14, 14, 14, 14, 7], 1)}}  # fmt: skip
+    sides = {
+        "conv1": 224,
+        **{f"conv_dw_{i}": s for i, s in enumerate([112, 112, 56, 56, 28, 28, 14, 14, 14, 14, 14, 14, 7], 1)},
+    }
     for name, side in sides.items():
         t = seen[name + ":in"]
         assert t.shape[-2:] == (side + 2, side + 2), name
@@ -210,8 +230,13 @@ def test_preprocessing_is_idealos(tmp_path: Path) -> None:
     from PIL import Image
 
     # 4x2 image, nearest to 224x224 ignoring aspect: each source pixel becomes a 56x112 block
-    src = np.array([[[0, 0, 0], [255, 255, 255], [0, 0, 0], [255, 0, 0]],
-                    [[255, 255, 255], [0, 0, 0], [255, 255, 255], [0, 0, 255]]], np.uint8)  # fmt: skip
+    src = np.array(
+        [
+            [[0, 0, 0], [255, 255, 255], [0, 0, 0], [255, 0, 0]],
+            [[255, 255, 255], [0, 0, 0], [255, 255, 255], [0, 0, 255]],
+        ],
+        np.uint8,
+    )
     Image.fromarray(src).save(tmp_path / "a.png")
     Image.fromarray(src).convert("L").save(tmp_path / "gray.png")
     x = nima_preprocess([tmp_path / "a.png", src, (tmp_path / "a.png").read_bytes()])

@@ -137,15 +137,31 @@ def test_label_writes_model_records_with_score_differences(tmp_path: Path, weigh
     bad = [("photos/p1.jpg", "photos/broken.jpg"), ("photos/missing.jpg", "photos/p1.jpg")]
     pairs_file = _pairs(tmp_path / "pairs.jsonl", pairs + bad)
     out = tmp_path / "labels.jsonl"
-    argv = ["--teacher", f"nima:{weights}", "--pairs", str(pairs_file), "--root", str(tmp_path), "--out", str(out),
-            "--batch-size", "2", "--device", "cpu"]  # fmt: skip
+    argv = [
+        "--teacher",
+        f"nima:{weights}",
+        "--pairs",
+        str(pairs_file),
+        "--root",
+        str(tmp_path),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
     assert lab.main(argv) == 0
     recs = list(read_pairs(out))
     assert len(recs) == 6
     teacher = f"nima-mobilenet:synthetic@{sha[:12]}"
     assert all(r.source == "model" and r.teacher == teacher and r.group == "p1" for r in recs)
-    path = {"photos/p1.jpg": files["photo"], "photos/p1_blur.png": files["blur"], "photos/p1_crop.png": files["crop"],
-            files["sha256_ref"]: files["edit"]}  # fmt: skip
+    path = {
+        "photos/p1.jpg": files["photo"],
+        "photos/p1_blur.png": files["blur"],
+        "photos/p1_crop.png": files["crop"],
+        files["sha256_ref"]: files["edit"],
+    }
     score = dict(zip(path, nima_scores(model, list(path.values())), strict=True))
     for rec in recs[:4]:
         assert rec.ok and rec.delta == pytest.approx(score[rec.b] - score[rec.a], abs=1e-5)
@@ -159,10 +175,13 @@ def test_label_writes_model_records_with_score_differences(tmp_path: Path, weigh
     # Ids hash the images' content: rerunning skips everything; so does a copy of the images under a new name.
     assert lab.main(argv) == 0 and len(list(read_pairs(out))) == 6
     shutil.copytree(tmp_path / "photos", tmp_path / "moved")
-    moved = _pairs(tmp_path / "moved.jsonl", [(a.replace("photos/", "moved/"), b.replace("photos/", "moved/"))
-                                              for a, b in pairs])  # fmt: skip
-    assert lab.main(["--teacher", f"nima:{weights}", "--pairs", str(moved), "--root", str(tmp_path),
-                     "--out", str(out)]) == 0  # fmt: skip
+    moved = _pairs(
+        tmp_path / "moved.jsonl", [(a.replace("photos/", "moved/"), b.replace("photos/", "moved/")) for a, b in pairs]
+    )
+    assert (
+        lab.main(["--teacher", f"nima:{weights}", "--pairs", str(moved), "--root", str(tmp_path), "--out", str(out)])
+        == 0
+    )
     assert len(list(read_pairs(out))) == 6
     t = NimaTeacher(tmp_path, path=weights, device="cpu")
     assert t.id == teacher and t.key(PairRequest("photos/p1.jpg", "photos/p1_blur.png", "x")) == recs[0].id
@@ -269,10 +288,12 @@ def test_training_with_nima_in_the_loop_records_the_teacher(as_release: None, ct
     from test_trainer import tiny_cfg
 
     cfg = tiny_cfg(
-        tmp_path / "run", "steps=2", "val.every=1000",
+        tmp_path / "run",
+        "steps=2",
+        "val.every=1000",
         f"sources={{edit: {{kind: edit, group_size: 2, groups: 2, teacher: 'nima:{weights}', scale: 0.5}}}}",
         "losses={relative: {}, ranking: {}}",
-    )  # fmt: skip
+    )
     final = Run(cfg, ctx=ctx).fit()
     ckpt = load_checkpoint(final)
     assert {"name": "nima-mobilenet-ava", "version": "idealo-0.07", "weight": 1.0} in ckpt["teachers"]
@@ -288,8 +309,10 @@ def test_feature_loss_learns_nima_features_and_resumes(as_release: None, ctx, we
     args = (
         f"sources={{x: {{kind: cross, group_size: 3, groups: 2, teacher: 'nima:{weights}'}},"
         " edit: {kind: edit, group_size: 2, groups: 1}}",
-        "losses={ranking: {}, feature: {weight: 1.0}}", "optim.lr=0.01", "val.every=1000",
-    )  # fmt: skip
+        "losses={ranking: {}, feature: {weight: 1.0}}",
+        "optim.lr=0.01",
+        "val.every=1000",
+    )
     run = Run(tiny_cfg(tmp_path / "run", "steps=12", *args), ctx=ctx)
     fn = run.loss_fns["feature"]
     assert fn.proj.in_features == run.model.utility_head.in_features and fn.proj.out_features == 1024
@@ -334,8 +357,23 @@ def test_real_nima_prefers_the_photo_to_its_heavy_blur(tmp_path: Path) -> None:
     (tmp_path / PHOTO.name).symlink_to(PHOTO)
     pairs_file = _pairs(tmp_path / "pairs.jsonl", [(PHOTO.name, "blur.png"), ("blur.png", PHOTO.name)])
     out = tmp_path / "labels.jsonl"
-    assert lab.main(["--teacher", "nima", "--pairs", str(pairs_file), "--root", str(tmp_path), "--out", str(out),
-                     "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        lab.main(
+            [
+                "--teacher",
+                "nima",
+                "--pairs",
+                str(pairs_file),
+                "--root",
+                str(tmp_path),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     worse, better = list(read_pairs(out))
     assert worse.teacher == better.teacher == TEACHER_ID and worse.source == "model"
     assert worse.delta < -0.1 and better.delta == pytest.approx(-worse.delta, abs=1e-5)

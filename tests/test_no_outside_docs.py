@@ -21,5 +21,7 @@ def test_no_tracked_file_points_outside_the_repository():
         if not path.is_file() or path.suffix in (".onnx", ".ort", ".jpg", ".png", ".pt"):
             continue
         text = path.read_bytes().decode("utf-8", "replace")
-        hits += [f"{name.decode()}:{i}" for i, line in enumerate(text.splitlines(), 1) if any(o in line for o in OUTSIDE)]
+        hits += [
+            f"{name.decode()}:{i}" for i, line in enumerate(text.splitlines(), 1) if any(o in line for o in OUTSIDE)
+        ]
     assert not hits, f"pointers to a file outside the repository (use docs/model-format.md or the README): {hits}"

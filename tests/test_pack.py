@@ -20,8 +20,18 @@ def _data_root(root: Path) -> Path:
     for i, (w, h) in enumerate([(640, 480), (300, 500), (200, 100)]):
         name = f"p{i}.jpg"
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "photos" / name, quality=95)
-        rows.append({"file": name, "source": "x", "licence": "CC0", "tags": "well_made", "pair_id": "", "width": w, "height": h,
-                     "commercial_use": "yes"})
+        rows.append(
+            {
+                "file": name,
+                "source": "x",
+                "licence": "CC0",
+                "tags": "well_made",
+                "pair_id": "",
+                "width": w,
+                "height": h,
+                "commercial_use": "yes",
+            }
+        )
     with open(root / "photos" / "manifest.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -30,7 +40,9 @@ def _data_root(root: Path) -> Path:
         f.write("image,mos,subset\n")
         for i in range(4):
             name = f"ss01 ({i}).jpg"  # BIQ2021's names have spaces and brackets
-            Image.fromarray(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(root / "biq2021" / "images" / name)
+            Image.fromarray(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(
+                root / "biq2021" / "images" / name
+            )
             f.write(f"{name},{0.1 * i:.4f},ss01\n")
     return root
 

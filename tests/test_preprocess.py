@@ -69,8 +69,13 @@ def test_bad_in_memory_inputs(x, cause):
 
 # -- EXIF orientation ------------------------------------------------------------------------------
 # Stored pixels = inverse of what orientation o asks a viewer to do, so upright after transposing.
-_STORE_AS = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270,
-             2: Image.Transpose.FLIP_LEFT_RIGHT, 5: Image.Transpose.TRANSPOSE}  # fmt: skip
+_STORE_AS = {
+    3: Image.Transpose.ROTATE_180,
+    6: Image.Transpose.ROTATE_90,
+    8: Image.Transpose.ROTATE_270,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    5: Image.Transpose.TRANSPOSE,
+}
 
 
 @pytest.mark.parametrize("orientation", sorted(_STORE_AS))

@@ -59,8 +59,9 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             object_store_memory=256 * 2**20)  # fmt: skip
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", object_store_memory=256 * 2**20
+    )
     yield
     ray.shutdown()
 
@@ -71,8 +72,9 @@ def expected(photos: list[Path]) -> dict[str, Score | Failure]:
     return {str(p): r for p, r in zip(photos, scorer.score_many(photos, on_error="record"))}
 
 
-def check_rows(rows: list[dict], expected: dict[str, Score | Failure], factors: tuple[str, ...], *,
-               as_bytes: bool = False) -> None:  # fmt: skip
+def check_rows(
+    rows: list[dict], expected: dict[str, Score | Failure], factors: tuple[str, ...], *, as_bytes: bool = False
+) -> None:
     """Each row against ``score_many``'s result for its path; an input given as bytes is named by its size."""
     model = redaes_lite.load("default").model_id
     assert sorted(r["path"] for r in rows) == sorted(expected)
@@ -93,8 +95,10 @@ def check_rows(rows: list[dict], expected: dict[str, Score | Failure], factors: 
 
 
 def test_importing_the_integration_does_not_import_ray():
-    code = ("import sys, redaes_lite.integrations.ray as m; assert callable(m.score_dataset); "
-            "print('ray' in sys.modules, 'pyarrow' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys, redaes_lite.integrations.ray as m; assert callable(m.score_dataset); "
+        "print('ray' in sys.modules, 'pyarrow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.split() == ["False", "False"]
 
@@ -157,8 +161,16 @@ def test_example_writes_parquet(photos, tmp_path):
     import pyarrow.parquet as pq
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, str(REPO / "examples" / "score_with_ray.py"), str(photos[0].parent),
-           "--out", str(tmp_path / "out"), "--num-cpus", "2", "--quiet"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "examples" / "score_with_ray.py"),
+        str(photos[0].parent),
+        "--out",
+        str(tmp_path / "out"),
+        "--num-cpus",
+        "2",
+        "--quiet",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 1, run.stderr  # one broken file
     assert "broken.jpg: cannot open image" in run.stderr and "Traceback" not in run.stderr

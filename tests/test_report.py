@@ -17,8 +17,17 @@ import redaes_lite
 from clirun import invoke
 from redaes_lite import load
 from redaes_lite.cli import run
-from redaes_lite.report import (STAR_THRESHOLDS, build_comparison, build_report, near_duplicates, render_comparison,
-                                render_report, stars, thumbnail, thumbnails)  # fmt: skip
+from redaes_lite.report import (
+    STAR_THRESHOLDS,
+    build_comparison,
+    build_report,
+    near_duplicates,
+    render_comparison,
+    render_report,
+    stars,
+    thumbnail,
+    thumbnails,
+)
 
 HOSTILE = '<b onmouseover=alert(1)>&"x\u202e.jpg'
 
@@ -34,8 +43,10 @@ def photo(seed: int, size: tuple[int, int] = (480, 360), grain: float = 6.0) -> 
     draw = ImageDraw.Draw(im)
     for _ in range(4):
         x0, y0 = int(rng.integers(0, w * 3 // 4)), int(rng.integers(0, h * 3 // 4))
-        draw.ellipse([x0, y0, x0 + int(rng.integers(20, w // 2)), y0 + int(rng.integers(20, h // 2))],
-                     fill=tuple(int(c) for c in rng.integers(0, 256, 3)))  # fmt: skip
+        draw.ellipse(
+            [x0, y0, x0 + int(rng.integers(20, w // 2)), y0 + int(rng.integers(20, h // 2))],
+            fill=tuple(int(c) for c in rng.integers(0, 256, 3)),
+        )
     noisy = np.asarray(im, np.float32) + rng.normal(0, grain, (h, w, 3))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
@@ -117,7 +128,7 @@ def test_failed_files_are_listed_with_their_errors(scorer, tmp_path):
     result = invoke(run, "report", tmp_path / "s", tmp_path / "nope.jpg", "-o", out, "--model", scorer.path)
     assert result.exit_code == 1 and "2 of 4 inputs failed" in result.stderr
     page = out.read_text(encoding="utf-8")
-    failed = page[page.index('<section class="failed"'):]
+    failed = page[page.index('<section class="failed"') :]
     assert "Could not be scored (2)" in failed
     errors = dict(re.findall(r"<code>([^<]*)</code>: ([^<]*)</li>", failed))
     assert set(errors) == {str(tmp_path / "s" / "empty.jpg"), str(tmp_path / "nope.jpg")}
@@ -171,8 +182,10 @@ def test_groups_csv_marks_the_best_of_each_group(scorer, tmp_path):
     assert invoke(run, "report", *paths, "-o", out, "--model", scorer.path, "--groups", table).exit_code == 0
     page = out.read_text(encoding="utf-8")
     ranked = [str(r.input) for r in scorer.rank([str(p) for p in paths])]
-    best = {g: next(p for p in ranked if p in {str(q) for q in members})
-            for g, members in (("x", paths[:2]), ("y", paths[2:4]))}  # fmt: skip
+    best = {
+        g: next(p for p in ranked if p in {str(q) for q in members})
+        for g, members in (("x", paths[:2]), ("y", paths[2:4]))
+    }
     marked = re.findall(r'<li class="card best"[^>]*data-path="([^"]*)"', page)
     assert sorted(marked) == sorted(best.values())
     (tmp_path / "bad.csv").write_text("file,name\na,b\n", encoding="utf-8")

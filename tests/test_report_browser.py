@@ -70,8 +70,11 @@ def sheet(tmp_path_factory, tiny_model):
 def test_console_errors_are_seen(tmp_path):
     """The check below would see a script error, a console.error and a script the page's CSP refuses."""
     page = tmp_path / "bad.html"
-    page.write_text("<!DOCTYPE html><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'none'\">"
-                    "<p>x</p><script>console.error('boom'); nope();</script>", encoding="utf-8")  # fmt: skip
+    page.write_text(
+        '<!DOCTYPE html><meta http-equiv="Content-Security-Policy" content="script-src \'none\'">'
+        "<p>x</p><script>console.error('boom'); nope();</script>",
+        encoding="utf-8",
+    )
     assert any("violates the following Content Security Policy" in line for line in visit(page, "--dump-dom").console)
     page.write_text("<!DOCTYPE html><p>x</p><script>console.error('boom'); nope();</script>", encoding="utf-8")
     console = " ".join(visit(page, "--dump-dom").console)

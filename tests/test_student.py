@@ -234,9 +234,14 @@ def test_onnx_export_smoke(tmp_path: Path) -> None:
     student.eval()
     path = tmp_path / "student.onnx"
     torch.onnx.export(
-        student, (torch.randn(2, 3, SIZE, SIZE),), str(path), dynamo=False,
-        input_names=["pixel_values"], output_names=["utility", "factors"], dynamic_axes={"pixel_values": {0: "n"}},
-    )  # fmt: skip
+        student,
+        (torch.randn(2, 3, SIZE, SIZE),),
+        str(path),
+        dynamo=False,
+        input_names=["pixel_values"],
+        output_names=["utility", "factors"],
+        dynamic_axes={"pixel_values": {0: "n"}},
+    )
     x = torch.randn(3, 3, SIZE, SIZE)
     utility, factors = ort.InferenceSession(str(path)).run(None, {"pixel_values": x.numpy()})
     with torch.no_grad():

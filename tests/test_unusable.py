@@ -14,9 +14,9 @@ from distill.sources import build_source
 from distill.edits.unusable import TEACHER_ID, UNUSABLE_KINDS, unusable_frame
 from distill.student import TrainTransform
 
-PHOTO = Image.fromarray(
-    np.random.default_rng(0).integers(40, 200, (48, 64, 3)).astype(np.uint8), "RGB"
-).resize((128, 96), Image.BILINEAR)
+PHOTO = Image.fromarray(np.random.default_rng(0).integers(40, 200, (48, 64, 3)).astype(np.uint8), "RGB").resize(
+    (128, 96), Image.BILINEAR
+)
 
 
 @pytest.mark.parametrize("kind", UNUSABLE_KINDS)
@@ -86,5 +86,8 @@ def test_cross_groups_of_photos_only_draw_no_scored_image_and_crop_some_members(
     assert all(w * h < 0.85 * max(pw * ph for pw, ph in photo_sizes) for w, h in cropped)
     with pytest.raises(ConfigError, match="draw from the photos only"):
         config_from_dict({"data": {"permissive_only": True}, "sources": {"x": {"kind": "cross", "teacher": "nima"}}})
-    permissive = {"data": {"permissive_only": True}, "sources": {"x": {"kind": "cross", "teacher": "nima", "dataset": "photos"}}}
+    permissive = {
+        "data": {"permissive_only": True},
+        "sources": {"x": {"kind": "cross", "teacher": "nima", "dataset": "photos"}},
+    }
     assert config_from_dict(permissive).sources["x"].dataset == "photos"

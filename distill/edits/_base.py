@@ -24,8 +24,17 @@ from distill.registry import EDITS
 from redaes_lite.metadata import FACTORS
 
 __all__ = [
-    "KINDS", "Edit", "EditFn", "check_strength", "luma", "register", "short_side", "srgb_lut", "to_float", "to_image",
-]  # fmt: skip
+    "KINDS",
+    "Edit",
+    "EditFn",
+    "check_strength",
+    "luma",
+    "register",
+    "short_side",
+    "srgb_lut",
+    "to_float",
+    "to_image",
+]
 
 EditFn = Callable[[Image.Image, float, np.random.Generator], Image.Image]
 KINDS = ("degrade", "improve", "signed")
@@ -60,9 +69,7 @@ class Edit:
         return self.fn(img, check_strength(strength, self.name), rng)
 
 
-def register(
-    name: str, *, factor: str, kind: str, stage: int, undoes: str | None = None
-) -> Callable[[EditFn], EditFn]:
+def register(name: str, *, factor: str, kind: str, stage: int, undoes: str | None = None) -> Callable[[EditFn], EditFn]:
     """Decorator: wrap ``fn`` in an :class:`Edit` and add it to ``distill.registry.EDITS``."""
 
     def deco(fn: EditFn) -> EditFn:

@@ -29,11 +29,28 @@ Rng = random.Random | np.random.Generator
 
 #: Relative frequency of each edit as a step of a degrading recipe.
 DEGRADE_WEIGHTS: dict[str, float] = {
-    "exposure": 1.2, "contrast": 1.0, "saturation": 0.8, "vibrance": 0.3, "white_balance": 0.8, "tint": 0.5,
-    "defocus_blur": 1.0, "motion_blur": 0.6, "sharpen": 0.3, "noise": 1.0, "jpeg": 1.0, "haze": 0.7,
-    "vignetting": 0.6, "tilt": 0.7, "crop_cut": 0.6, "off_balance": 0.5,
-    "auto_levels": 0.1, "shadow_lift": 0.1, "local_contrast": 0.2, "denoise": 0.15, "thirds_recrop": 0.15,
-}  # fmt: skip
+    "exposure": 1.2,
+    "contrast": 1.0,
+    "saturation": 0.8,
+    "vibrance": 0.3,
+    "white_balance": 0.8,
+    "tint": 0.5,
+    "defocus_blur": 1.0,
+    "motion_blur": 0.6,
+    "sharpen": 0.3,
+    "noise": 1.0,
+    "jpeg": 1.0,
+    "haze": 0.7,
+    "vignetting": 0.6,
+    "tilt": 0.7,
+    "crop_cut": 0.6,
+    "off_balance": 0.5,
+    "auto_levels": 0.1,
+    "shadow_lift": 0.1,
+    "local_contrast": 0.2,
+    "denoise": 0.15,
+    "thirds_recrop": 0.15,
+}
 #: Manifest tag -> (edit, sign, weight) steps that correct that fault.
 TAG_FIXES: dict[str, tuple[tuple[str, float, float], ...]] = {
     "underexposed": (("exposure", 1.0, 3.0), ("shadow_lift", 1.0, 1.0), ("auto_levels", 1.0, 1.0)),
@@ -42,9 +59,12 @@ TAG_FIXES: dict[str, tuple[tuple[str, float, float], ...]] = {
 }
 #: Degrading edit -> the edit that repairs it (sign of the repair's strength is +).
 REPAIRS: dict[str, str] = {
-    "noise": "denoise", "defocus_blur": "sharpen", "motion_blur": "sharpen", "tilt": "straighten",
+    "noise": "denoise",
+    "defocus_blur": "sharpen",
+    "motion_blur": "sharpen",
+    "tilt": "straighten",
     "haze": "local_contrast",
-}  # fmt: skip
+}
 N_OPS_WEIGHTS = {1: 0.55, 2: 0.3, 3: 0.15}
 FIX_PROB = 0.6
 REPAIR_PROB = 0.15

@@ -125,6 +125,6 @@ def shadow_lift(img: Image.Image, strength: float, rng: np.random.Generator) -> 
 
 @register("local_contrast", factor="contrast", kind="improve", stage=35)
 def local_contrast(img: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
-    """"Clarity": unsharp mask with a wide radius (3% of the short side), up to 80% at ``|s| = 1``."""
+    """Clarity: unsharp mask with a wide radius (3% of the short side), up to 80% at ``|s| = 1``."""
     radius = 0.03 * short_side(img)
     return img.filter(ImageFilter.UnsharpMask(radius=radius, percent=round(80 * abs(strength)), threshold=0))

@@ -32,7 +32,9 @@ __all__ = ["Student", "create_student", "build_student", "OVERRIDES"]
 #: of colour, contrast and vignetting, which early layers still see (``python -m distill heads``).
 #: ``factor_tap_centre`` adds, per tapped level, the per-channel mean of the central half (each side) minus the
 #: level's mean: where a photo is darker or busier at its edges than its centre (vignetting, framing).
-OVERRIDES = frozenset({"img_size", "resize", "interpolation", "drop_rate", "unlocked_groups", "factor_taps", "factor_tap_centre"})
+OVERRIDES = frozenset(
+    {"img_size", "resize", "interpolation", "drop_rate", "unlocked_groups", "factor_taps", "factor_tap_centre"}
+)
 _SPEC_OVERRIDES = ("img_size", "resize", "interpolation")
 
 

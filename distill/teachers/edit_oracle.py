@@ -103,11 +103,15 @@ OP_EFFECTS: dict[str, tuple[tuple[str, str, float], ...]] = {
     "crop_cut": (("cut", "add_abs", 1.0),),
     "off_balance": (("balance", "add_abs", 1.0),),
     "thirds_recrop": (("balance", "scale", 0.5), ("balance", "add_abs", 0.15)),
-    "auto_levels": (("exposure", "lift", 0.6), ("exposure", "lower", 0.12), ("contrast", "lift", 0.5),
-                    ("haze", "scale", 0.5)),
+    "auto_levels": (
+        ("exposure", "lift", 0.6),
+        ("exposure", "lower", 0.12),
+        ("contrast", "lift", 0.5),
+        ("haze", "scale", 0.5),
+    ),
     "shadow_lift": (("exposure", "lift", 0.48), ("contrast", "add_abs", -0.25)),
     "local_contrast": (("haze", "scale", 0.4), ("contrast", "add_abs", 0.2), ("sharpness", "add_abs", 0.1)),
-}  # fmt: skip
+}
 #: Manifest tag -> starting states of the source photo (assumption 1).
 TAG_STATES: dict[str, dict[str, float]] = {
     "underexposed": {"exposure": -0.75},

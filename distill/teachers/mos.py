@@ -25,9 +25,17 @@ from distill.teachers.base import PairRequest
 from redaes_lite.pairs import PairLabel, pair_id
 
 __all__ = [
-    "BIQ2021MOS", "HUMAN_SETS", "HumanScoreSet", "MOS_RANGE", "TEACHER_ID", "human_set", "mos_pairs",
-    "read_labels", "read_mos", "read_scores",
-]  # fmt: skip
+    "BIQ2021MOS",
+    "HUMAN_SETS",
+    "HumanScoreSet",
+    "MOS_RANGE",
+    "TEACHER_ID",
+    "human_set",
+    "mos_pairs",
+    "read_labels",
+    "read_mos",
+    "read_scores",
+]
 
 TEACHER_ID = HUMAN_SETS["biq2021"].teacher
 #: Scale of ``mos`` in labels.csv (a 1-5 rating rescaled to 0-1 by the data set's authors).
@@ -46,9 +54,14 @@ def read_mos(labels_csv: str | os.PathLike) -> dict[str, float]:
 
 def _record(a: str, b: str, mos: dict[str, tuple[float, str]], group: str) -> PairLabel:
     return PairLabel(
-        id=pair_id(f"biq2021/{a}", f"biq2021/{b}", TEACHER_ID), a=a, b=b,
-        delta=round(mos[b][0] - mos[a][0], 6), source="mos", teacher=TEACHER_ID, group=group,
-    )  # fmt: skip
+        id=pair_id(f"biq2021/{a}", f"biq2021/{b}", TEACHER_ID),
+        a=a,
+        b=b,
+        delta=round(mos[b][0] - mos[a][0], 6),
+        source="mos",
+        teacher=TEACHER_ID,
+        group=group,
+    )
 
 
 def mos_pairs(
@@ -99,8 +112,10 @@ def mos_pairs(
             a, b = b, a
         seen.add(frozenset((a, b)))
         out.append(_record(str(a), str(b), labels, str(s) if within else "cross"))
-    raise ValueError(f"{labels_csv}: found only {len(out)} of {n_pairs} pairs with |delta| > {margin}; "
-                     "lower the margin or the number of pairs")  # fmt: skip
+    raise ValueError(
+        f"{labels_csv}: found only {len(out)} of {n_pairs} pairs with |delta| > {margin}; "
+        "lower the margin or the number of pairs"
+    )
 
 
 @TEACHERS.register(TEACHER_ID)
@@ -123,9 +138,15 @@ class BIQ2021MOS:
             unknown = [x for x in (req.a, req.b) if x not in self.labels]
             if unknown:
                 yield PairLabel(
-                    id=pair_id(f"biq2021/{req.a}", f"biq2021/{req.b}", TEACHER_ID), a=req.a, b=req.b, delta=None,
-                    source="mos", teacher=TEACHER_ID, group=req.group, status="failed",
+                    id=pair_id(f"biq2021/{req.a}", f"biq2021/{req.b}", TEACHER_ID),
+                    a=req.a,
+                    b=req.b,
+                    delta=None,
+                    source="mos",
+                    teacher=TEACHER_ID,
+                    group=req.group,
+                    status="failed",
                     error=f"{self.labels_csv}: no MOS for {unknown[0]!r}",
-                )  # fmt: skip
+                )
                 continue
             yield _record(req.a, req.b, self.labels, req.group)

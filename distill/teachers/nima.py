@@ -44,21 +44,54 @@ from redaes_lite.pairs import PairLabel, content_hash, pair_id
 from redaes_lite.preprocess import load_image
 
 __all__ = [
-    "NIMA_FILE", "NIMA_SHA256", "NIMA_SIZE", "TEACHER_ID", "LoadInfo", "NimaNet", "NimaTeacher", "default_path",
-    "export_nima_onnx", "load_nima", "mean_score", "nima_predict", "nima_preprocess", "nima_scores", "teacher_id",
+    "NIMA_FILE",
+    "NIMA_SHA256",
+    "NIMA_SIZE",
+    "TEACHER_ID",
+    "LoadInfo",
+    "NimaNet",
+    "NimaTeacher",
+    "default_path",
+    "export_nima_onnx",
+    "load_nima",
+    "mean_score",
+    "nima_predict",
+    "nima_preprocess",
+    "nima_scores",
+    "teacher_id",
     "training_data",
-]  # fmt: skip
+]
 
 NIMA_FILE = "weights_mobilenet_aesthetic_0.07.hdf5"
 #: sha256 of idealo's release (README next to the file: repository commit dceaf7c, 13,174,216 bytes).
 NIMA_SHA256 = "e563ad91b3d47410e45f7238f07ab8f6abd1bd0c4b18a4b0af9c681a21a91cb2"
 NIMA_SIZE = 224
 #: (output channels, stride) of the 13 depthwise-separable blocks ``conv_dw_i`` / ``conv_pw_i``.
-BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-           (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))  # fmt: skip
+BLOCKS = (
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+)
 #: Keras weight name -> torch attribute of the layer's module.
-_ATTR = {"kernel": "weight", "depthwise_kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
-         "moving_mean": "running_mean", "moving_variance": "running_var"}  # fmt: skip
+_ATTR = {
+    "kernel": "weight",
+    "depthwise_kernel": "weight",
+    "bias": "bias",
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
 #: Padding layers Keras 2.1.6 wrote (later versions pad only stride-2 blocks, differently).
 _PAD_LAYERS = ("conv1_pad", *(f"conv_pad_{i}" for i in range(1, 14)))
 
@@ -244,8 +277,10 @@ def load_nima(path: str | os.PathLike | None = None, *, sha256: str | None = NIM
             t = _to_torch(key, value)
             target = getattr(module, attr)
             if t.shape != target.shape:
-                raise ValueError(f"{path}: tensor {full} has shape {tuple(value.shape)}, "
-                                 f"expected the Keras layout of torch {tuple(target.shape)}")  # fmt: skip
+                raise ValueError(
+                    f"{path}: tensor {full} has shape {tuple(value.shape)}, "
+                    f"expected the Keras layout of torch {tuple(target.shape)}"
+                )
             target.copy_(t)
             values += t.numel()
     model.loaded = LoadInfo(path=path, sha256=digest, tensors=len(expected), values=values)
@@ -379,9 +414,14 @@ class NimaTeacher(ImageRefs):
                 sa, sb = scores[req.a], scores[req.b]
                 errors = [f"{side}: {s}" for side, s in (("a", sa), ("b", sb)) if isinstance(s, str)]
                 common = dict(
-                    id=self.key(req), a=req.a, b=req.b, source=self.source, teacher=self.id, group=req.group,
+                    id=self.key(req),
+                    a=req.a,
+                    b=req.b,
+                    source=self.source,
+                    teacher=self.id,
+                    group=req.group,
                     recipe=list(req.recipe) if req.recipe else None,
-                )  # fmt: skip
+                )
                 if errors:
                     yield PairLabel(delta=None, status="failed", error="; ".join(errors), **common)
                 else:
@@ -444,7 +484,15 @@ def export_nima_onnx(model: NimaNet, path: str | os.PathLike, *, opset: int = 18
     path.parent.mkdir(parents=True, exist_ok=True)
     example = (torch.zeros(2, 3, NIMA_SIZE, NIMA_SIZE),)  # batch 2 keeps N symbolic
     with torch.no_grad():
-        torch.onnx.export(_WithScore(model).eval(), example, str(path), dynamo=True, external_data=False,
-                          input_names=["pixel_values"], output_names=["probabilities", "score"],
-                          opset_version=opset, dynamic_shapes=({0: torch.export.Dim("N")},))  # fmt: skip
+        torch.onnx.export(
+            _WithScore(model).eval(),
+            example,
+            str(path),
+            dynamo=True,
+            external_data=False,
+            input_names=["pixel_values"],
+            output_names=["probabilities", "score"],
+            opset_version=opset,
+            dynamic_shapes=({0: torch.export.Dim("N")},),
+        )
     return path

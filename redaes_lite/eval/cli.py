@@ -45,8 +45,13 @@ from .training import named_without_list
 __all__ = ["run"]
 
 
-def _evaluate(args: argparse.Namespace, total: int, work: Callable[[Any, int, Callable[[], None]], dict[str, Any]],
-              *, dataset_names: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+def _evaluate(
+    args: argparse.Namespace,
+    total: int,
+    work: Callable[[Any, int, Callable[[], None]], dict[str, Any]],
+    *,
+    dataset_names: Sequence[str] = (),
+) -> dict[str, Any]:
     """Load the model, run ``work(scorer, batch_size, tick)`` under a progress bar; add the model's identity
     and, for a data set (``dataset_names``: its name, title, aliases) that the model's training data names
     but no committed list covers image by image, ``named_in_training_data``."""
@@ -60,8 +65,12 @@ def _evaluate(args: argparse.Namespace, total: int, work: Callable[[Any, int, Ca
     named = named_without_list(info, dataset_names)
     if named:
         report["named_in_training_data"] = named
-    report["model"] = {"id": scorer.model_id, "path": str(scorer.path), "version": info.version,
-                       "quantization": info.quantization}  # fmt: skip
+    report["model"] = {
+        "id": scorer.model_id,
+        "path": str(scorer.path),
+        "version": info.version,
+        "quantization": info.quantization,
+    }
     return report
 
 
@@ -72,9 +81,11 @@ def _training_warning(report: dict[str, Any]) -> str | None:
         return None
     key = "srcc" if "srcc" in held else "accuracy"
     figure = f", {key} {_number(held[key])}" if held["n"] else ""
-    return (f"warning: {overlap['images']} of the {overlap['of']} labelled images trained this model "
-            f"({'; '.join(overlap['training_data'])}): the figures on all of them are optimistic; "
-            f"held out: {held['n']} {'pairs' if key == 'accuracy' else 'images'}{figure} (see held_out)")  # fmt: skip
+    return (
+        f"warning: {overlap['images']} of the {overlap['of']} labelled images trained this model "
+        f"({'; '.join(overlap['training_data'])}): the figures on all of them are optimistic; "
+        f"held out: {held['n']} {'pairs' if key == 'accuracy' else 'images'}{figure} (see held_out)"
+    )
 
 
 def _finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
@@ -86,8 +97,11 @@ def _finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
     if warning:
         say(warning, args.quiet)
     for name in report.get("named_in_training_data", []):
-        say(f"warning: the model's training data names this data set ({name}); unless this split is "
-            "disjoint from what it used, the figures are optimistic", args.quiet)  # fmt: skip
+        say(
+            f"warning: the model's training data names this data set ({name}); unless this split is "
+            "disjoint from what it used, the figures are optimistic",
+            args.quiet,
+        )
     failed = len(report["failed"])
     if failed:
         say(f"{failed} images failed and were excluded", args.quiet)
@@ -114,19 +128,24 @@ def _table(report: dict[str, Any]) -> str:
         lines.extend(f"  mean {k:<13} {_number(v)}" for k, v in groups["mean"].items())
     overlap = report.get("training_overlap")
     if overlap:
-        lines.append(f"{'trained on':<18} {overlap['images']} of {overlap['of']} labelled images "
-                     f"({'; '.join(overlap['training_data'])})")  # fmt: skip
+        lines.append(
+            f"{'trained on':<18} {overlap['images']} of {overlap['of']} labelled images "
+            f"({'; '.join(overlap['training_data'])})"
+        )
     for key in ("held_out", "labels", "dataset", "model"):
         if key in report:
             lines.append(f"{key:<18} " + "  ".join(f"{k}={_number(v)}" for k, v in report[key].items()))
     # Loader messages already start with the path; do not print it twice.
-    lines.extend(f"failed: {f['error'] if f['error'].startswith(f['path']) else f['path'] + ': ' + f['error']}"
-                 for f in report["failed"])  # fmt: skip
+    lines.extend(
+        f"failed: {f['error'] if f['error'].startswith(f['path']) else f['path'] + ': ' + f['error']}"
+        for f in report["failed"]
+    )
     return "\n".join(lines)
 
 
-def _scores_report(args: argparse.Namespace, records: list[LabelledImage], *, by_group: bool,
-                   dataset_names: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+def _scores_report(
+    args: argparse.Namespace, records: list[LabelledImage], *, by_group: bool, dataset_names: Sequence[str] = ()
+) -> dict[str, Any]:
     if not records:
         raise fail("no labelled images to evaluate")
     return _evaluate(
@@ -140,8 +159,14 @@ def _scores_report(args: argparse.Namespace, records: list[LabelledImage], *, by
 def _scores(args: argparse.Namespace) -> int:
     """Agreement with human scores: n, srcc, plcc (logistic), plcc_raw, krcc, pair_accuracy."""
     try:
-        records = read_labels(args.labels, root=args.root, image_col=args.image_col, label_col=args.label_col,
-                              group_col=args.group_col, lower_better=args.lower_better)  # fmt: skip
+        records = read_labels(
+            args.labels,
+            root=args.root,
+            image_col=args.image_col,
+            label_col=args.label_col,
+            group_col=args.group_col,
+            lower_better=args.lower_better,
+        )
     except RedaesError as e:
         raise fail(str(e)) from None
     report = _scores_report(args, records, by_group=args.group_col is not None)
@@ -152,8 +177,9 @@ def _scores(args: argparse.Namespace) -> int:
 def _pairs(args: argparse.Namespace) -> int:
     """Agreement with human preferences: n, accuracy, mean_probability (and ece)."""
     try:
-        prefs, skipped = read_preference_pairs(args.pairs, root=args.root, preferred_col=args.preferred_col,
-                                               other_col=args.other_col)  # fmt: skip
+        prefs, skipped = read_preference_pairs(
+            args.pairs, root=args.root, preferred_col=args.preferred_col, other_col=args.other_col
+        )
     except RedaesError as e:
         raise fail(str(e)) from None
     if not prefs:
@@ -185,13 +211,18 @@ def _shared(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="redaes-lite eval", description=__doc__.replace("``", ""),
-                                   formatter_class=HelpFormatter, allow_abbrev=False)  # fmt: skip
+    root = argparse.ArgumentParser(
+        prog="redaes-lite eval",
+        description=__doc__.replace("``", ""),
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+    )
     sub = root.add_subparsers(metavar="COMMAND", required=True)
 
     p = command(sub, "scores", _scores)
-    p.add_argument("labels", type=Path, metavar="LABELS",
-                   help="CSV/TSV/XLSX with an image column and a human score column.")  # fmt: skip
+    p.add_argument(
+        "labels", type=Path, metavar="LABELS", help="CSV/TSV/XLSX with an image column and a human score column."
+    )
     p.add_argument("--root", type=Path, required=True, help="Folder the image paths are relative to.")
     p.add_argument("--image-col", default="image", help="Column of image paths, relative to --root.")
     p.add_argument("--label-col", default="mos", help="Column of human scores.")
@@ -210,8 +241,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help=f"Data set: {', '.join(list_datasets())}.")
     p.add_argument("--root", type=Path, required=True, help="The data set's folder, as unpacked.")
     p.add_argument("--split", help="Split [default: the set's test split].")
-    p.add_argument("--list", type=Path, metavar="FILE",
-                   help="File of image names/ids (one a line) to keep, e.g. a test list.")  # fmt: skip
+    p.add_argument(
+        "--list", type=Path, metavar="FILE", help="File of image names/ids (one a line) to keep, e.g. a test list."
+    )
     p.add_argument("--by-group", action="store_true", help="Also evaluate within the set's groups.")
     _shared(p)
     return root

@@ -111,8 +111,11 @@ def score_report(
     inside = [r.path in trained for r in records] if trained else []
     if any(inside):
         keep = [i for i, x in enumerate(inside) if not x]
-        held = score_report([records[i] for i in keep], [utilities[i] for i in keep], by_group=False) if keep \
-            else {"n": 0, **dict.fromkeys(_GROUP_KEYS)}  # fmt: skip
+        held = (
+            score_report([records[i] for i in keep], [utilities[i] for i in keep], by_group=False)
+            if keep
+            else {"n": 0, **dict.fromkeys(_GROUP_KEYS)}
+        )
         report["training_overlap"] = _overlap(trained, [r.path for r in records])
         report["held_out"] = _held_out(held, ("n", *_GROUP_KEYS), (records[i].path for i in keep))
     report["n_failed"] = len(failed)
@@ -182,10 +185,13 @@ def pair_report(
     with ``trained`` (the model's training images), also ``training_overlap`` and ``held_out``."""
     failed = sorted({p for pair in pairs for p in (pair.preferred, pair.other) if isinstance(utility[p], str)})
     deltas = np.array(
-        [float(utility[p.preferred]) - float(utility[p.other]) for p in pairs
-         if not isinstance(utility[p.preferred], str) and not isinstance(utility[p.other], str)],
+        [
+            float(utility[p.preferred]) - float(utility[p.other])
+            for p in pairs
+            if not isinstance(utility[p.preferred], str) and not isinstance(utility[p.other], str)
+        ],
         dtype=np.float64,
-    )  # fmt: skip
+    )
     right = np.where(deltas > 0, 1.0, np.where(deltas == 0, 0.5, 0.0))
     prob_preferred = info.preference(deltas)
     confidence = info.preference(np.abs(deltas))

@@ -47,8 +47,9 @@ class _ScoreBatches:
     """The callable class of the actor pool: one :class:`~redaes_lite.api.Scorer` per actor, loaded in
     ``__init__``; each call scores one Arrow batch and returns it with the result columns."""
 
-    def __init__(self, *, column: str, model: str, threads: int | None, inference_batch_size: int,
-                 limits: dict[str, int | None]) -> None:  # fmt: skip
+    def __init__(
+        self, *, column: str, model: str, threads: int | None, inference_batch_size: int, limits: dict[str, int | None]
+    ) -> None:
         from ..api import load
 
         self._column = column
@@ -196,8 +197,13 @@ def score_dataset(
     schema = ds.schema(fetch_if_missing=False)
     if schema is not None and column not in schema.names:
         raise ValueError(f"score_dataset: no column {column!r} (columns: {', '.join(schema.names)})")
-    settings = {"column": column, "model": model, "threads": threads,
-                "inference_batch_size": inference_batch_size, "limits": limits}  # fmt: skip
+    settings = {
+        "column": column,
+        "model": model,
+        "threads": threads,
+        "inference_batch_size": inference_batch_size,
+        "limits": limits,
+    }
     return ds.map_batches(
         _ScoreBatches,
         fn_constructor_kwargs=settings,
