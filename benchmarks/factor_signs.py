@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from _output import write_json  # noqa: E402
 from PIL import Image  # noqa: E402
 from signkit import EDITS, factor_signs  # noqa: E402
 
 import redaes_lite  # noqa: E402
 from distill.splits import DATA_ROOT, SPLIT_DIR  # noqa: E402
-from _output import write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,10 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     head = f"| factor | direction | {' | '.join(f'{m} factor / utility' for m in models)} |"
     print(head + "\n|" + "---|" * (2 + len(models)))
     for factor, direction, _ in EDITS:
-        cells = [
-            f"{results[m][(factor, direction)]['factor_right']:.2f} / {results[m][(factor, direction)]['utility_right']:.2f}"
-            for m in models
-        ]
+        rows = [results[m][(factor, direction)] for m in models]
+        cells = [f"{r['factor_right']:.2f} / {r['utility_right']:.2f}" for r in rows]
         print(f"| {factor} | {direction} | {' | '.join(cells)} |")
     for m in models:
         worst = min(r["factor_right"] for r in results[m].values())

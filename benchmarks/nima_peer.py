@@ -33,8 +33,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from distill.splits import DATA_ROOT, SPLIT_DIR  # noqa: E402
 from _output import write_json  # noqa: E402
+
+from distill.splits import DATA_ROOT, SPLIT_DIR  # noqa: E402
 from redaes_lite.errors import RedaesError  # noqa: E402
 from redaes_lite.eval.datasets import LabelledImage  # noqa: E402
 from redaes_lite.eval.runner import score_report  # noqa: E402

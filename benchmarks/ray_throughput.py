@@ -41,8 +41,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -282,7 +283,7 @@ def main() -> int:
             "actors_seen": [r.get("actors") for r in rs],
         }
 
-        def shown(x: float | None, key: str) -> str:
+        def shown(x: float | None, key: str, name: str = name) -> str:
             return "-" if x is None else f"{x:.2f} ({', '.join(f'{v:.2f}' for v in ratios(name, key))})"
 
         print(

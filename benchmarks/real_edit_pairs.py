@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from _output import write_json  # noqa: E402
+
 from distill.splits import DATA_ROOT, load_split, read_manifest, tags_of  # noqa: E402
 from redaes_lite import load  # noqa: E402
 from redaes_lite.eval.runner import PreferencePair, pair_report  # noqa: E402

@@ -29,9 +29,10 @@ from PIL import Image, ImageOps
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _output import write_json  # noqa: E402
+
 import redaes_lite  # noqa: E402
 from distill.splits import DATA_ROOT, SPLIT_DIR  # noqa: E402
-from _output import write_json  # noqa: E402
 from redaes_lite.results import Failure  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif")

@@ -114,8 +114,8 @@ class DataContext:
     @classmethod
     def from_config(cls, cfg: Any, spec: PreprocessSpec) -> DataContext:
         """Read the committed splits (``distill.splits``), the photo manifest and BIQ2021 labels."""
-        from distill.splits import load_split, read_manifest
         from distill.human_sets import human_set, read_scores
+        from distill.splits import load_split, read_manifest
         from distill.teachers.mos import read_labels
 
         photos_root, biq_root = Path(cfg.data.photos), Path(cfg.data.biq2021)

@@ -21,8 +21,8 @@ features, where training it end to end would need a GPU:
    the cross-entropy of ``softmax(sharpness * |factor difference|)`` against the edited factor, anchored to
    the start by ``anchor`` times the mean squared change of the standardised weights, plus ``sign_weight``
    times a logistic term asking the edited factor's difference to have the oracle's sign (the cross-entropy
-   only sees its size, and the least-squares start learns one direction where the other dominates the data). Least squares fits
-   every factor's *size*; the explanation only needs the edited one to be the largest. On the default
+   only sees its size, and the least-squares start learns one direction where the other dominates the data).
+   Least squares fits every factor's *size*; the explanation only needs the edited one to be the largest. On the default
    student: 2-fold split of the training photos 0.72 -> 0.78, validation 0.712 -> 0.758 (anchor 1000);
    with 2,550 BIQ2021 sources and anchor 3000, 4-fold by training photo 0.810, validation 0.777; with the
    centre statistic (``factor_tap_centre``) too, 0.831 and 0.811.
@@ -383,7 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sign-weight",
         type=float,
         default=10.0,
-        help="weight of the refinement's term asking the edited factor to favour the better photo (default: %(default)s)",
+        help="weight of the refinement's term asking the edited factor to favour the better photo "
+        "(default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=4321, help="edit seed (default: %(default)s)")
     p.add_argument("--photos", type=int, default=None, help="only the first N training photos (default: all)")

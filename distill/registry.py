@@ -5,7 +5,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 __all__ = ["Registry", "EDITS", "TEACHERS", "BACKBONES", "LOSSES"]
 
@@ -22,7 +23,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         def deco(obj: T) -> T:
-            key = name or getattr(obj, "name", None) or getattr(obj, "__name__")
+            key = name or getattr(obj, "name", None) or obj.__name__
             self.add(key, obj)
             return obj
 

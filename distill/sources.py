@@ -6,7 +6,8 @@ Apart from :mod:`distill.data` so that data never imports :mod:`distill.teacher_
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from distill.data import CrossGroups, DataContext, EditGroups, GroupSource, LabelledPairs, MosGroups
 

@@ -24,7 +24,6 @@ import argparse
 import csv
 import hashlib
 import os
-import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 

@@ -60,9 +60,10 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import redaes_lite
 from redaes_lite import Failure, RedaesError

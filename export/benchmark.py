@@ -20,8 +20,9 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from redaes_lite.metadata import FACTORS
 
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         path = export_onnx(ckpt, work / exporter / "model.onnx", exporter=exporter)
         seconds = round(time.perf_counter() - t0, 2)
-        torch_fig = _gate(lambda: torch_gate(ckpt, path, parity[: args.torch_photos]))
+        torch_fig = _gate(lambda path=path: torch_gate(ckpt, path, parity[: args.torch_photos]))
         result["exporters"][exporter] = {**_file(path, args.repeats), "export_s": seconds, "torch": torch_fig}
     fp32 = work / "dynamo" / "model.onnx"
     calibration = calibration_photos(args.calibration_photos)
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     result["files"] = {"fp32": {**_file(fp32, args.repeats), "stability": stability(fp32, parity)}}
     for name, make in reduced.items():
         path = make(work / name / "model.onnx")
-        figures = _gate(lambda: ranking_gate(fp32, path, parity, min_images=0))
+        figures = _gate(lambda path=path: ranking_gate(fp32, path, parity, min_images=0))
         result["files"][name] = {**_file(path, args.repeats), "vs_fp32": figures}
     return result
 

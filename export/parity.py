@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,7 @@ class PhotoSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: slice) -> "PhotoSet":
+    def __getitem__(self, index: slice) -> PhotoSet:
         return PhotoSet(self.images[index])
 
     def pixels(self, spec: PreprocessSpec) -> np.ndarray:
@@ -115,7 +116,7 @@ class PhotoSet:
         return self._pixels[spec]
 
 
-Photos = Union[PhotoSet, Sequence[ImageInput]]
+Photos = PhotoSet | Sequence[ImageInput]
 
 
 def _photos(images: Photos) -> PhotoSet:

@@ -10,8 +10,8 @@ Both lists are deterministic: the same split gives the same photos in the same o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .errors import ExportError
 

@@ -20,9 +20,10 @@ import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from redaes_lite.preprocess import ImageInput
 
@@ -32,8 +33,8 @@ from .onnx import DEFAULT_OPSET, export_onnx
 from .parity import (
     MIN_IMAGES,
     Gate,
-    PhotoSet,
     Photos,
+    PhotoSet,
     identical_ranking_gate,
     ranking_gate,
     stability,

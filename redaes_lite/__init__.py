@@ -53,11 +53,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .api import Scorer, compare, rank, score
+    from .api import Scorer, compare, load, rank, score
     from .errors import ImageError, ModelError, RedaesError
     from .report import STAR_THRESHOLDS, stars
     from .results import Comparison, Failure, Ranked, Score
-    from .api import load
 
 
 def __getattr__(name: str) -> Any:

@@ -22,15 +22,16 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the results module pulls in numpy and Pillow; `--version` must not
     from .results import Comparison, Failure, Score
 
 __all__ = [
     "FORMATS",
-    "IMAGE_EXTENSIONS",
+    "IMAGE_EXTENSIONS",  # noqa: F822 - the module's __getattr__ computes it when first asked for
     "Progress",
     "Source",
     "compare_row",
@@ -52,7 +53,7 @@ _GLOB_CHARS = frozenset("*?[")
 Source = tuple[str, "str | None"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def image_extensions() -> frozenset[str]:
     """The file extensions folder walks take as images: every extension Pillow registers for a format the
     loader decodes (``redaes_lite._safe_open``'s list; MPO through the JPEG decoder), and HEIF/AVIF's.

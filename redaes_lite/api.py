@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
+from ._cost import DecodeBudget
 from .errors import RedaesError
 from .metadata import ModelInfo
-from ._cost import DecodeBudget
 from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, ImageInput, _load, to_array
 from .results import Comparison, Failure, Ranked, Score
 from .session import ModelSession, open_session

@@ -26,11 +26,11 @@ from typing import Any
 
 from ._atomic import stale_temporaries
 from ._cli_common import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_DECODE_BYTES,
-    DEFAULT_MAX_PIXELS,
-    FORMATS,
+    DEFAULT_BATCH_SIZE,  # noqa: F401 - re-exported as cli.NAME (tests compare the limits)
+    DEFAULT_MAX_BYTES,  # noqa: F401
+    DEFAULT_MAX_DECODE_BYTES,  # noqa: F401
+    DEFAULT_MAX_PIXELS,  # noqa: F401
+    FORMATS,  # noqa: F401
     HelpFormatter,
     _add_input_options,
     _drop_stdout,

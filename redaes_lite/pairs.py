@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ._atomic import atomic_open
 
@@ -74,7 +75,7 @@ class PairLabel:
         return {k: v for k, v in d.items() if v is not None or k in ("delta",)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PairLabel":
+    def from_dict(cls, d: dict[str, Any]) -> PairLabel:
         missing = [k for k in _REQUIRED if k not in d]
         if missing:
             raise ValueError(f"pair record lacks {missing}")

@@ -25,8 +25,9 @@ import json
 import os
 import threading
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO, Callable, Iterable, Sequence, Union
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -58,7 +59,7 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 #: the total of its decodes in flight within it.
 DEFAULT_MAX_DECODE_BYTES = 512 * 1024 * 1024
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 # Longest side accepted (JPEG's own limit). Decoders spend ~50 ns per row whatever its width, so a 69-byte
 # PNG claiming 1 x 100,000,000 pixels (under max_pixels) took 4 s; real photos are far from this.
@@ -136,14 +137,14 @@ class PreprocessSpec:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PreprocessSpec":
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown preprocess keys: {sorted(unknown)}")
         return cls(**d)
 
     @classmethod
-    def from_json(cls, text: str) -> "PreprocessSpec":
+    def from_json(cls, text: str) -> PreprocessSpec:
         return cls.from_dict(json.loads(text))
 
 

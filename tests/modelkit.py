@@ -17,8 +17,9 @@ Metadata is written with :mod:`redaes_lite.metadata` only, like ``export`` does.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx

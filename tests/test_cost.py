@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from test_preprocess import photo, png_bytes
 
 from redaes_lite import ImageError, _cost, cli, load, preprocess
-from redaes_lite._cost import DecodeBudget, decode_bytes
+from redaes_lite._cost import DecodeBudget
 from redaes_lite._decode_pool import DecodePool
 from redaes_lite.preprocess import PreprocessSpec, load_image, to_array
 

@@ -55,7 +55,7 @@ def _photos(directory: Path, n: int, seed: int) -> list[Path]:
     return paths
 
 
-def _targets(pixels: "torch.Tensor", spec) -> tuple["torch.Tensor", "torch.Tensor"]:
+def _targets(pixels: torch.Tensor, spec) -> tuple[torch.Tensor, torch.Tensor]:
     raw = pixels * torch.tensor(spec.std).view(1, 3, 1, 1) + torch.tensor(spec.mean).view(1, 3, 1, 1)
     sharpness = (raw[..., 1:] - raw[..., :-1]).abs().mean((1, 2, 3))
     f = torch.stack([raw.mean((1, 2, 3)), raw.std((2, 3)).mean(1), sharpness], 1)
@@ -249,7 +249,7 @@ def test_export_all_writes_gated_files_and_report(data: dict, tmp_path: Path) ->
     assert all(g["passed"] for g in report["gates"])
     assert set(report["latency_ms"]["int8"]) == {"threads1_batch1", "threads1_batch4"}
     assert 0.5 < report["fp32_stability"]["noise_spearman"] <= 1.0
-    for name, f in report["files"].items():
+    for f in report["files"].values():
         path = tmp_path / f["path"]
         assert f["bytes"] == path.stat().st_size and read_sidecar(path.with_suffix(".json")).sha256 == f["sha256"]
     photos = data["parity"].images

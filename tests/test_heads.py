@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill.config import dump_config, load_config
 from distill import heads
+from distill.config import dump_config, load_config
 from distill.heads import fit_gains, main, refine_for_explanations, ridge
 from distill.splits import DATA_ROOT
 from distill.student import create_student, load_checkpoint, load_student, save_checkpoint

@@ -28,8 +28,8 @@ from distill.config import SourceConfig, TrainConfig  # noqa: E402
 from distill.data import CrossGroups, EditGroups  # noqa: E402
 from distill.provenance import describe_data  # noqa: E402
 from distill.teacher_loop import TeacherGroups, TeacherLabeller, teacher_file  # noqa: E402
-from distill.teachers.base import PairRequest  # noqa: E402
 from distill.teachers import nima  # noqa: E402
+from distill.teachers.base import PairRequest  # noqa: E402
 from distill.teachers.nima import (  # noqa: E402
     TEACHER_ID,
     TRAINING_DATA_NAME,
@@ -283,9 +283,10 @@ def test_provenance_of_another_nima_file_is_not_permissive(ctx, weights: Path, s
 
 
 def test_training_with_nima_in_the_loop_records_the_teacher(as_release: None, ctx, weights: Path, tmp_path: Path):
+    from test_trainer import tiny_cfg
+
     from distill.student import load_checkpoint
     from distill.trainer import Run
-    from test_trainer import tiny_cfg
 
     cfg = tiny_cfg(
         tmp_path / "run",
@@ -303,8 +304,9 @@ def test_training_with_nima_in_the_loop_records_the_teacher(as_release: None, ct
 
 
 def test_feature_loss_learns_nima_features_and_resumes(as_release: None, ctx, weights: Path, tmp_path: Path):
-    from distill.trainer import Run
     from test_trainer import tiny_cfg
+
+    from distill.trainer import Run
 
     args = (
         f"sources={{x: {{kind: cross, group_size: 3, groups: 2, teacher: 'nima:{weights}'}},"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clirun import invoke
 from PIL import Image, ImageDraw
 
 import redaes_lite
-from clirun import invoke
 from redaes_lite import load
 from redaes_lite.cli import run
 from redaes_lite.report import (

@@ -20,14 +20,14 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from browser import chromium, instrumented, visit
 from clirun import invoke
+from test_report import photo, shoot
+
 from redaes_lite import Ranked, load
 from redaes_lite.cli import run
 from redaes_lite.report import Thumb, build_report, render_report, thumbnail
 from redaes_lite.results import Score
-from test_report import photo, shoot
 
 if chromium() is None and os.environ.get("REDAES_REQUIRE_BROWSER"):
     raise RuntimeError("REDAES_REQUIRE_BROWSER is set but no chromium binary is on PATH (apt-get install chromium)")

@@ -39,7 +39,10 @@ def test_the_manifest_decides_not_the_licence_text(tmp_path) -> None:
 
 def test_split_keys_is_deterministic_and_stratified() -> None:
     keys = [f"k{i}" for i in range(200)]
-    stratum = lambda k: int(k[1:]) % 4 == 0
+
+    def stratum(k: str) -> bool:
+        return int(k[1:]) % 4 == 0
+
     val = splits.split_keys(keys, name="t", stratum=stratum)
     assert val == splits.split_keys(reversed(keys), name="t", stratum=stratum)
     assert len(val) == 30 and sum(stratum(k) for k in val) == round(0.15 * 50)

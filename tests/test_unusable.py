@@ -10,8 +10,8 @@ from synthetic_data import make_context
 
 from distill.config import ConfigError, config_from_dict
 from distill.data import MosGroups
-from distill.sources import build_source
 from distill.edits.unusable import TEACHER_ID, UNUSABLE_KINDS, unusable_frame
+from distill.sources import build_source
 from distill.student import TrainTransform
 
 PHOTO = Image.fromarray(np.random.default_rng(0).integers(40, 200, (48, 64, 3)).astype(np.uint8), "RGB").resize(

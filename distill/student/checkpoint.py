@@ -14,8 +14,9 @@ from __future__ import annotations
 import collections
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 import torch
 

@@ -8,7 +8,8 @@ checkpoint stores; :func:`build_student` rebuilds from that with random weights,
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -111,7 +112,7 @@ class Student(nn.Module):
         out = self.utility_head(pooled)[:, 0], self.factor_head(factor_in)
         return (*out, features) if with_features else out
 
-    def train(self, mode: bool = True) -> "Student":
+    def train(self, mode: bool = True) -> Student:
         super().train(mode)
         for module in self._frozen_norms:
             module.train(False)

