@@ -326,6 +326,14 @@ def test_readme_test_command_is_what_ci_runs():
     assert "HF_HUB_OFFLINE=1" in ci
 
 
+def test_readme_lint_commands_are_what_ci_runs_before_the_tests():
+    ci = (README.parent / ".ci" / "run").read_text()
+    readme = README.read_text()
+    for check in ("ruff check .", "ruff format --check ."):
+        assert f"python -m {check}" in readme and f'"$PY" -m {check}' in ci
+        assert ci.index(f'"$PY" -m {check}') < ci.index('"$PY" -m pytest')
+
+
 def test_embedded_models_resolve_by_name_and_must_match_their_sha256(tmp_path, monkeypatch):
     from redaes_lite import session
 
