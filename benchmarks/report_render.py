@@ -1,5 +1,5 @@
 """`redaes-lite report` on N real photos: time to build the file, its size per photo, and how fast headless
-Chromium loads it from disk (the issue 23 targets: 500 photos under 2 s, under 40 KB a photo).
+Chromium loads it from disk (the targets: 500 photos under 2 s, under 40 KB a photo).
 
     python benchmarks/report_render.py /work/shared/data/photos --n 500 --threads 1 [--out /tmp/report-500.html]
 

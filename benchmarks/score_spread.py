@@ -10,7 +10,7 @@ no metadata), made in a temporary folder and deleted afterwards. Images already 
 only re-encoded unless ``--upscale``. A score counts at an end when it prints as ``10.00`` or ``0.00`` (two
 decimals, as the CLI prints it). Where the folder's file names are in ``distill/splits/photos_val.txt``
 a ``val`` row repeats the figures on those photos alone (no model trained on them; the default model's
-calibration pool holds them). The target (issue 22): <= 2% at either end for both kinds of photo.
+calibration pool holds them). The target: <= 2% at either end for both kinds of photo.
 Prints a table, writes JSON (default ``/tmp/redaes-bench/score-spread.json``).
 """
 

@@ -2,8 +2,8 @@
 
 Why: after ImageNet training, the pooled features of a CNN barely see colour, contrast or vignetting (the
 pretraining augmentations taught it not to), so the factor heads of a trained student name "exposure"
-for most colour edits (default v0.2: explanations right 55%, saturation 8%, white balance 2%). Early
-layers still see them. This stage rebuilds the student with ``factor_taps`` (per-channel mean and std of
+for most colour edits (saturation and white balance edits are almost never named right). Early layers still
+see them. This stage rebuilds the student with ``factor_taps`` (per-channel mean and std of
 early feature levels, and with ``centre`` their mean over the central half of the frame minus the whole's,
 joined to the pooled features at the factor head) and fits that head on frozen
 features, where training it end to end would need a GPU:
@@ -22,10 +22,8 @@ features, where training it end to end would need a GPU:
    the start by ``anchor`` times the mean squared change of the standardised weights, plus ``sign_weight``
    times a logistic term asking the edited factor's difference to have the oracle's sign (the cross-entropy
    only sees its size, and the least-squares start learns one direction where the other dominates the data).
-   Least squares fits every factor's *size*; the explanation only needs the edited one to be the largest. On the default
-   student: 2-fold split of the training photos 0.72 -> 0.78, validation 0.712 -> 0.758 (anchor 1000);
-   with 2,550 BIQ2021 sources and anchor 3000, 4-fold by training photo 0.810, validation 0.777; with the
-   centre statistic (``factor_tap_centre``) too, 0.831 and 0.811.
+   Least squares fits every factor's *size*; the explanation only needs the edited one to be the largest, and
+   the anchor keeps what the least-squares head got right. MODEL_CARD.md has the figures of each step.
 5. Bias set so that the mean factor values of the training sources stay where the old head had them.
 
 Trunk and utility head are copied unchanged: utility, temperature and calibration do not move. Run
@@ -50,8 +48,8 @@ from redaes_lite.metadata import sha256_file
 
 __all__ = ["DEFAULT_TAPS", "fit_gains", "main", "refine_for_explanations", "refit_factor_head", "ridge"]
 
-#: EfficientNet-Lite's stride-4 and stride-8 levels (24 + 40 channels): on the default student's frozen
-#: features these lifted validation explanations 0.55 -> 0.70, against 0.60 from the head's own features.
+#: EfficientNet-Lite's stride-4 and stride-8 levels (24 + 40 channels): early enough to still see colour and
+#: contrast, which the pooled features have learnt to ignore.
 DEFAULT_TAPS = (1, 2)
 _GAIN_GRID = np.exp(np.linspace(-3.0, 3.0, 25))
 
@@ -201,7 +199,7 @@ def _biq_rows(ctx: Any, n: int, seed: int) -> list[dict[str, Any]]:
 def _crop_rows(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` random crops of each row as edit sources: 45-75% of the frame, aspect within +-20% of the photo's,
     anywhere in it. Another framing of a scene is the nearest thing to another scene that the same licence
-    allows (permissive model, 4-fold by training photo: explanations 0.750 -> 0.788 with 4 crops, 0.809 with 16)."""
+    allows: the permissive model has few photos, and more sources make its explanations generalise better."""
     from distill.data import stable_key
 
     out = []

@@ -1,4 +1,4 @@
-"""Teacher in the loop: a trained network judges fresh groups while the student trains (issue 10).
+"""Teacher in the loop: a trained network judges fresh groups while the student trains.
 
 :class:`TeacherGroups` wraps any :class:`distill.data.GroupSource`; its workers add the members' pixels in the
 *teacher's* preprocessing spec (``teacher_images``), and :class:`TeacherLabeller`, held by the trainer on its
@@ -18,16 +18,16 @@ Where NIMA's pixels come from: the workers compute them, like a student teacher'
 images (the un-augmented members: photos, crops, edits, as the source made them) with NIMA's preprocessing
 (:func:`distill.teachers.nima.nima_preprocess`: 224x224 ignoring aspect, nearest, ``x / 127.5 - 1``), and the
 trainer runs the network on its device. The student's ``images`` cannot be re-derived into NIMA's input: they
-are augmented (random crop and flip), letterboxed and normalised the student's way, and NIMA's scores move by
-about 0.75 with the resampling alone. Running NIMA inside the workers instead would take the training step's
-CPU cores (or a GPU per worker). One difference from ``python -m distill label --teacher nima`` remains: the
-group images are those of the source's image cache (decoded with a JPEG draft and shrunk, antialiased, to the
-working size, ``data.working_scale`` times the student's input), not full decodes, since edits and crops exist
-only at that size. Every member of a group goes the same way, so a group's differences are self-consistent,
-but the scores are not those of the offline labels: on 22 shared photos, at 336 px (working_scale 1.5 with a
-224 student) they sit 0.63 lower (sd 0.21) than full decodes and rank the photos with SRCC 0.87 against them;
-at 512 px 0.19 lower, SRCC 0.89 (idealo's nearest sampling of a full decode is itself aliasing-noisy).
-Raise ``data.working_scale`` for a NIMA-taught run if its scores should sit closer to NIMA's own.
+are augmented (random crop and flip), letterboxed and normalised the student's way, and the resampling alone
+moves NIMA's scores. Running NIMA inside the workers instead would take the training step's CPU cores (or a
+GPU per worker). One difference from ``python -m distill label --teacher nima`` remains: the group images are
+those of the source's image cache (decoded with a JPEG draft and shrunk, antialiased, to the working size,
+``data.working_scale`` times the student's input), not full decodes, since edits and crops exist only at that
+size. Every member of a group goes the same way, so a group's differences are self-consistent, but the scores
+are not those of the offline labels: shrunk images score lower than full decodes and rank the photos a little
+differently, less so the larger the working size (idealo's nearest sampling of a full decode is itself
+aliasing-noisy, so they never agree exactly). Raise ``data.working_scale`` for a NIMA-taught run if its scores
+should sit closer to NIMA's own.
 """
 
 from __future__ import annotations

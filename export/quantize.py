@@ -5,11 +5,11 @@ Which one suits a graph is measured, not assumed (``pipeline.choose_int8``): dyn
 convolutions into ``ConvInteger``, which ONNX Runtime runs many times slower than fp32, while static QDQ with
 per-channel weights keeps them fast. QDQ is restricted to ``Conv``/``MatMul``/``Gemm`` (quantising
 LayerNorm/Softmax/GELU destroyed a ViT's ranking) plus the range-only activations ``Clip``/``Relu``: listing
-them lets the quantiser give a convolution's output the activation's range (ReLU6: [0, 6]) instead of the
-raw min/max, and remove them. On an ImageNet EfficientNet-Lite0 with a MOS-probe head that took the int8
-file's Spearman against fp32 from 0.83 to 0.985 (``python -m export.benchmark``). The utility and factor
-heads stay fp32 (:func:`head_nodes`). Calibration pixels come through :func:`redaes_lite.preprocess.preprocess`
-with the model's own spec, like every other pixel.
+them lets the quantiser give a convolution's output the activation's range (ReLU6: [0, 6]) instead of the raw
+min/max, and remove them, so that the 256 levels cover only values the activation keeps: that is what keeps
+the int8 file's ranking close to fp32's (``python -m export.benchmark`` measures it). The utility and factor
+heads stay fp32 (:func:`head_nodes`). Calibration pixels come through
+:func:`redaes_lite.preprocess.preprocess` with the model's own spec, like every other pixel.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """What a decode will cost, known before it starts: structure checks on the file bytes (time) and the
 decoded bytes estimated from the header (memory), and the budget that bounds the bytes in flight.
 
-Found by an adversarial campaign (issue 21): small files that pass every size limit but cost seconds of
-CPU or gigabytes of memory. Each rule here is a cheap, bounded walk over the bytes Pillow would otherwise
-parse one by one in Python, or a count Pillow does not check; real photos are far from every limit.
+The threat is small files that pass every size limit but cost seconds of CPU or gigabytes of memory. Each rule
+here is a cheap, bounded walk over the bytes Pillow would otherwise parse one by one in Python, or a count
+Pillow does not check; real photos are far from every limit.
 
 * **Time**: JPEG fill and junk bytes before the image data (Pillow reads them a byte at a time, ~0.6 us
   each) and marker segments; PNG chunks (~3 us each, before and after the image data); TIFF strip and tile

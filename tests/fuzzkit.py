@@ -346,7 +346,7 @@ def hostile() -> dict[str, bytes]:
     out["tiff-ycbcr"] = _tiff_tags(8, 8, photometric=6)
     out["jpeg-scan-bomb-small"] = jpeg_with_scans(600)
     out["jpeg-scan-bomb-64mp"] = jpeg_with_scans(60, width=8000, height=8000)
-    # issue 21's cost bombs, small (their checks trigger on structure) or tiny at full size
+    # the cost bombs below, small (their checks trigger on structure) or tiny at full size
     out["tiff-strip-flood"] = tiff_many_strips(1000, width=10, height=10)
     out["bmp-rle8-rows"] = bmp_rle8_rows(300, 30)
     out["jpeg-fill"] = jpeg_fill(3000)
@@ -447,7 +447,7 @@ def random_ops(rng: random.Random, *, max_ops: int = 6) -> list[tuple[int, int, 
 
 # -- cost bombs: small files that pass the size limits but cost seconds or gigabytes ----------------
 # Each takes its size, so that the tests can build a scaled-down one and a lowered limit, and
-# benchmarks/bombs.py the full-size ones of issue 21's table. Writers stream to a file where the bomb is big.
+# a benchmark the full-size ones. Writers stream to a file where the bomb is big.
 def tiff_many_strips(entries: int, *, width: int = 100, height: int = 100) -> bytes:
     """A greyscale TIFF whose StripOffsets and StripByteCounts (one shared array) hold ``entries`` values."""
     tags = [

@@ -1,4 +1,4 @@
-"""Bounded cost per decode (issue 21): structures refused from their bytes (time), decodes refused from
+"""Bounded cost per decode: structures refused from their bytes (time), decodes refused from
 their estimated memory, the bytes in flight bounded across threads and worker processes, malformed EXIF
 ignored in every format, and the pixels of every other input unchanged.
 

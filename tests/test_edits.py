@@ -14,7 +14,7 @@ from distill.registry import EDITS
 from redaes_lite.metadata import FACTORS
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
-REQUIRED = (  # issue 3, item 1
+REQUIRED = (  # the edit vocabulary the oracle and the recipes rely on: none may go missing
     "exposure",
     "contrast",
     "saturation",

@@ -3,8 +3,8 @@ directions for every factor (``tests/signkit.py``, Pillow and NumPy, not the tra
 photos neither model trained on, for both embedded models.
 
 Thresholds hold on these 12 photos with a margin (``benchmarks/factor_signs.py`` measures 60): every edit
-right on most photos, all edits on average nearly always. v0.5/v0.6 failed it (a desaturated copy made
-``saturation`` favour the grey one on every photo).
+right on most photos, all edits on average nearly always. It catches a factor head that learnt a sign
+backwards (a desaturated copy making ``saturation`` favour the grey photo), which the utility alone would hide.
 """
 
 from __future__ import annotations

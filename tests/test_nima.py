@@ -31,8 +31,8 @@ from distill.teachers.nima import (  # noqa: E402
 REAL = default_path()
 needs_real = pytest.mark.skipif(not REAL.is_file(), reason=f"NIMA weights not at {REAL}")
 PHOTO = REAL.parents[2] / "data" / "photos" / "bsds_100075.jpg"
-#: NIMA mean score of PHOTO, computed once with this implementation (439 shared photos: mean 5.26, sd 0.55,
-#: as the weights' README says; nearest resize; bilinear would give about 0.75 less).
+#: NIMA mean score of PHOTO, computed once with this implementation, whose scores over the shared photos have
+#: the mean and spread the weights' README gives (with nearest resize, as NIMA was trained; bilinear shifts them).
 PINNED_SCORE = 5.46293
 
 #: MobileNet v1 1.0 depthwise-separable blocks: (output channels, stride).

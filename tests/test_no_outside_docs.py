@@ -1,4 +1,4 @@
-"""Nothing in the repository points readers to a document outside it (issue 22: users never see those)."""
+"""Nothing in the repository points readers to a document outside it (users never see those)."""
 
 from __future__ import annotations
 
