@@ -89,3 +89,15 @@ def test_exports_to_onnx_and_matches_torch(tmp_path):
         want = student(x)
     np.testing.assert_allclose(got[0], want[0].numpy(), atol=1e-4)
     np.testing.assert_allclose(got[1], want[1].numpy(), atol=1e-4)
+
+
+def test_factor_taps_read_the_last_stage_of_each_resolution():
+    student, _, _ = create_student("nima:mobilenet_v1", factors=FACTORS, img_size=64, factor_taps=[1, 2])
+    trunk = student.trunk
+    assert [level["reduction"] for level in trunk.feature_info] == [2, 4, 8, 16, 32]
+    x = torch.rand(1, 3, 64, 64)
+    final, maps = trunk.forward_intermediates(x, indices=[1, 2])
+    assert [tuple(m.shape[1:]) for m in maps] == [(128, 16, 16), (256, 8, 8)]
+    assert torch.allclose(trunk.forward_head(final), trunk(x))
+    # pooled 1024 + (mean, std) of 128 and 256 channels
+    assert student.factor_head.in_features == 1024 + 2 * (128 + 256)

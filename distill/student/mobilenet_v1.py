@@ -41,9 +41,32 @@ class MobileNetV1Trunk(nn.Module):
             c = out
         self.stages = nn.Sequential(*stages)
         self.width = c
+        # timm's description of the levels a factor head may tap: the last stage at each resolution.
+        self.feature_info = []
+        for i, (out, _stride) in enumerate(BLOCKS, 1):
+            if i == len(BLOCKS) or BLOCKS[i][1] != 1:
+                reduction = 2 ** (1 + sum(s == 2 for _, s in BLOCKS[:i]))
+                self.feature_info.append({"num_chs": out, "reduction": reduction, "module": f"stages.{i}"})
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.stages(pixels).mean(dim=(2, 3))
+        return self.forward_head(self.stages(pixels))
+
+    def forward_head(self, final: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
+        """Global average pool of the last feature map (there are no logits)."""
+        return final.mean(dim=(2, 3))
+
+    def forward_intermediates(
+        self, pixels: torch.Tensor, indices: list[int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The last feature map and those of the ``feature_info`` levels ``indices`` (timm's signature)."""
+        wanted = {int(self.feature_info[i]["module"].split(".")[1]): i for i in indices}
+        maps: dict[int, torch.Tensor] = {}
+        x = pixels
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in wanted:
+                maps[wanted[i]] = x
+        return x, [maps[i] for i in indices]
 
     def parameter_groups(self) -> list[list[nn.Parameter]]:
         """One group per stage, input first (what ``unlocked_groups`` counts from the end)."""
