@@ -132,10 +132,21 @@ def resample(img: np.ndarray, axis: int, n_out: int, filt: str) -> np.ndarray:
     return np.moveaxis(np.clip(acc >> PREC, 0, 255).astype(np.uint8), 0, axis)
 
 
+def nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source sample of each output sample: the position accumulated step by step (section 4.4)."""
+    step, pos, out = n_in / n_out, 0.5 * (n_in / n_out), []
+    for _ in range(n_out):
+        out.append(int(pos))
+        pos += step
+    return np.array(out)
+
+
 def resize(img: np.ndarray, width: int, height: int, filt: str) -> np.ndarray:
     """Two passes, each skipped when its size does not change: horizontal first, unless (Pillow 13) the
-    height loses more than twice as many pixels as the width (section 4.4)."""
+    height loses more than twice as many pixels as the width (section 4.4); ``nearest`` picks samples."""
     h, w = img.shape[:2]
+    if filt == "nearest":
+        return img[nearest_index(h, height)][:, nearest_index(w, width)]
     axes = [(1, width), (0, height)]
     if VERTICAL_FIRST_RULE and h - height > 0 and h - height > 2 * (w - width):
         axes.reverse()
@@ -336,7 +347,7 @@ def test_preprocessing_is_the_runtimes_bit_for_bit(pair, photos):
 
 
 @pytest.mark.parametrize("resize_mode", ["letterbox", "squash", "center_crop"])
-@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "lanczos", "box"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "lanczos", "box", "nearest"])
 def test_every_resize_mode_and_filter_is_the_runtimes(photos, resize_mode, interpolation):
     """Spec variants of the embedded model's spec, on a few photos and odd shapes (tiny, thin, exact size)."""
     base = json.loads(DocModel(redaes_lite.load("default").path).meta["preprocess"])
@@ -350,6 +361,18 @@ def test_every_resize_mode_and_filter_is_the_runtimes(photos, resize_mode, inter
     for img in images:
         want = to_array(load_image(img, runtime_spec), runtime_spec)
         np.testing.assert_array_equal(make_pixels(img, spec), want, err_msg=f"{img.shape}")
+
+
+def test_nearest_halfway_cases_follow_the_accumulated_position():
+    """Where ``(i + 0.5) * in / out`` is exactly an integer, Pillow's accumulated position may fall just short."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for w, width in [(1276, 255), (1000, 208), (4000, 224), (7, 208), (513, 512)]:
+        img = rng.integers(0, 256, (2, w, 3), dtype=np.uint8)
+        want = np.asarray(Image.fromarray(img).resize((width, 2), Image.Resampling.NEAREST))
+        np.testing.assert_array_equal(resize(img, width, 2, "nearest"), want, err_msg=f"{w} -> {width}")
+    assert nearest_index(1276, 255)[127] == 637 and math.floor(127.5 * 1276 / 255) == 638
 
 
 def test_score_matches_the_runtime(pair, photos):
