@@ -140,11 +140,17 @@ def _check_calibration(value: Any) -> dict[str, Any]:
     return {**value, "utility": [float(k) for k in u], "score": [float(k) for k in s]}
 
 
+#: Where a student's trunk comes from (``distill.student.backbones``): provenance a reader can trace.
+BACKBONE_SOURCES = ("timm", "open_clip", "nima")
+
+
 def _check_student(value: Any, size: tuple[int, int]) -> dict[str, Any]:
     _require(isinstance(value, Mapping), "student", "expected a JSON object")
     backbone = value.get("backbone")
-    ok = isinstance(backbone, str) and backbone.split(":", 1)[0] in ("timm", "open_clip") and ":" in backbone
-    _require(ok, "student", f"backbone must be 'timm:<name>' or 'open_clip:<name>', got {backbone!r}")
+    ok = isinstance(backbone, str) and backbone.split(":", 1)[0] in BACKBONE_SOURCES and ":" in backbone
+    _require(
+        ok, "student", f"backbone must be '<source>:<name>' with source one of {BACKBONE_SOURCES}, got {backbone!r}"
+    )
     _require(isinstance(value.get("pretrained"), str), "student", "pretrained must be a string")
     params = value.get("params")
     ok = isinstance(params, int) and not isinstance(params, bool) and params >= 0
@@ -344,6 +350,10 @@ class Sidecar:
     sha256: str
     opset: int
     info: ModelInfo
+    #: Files beside it that the model reads weights from (ONNX external data), each with its sha256:
+    #: an int8 file that shares the fp16 file's weights names ``model.onnx`` here, so that it never runs
+    #: with the weights of another version of that file.
+    external_data: dict[str, str] = field(default_factory=dict)
 
     @property
     def model_path(self) -> Path:
@@ -359,18 +369,27 @@ def _onnx_opset(onnx_path: Path) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
-def write_sidecar(onnx_path: str | os.PathLike, info: ModelInfo, *, opset: int | None = None) -> Path:
+def write_sidecar(
+    onnx_path: str | os.PathLike,
+    info: ModelInfo,
+    *,
+    opset: int | None = None,
+    external_data: Mapping[str, str] | None = None,
+) -> Path:
     """Write ``<stem>.json`` next to ``onnx_path`` atomically and return its path.
 
     ``opset`` defaults to the default-domain opset read from the file (needs the ``onnx`` package).
+    ``external_data``: ``{file name: sha256}`` of the files beside it that the model reads weights from.
     """
     onnx_path = Path(onnx_path)
-    doc = {
+    doc: dict[str, Any] = {
         "file": onnx_path.name,
         "sha256": sha256_file(onnx_path),
         "opset": int(opset if opset is not None else _onnx_opset(onnx_path)),
         "metadata": info.to_dict(),
     }
+    if external_data:
+        doc["external_data"] = dict(external_data)
     out = sidecar_path(onnx_path)
     with atomic_open(out) as f:
         f.write(json.dumps(doc, indent=2) + "\n")
@@ -396,4 +415,17 @@ def read_sidecar(path: str | os.PathLike) -> Sidecar:
     if not isinstance(doc["file"], str) or not isinstance(doc["sha256"], str) or not isinstance(doc["opset"], int):
         raise ModelError(f"{path}: sidecar file/sha256 must be strings and opset an int")
     info = ModelInfo.from_dict(doc["metadata"], source=str(path))
-    return Sidecar(path=path, file=doc["file"], sha256=doc["sha256"].lower(), opset=doc["opset"], info=info)
+    external = doc.get("external_data", {})
+    valid = isinstance(external, dict) and all(
+        isinstance(k, str) and k == Path(k).name and isinstance(v, str) for k, v in external.items()
+    )
+    if not valid:
+        raise ModelError(f"{path}: sidecar external_data must map file names beside it to sha256 strings")
+    return Sidecar(
+        path=path,
+        file=doc["file"],
+        sha256=doc["sha256"].lower(),
+        opset=doc["opset"],
+        info=info,
+        external_data={k: v.lower() for k, v in external.items()},
+    )

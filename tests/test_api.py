@@ -294,6 +294,20 @@ def test_model_with_the_wrong_signature_is_refused(tmp_path):
         load(path)
 
 
+@pytest.mark.parametrize("backbone", ["timm:x", "open_clip:ViT-B-32", "nima:mobilenet_v1"])
+def test_student_backbone_sources_that_load(tmp_path, backbone):
+    student = {"backbone": backbone, "pretrained": "none", "params": 0, "input": [32, 32]}
+    path = make_tiny_model(tmp_path, size=(32, 32), sidecar=False, props={"redaes.student": json.dumps(student)})
+    assert load(path).info.student["backbone"] == backbone
+
+
+def test_unknown_backbone_source_is_refused(tmp_path):
+    student = {"backbone": "keras:mobilenet", "pretrained": "none", "params": 0, "input": [32, 32]}
+    path = make_tiny_model(tmp_path, size=(32, 32), sidecar=False, props={"redaes.student": json.dumps(student)})
+    with pytest.raises(ModelError, match="source one of"):
+        load(path)
+
+
 def test_bad_threads_and_providers(tiny_model):
     with pytest.raises(ValueError, match="providers"):
         load(tiny_model, providers=["NoSuchExecutionProvider"])
