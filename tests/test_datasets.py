@@ -191,3 +191,12 @@ def test_every_registered_set_has_a_readable_spec() -> None:
     for name in ds.list_datasets():
         spec = ds.get_dataset(name)
         assert spec.mos_range[0] < spec.mos_range[1]
+
+
+def test_entries_are_package_data_read_on_first_use() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "eval/datasets.json" in package_data["redaes_lite"]  # a pip install has them
+    assert (root / "redaes_lite" / "eval" / "datasets.json").is_file()

@@ -29,14 +29,18 @@ livec      ``Data/AllImages_release.mat`` + ``AllMOS_release.mat``  ``Images/`` 
 
 from __future__ import annotations
 
-import difflib
+import functools
+import json
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
+from .._registry import Registry
 from ..errors import RedaesError
 from .matfile import load_mat
 from .tables import read_rows
@@ -52,6 +56,9 @@ __all__ = [
     "read_labels",
     "register_dataset",
 ]
+
+#: The built-in entries, package data beside this module: a JSON list of :meth:`DatasetSpec.from_dict` objects.
+_ENTRIES = "datasets.json"
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,23 @@ class DatasetSpec:
             raise ValueError(f"data set {self.name}: default split {self.default_split!r} is not among its splits")
         if self.parser not in _PARSERS:
             raise ValueError(f"data set {self.name}: unknown parser {self.parser!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DatasetSpec:
+        """A spec from plain JSON data: lists where the fields are tuples, each split an object of :class:`Split`'s
+        fields (``where`` as ``[column, value]``)."""
+        splits = {
+            name: Split(**{**sp, **{k: tuple(sp[k]) for k in ("labels", "images", "where") if sp.get(k)}})
+            for name, sp in d["splits"].items()
+        }
+        return cls(
+            **{
+                **d,
+                "splits": splits,
+                "mos_range": tuple(d["mos_range"]),
+                "aliases": tuple(d.get("aliases", ())),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -199,31 +223,34 @@ def _read_text(path: Path) -> str:
 
 # ---------------------------------------------------------------------------------------------- registry
 
-_REGISTRY: dict[str, DatasetSpec] = {}
-_ALIASES: dict[str, str] = {}
+
+@functools.cache
+def _registry() -> Registry[DatasetSpec]:
+    """The data sets: the entries of ``datasets.json`` (package data), read on first use, and any registered since."""
+    registry: Registry[DatasetSpec] = Registry("data set")
+    for entry in json.loads(resources.files(__package__).joinpath(_ENTRIES).read_text(encoding="utf-8")):
+        spec = DatasetSpec.from_dict(entry)
+        registry.add(spec.name, spec, aliases=spec.aliases)
+    return registry
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """Add a data set; a name or alias already taken raises."""
-    for key in (spec.name, *spec.aliases):
-        if key in _REGISTRY or key in _ALIASES:
-            raise ValueError(f"data set name {key!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    _ALIASES.update({alias: spec.name for alias in spec.aliases})
+    """Add a data set; a name or alias already taken raises ``ValueError``."""
+    _registry().add(spec.name, spec, aliases=spec.aliases)
     return spec
 
 
 def list_datasets() -> list[str]:
-    return sorted(_REGISTRY)
+    return _registry().names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The spec registered as ``name`` (case-insensitive; aliases accepted)."""
+    registry = _registry()
     key = name.lower()
-    key = _ALIASES.get(key, key)
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    close = difflib.get_close_matches(key, [*_REGISTRY, *_ALIASES], n=3)
+    if key in registry:
+        return registry.get(key)
+    close = registry.close_matches(key)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise RedaesError(f"unknown data set {name!r}{hint} (known: {', '.join(list_datasets())})")
 
@@ -301,171 +328,3 @@ def read_labels(
         raise RedaesError(f"{path}: group column {group_col!r} is empty or missing")
     sign = -1.0 if lower_better else 1.0
     return [LabelledImage(r.path, sign * r.label, r.group) for r in records]
-
-
-# ---------------------------------------------------------------------------------------------- entries
-
-_KONIQ_SCORES = ("koniq10k_scores_and_distributions.csv",)
-
-register_dataset(
-    DatasetSpec(
-        name="ava",
-        title="AVA",
-        parser="ava",
-        splits={
-            "all": Split(labels=("AVA.txt", "AVA_dataset/AVA.txt"), images=("images", "image", "AVA_dataset/images")),
-            "test": Split(
-                labels=("AVA.txt", "AVA_dataset/AVA.txt"),
-                images=("images", "image", "AVA_dataset/images"),
-                id_list="aesthetics_image_lists/generic_test.jpgl",
-            ),
-        },
-        default_split="test",
-        mos_range=(1.0, 10.0),
-        url="https://github.com/imfing/ava_downloader",
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="koniq10k",
-        title="KonIQ-10k",
-        parser="table",
-        splits={
-            split: Split(
-                # Only the "sets" file has the official split; the scores file serves "all" as well.
-                labels=("koniq10k_distributions_sets.csv",) + (() if where else _KONIQ_SCORES),
-                images=("1024x768", "512x384"),
-                where=("set", where) if where else None,
-            )
-            for split, where in (("all", None), ("train", "training"), ("val", "validation"), ("test", "test"))
-        },
-        default_split="test",
-        mos_range=(1.0, 5.0),
-        image_col="image_name",
-        label_col="MOS",
-        aliases=("koniq", "koniq-10k"),
-        url="https://database.mmsp-kn.de/koniq-10k-database.html",
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="spaq",
-        title="SPAQ",
-        parser="table",
-        splits={
-            "all": Split(
-                labels=(
-                    "Annotations/MOS and Image attribute scores.xlsx",
-                    "Annotations/MOS and Image attribute scores.csv",
-                    "Annotations/MOS_and_Image_attribute_scores.csv",
-                ),
-                images=("TestImage", "TestImage_resized"),
-            )
-        },
-        default_split="all",
-        mos_range=(0.0, 100.0),
-        image_col="Image name",
-        label_col="MOS",
-        url="https://github.com/h4nwei/SPAQ",
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="tad66k",
-        title="TAD66K",
-        parser="table",
-        splits={
-            split: Split(labels=(f"labels/merge/{split}.csv",), images=("TAD66K", "images"))
-            for split in ("train", "test")
-        },
-        default_split="test",
-        mos_range=(0.0, 10.0),
-        image_col="image",
-        label_col="score",
-        url="https://github.com/woshidandan/TANet",
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="para",
-        title="PARA",
-        parser="table",
-        splits={
-            split: Split(labels=(f"annotation/PARA-Giaa{split.title()}.csv",), images=("imgs",))
-            for split in ("train", "test")
-        },
-        default_split="test",
-        mos_range=(1.0, 5.0),
-        image_col="{sessionId}/{imageName}",
-        label_col="aestheticScore_mean",
-        group_col="semantic",
-        url="https://cv-datasets.institutecv.com/#/data-sets",
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="aadb",
-        title="AADB",
-        parser="whitespace",
-        splits={
-            "train": Split(
-                labels=("imgListFiles_label/imgListTrainRegression_score.txt",),
-                images=("datasetImages_originalSize", "datasetImages_warp256"),
-            ),
-            "val": Split(
-                labels=("imgListFiles_label/imgListValidationRegression_score.txt",),
-                images=("datasetImages_originalSize", "datasetImages_warp256"),
-            ),
-            "test": Split(
-                labels=("imgListFiles_label/imgListTestNewRegression_score.txt",),
-                images=("AADB_newtest_originalSize", "AADB_newtest", "datasetImages_originalSize"),
-            ),
-        },
-        default_split="test",
-        mos_range=(0.0, 1.0),
-        url="https://github.com/aimerykong/deepImageAestheticsAnalysis",
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="flickr-aes",
-        title="FLICKR-AES",
-        parser="whitespace",
-        splits={"all": Split(labels=("FLICKR-AES_image_score.txt",), images=("40K", "FLICKR-AES-001/40K"))},
-        default_split="all",
-        mos_range=(1.0, 5.0),
-        aliases=("flickr_aes", "flickraes"),
-        url="https://github.com/alanspike/personalizedImageAesthetics",
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="biq2021",
-        title="BIQ2021",
-        parser="table",
-        splits={
-            "test": Split(labels=("Test.csv", "Test (Images and MOS).csv"), images=("Images", "images")),
-            "train": Split(labels=("Train.csv", "Train (Images and MOS).csv"), images=("Images", "images")),
-        },
-        default_split="test",
-        mos_range=(0.0, 1.0),
-        image_col="Image Name",
-        label_col="MOS",
-        url="https://github.com/nisarahmedrana/BIQ2021",
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="livec",
-        title="LIVE-in-the-Wild (LIVE Challenge)",
-        parser="livec",
-        splits={
-            "test": Split(labels=("Data/AllImages_release.mat",), images=("Images",), skip_first=7),
-            "all": Split(labels=("Data/AllImages_release.mat",), images=("Images",)),
-        },
-        default_split="test",
-        mos_range=(0.0, 100.0),
-        aliases=("live-itw", "live-in-the-wild", "livechallenge", "clive"),
-        url="https://live.ece.utexas.edu/research/ChallengeDB/index.html",
-    )
-)
