@@ -46,8 +46,7 @@ def write_edit_pairs(
 ) -> int:
     """Write ``groups`` edit groups under ``out``; returns the number of pairs in ``pairs.jsonl``."""
     from distill import edits
-    from distill.data import photo_tags
-    from distill.splits import DATA_ROOT, load_split, read_manifest
+    from distill.splits import DATA_ROOT, load_split, read_manifest, tags_of
     from distill.teachers.edit_oracle import EditOracle
 
     if groups < 1 or group_size < 2:
@@ -64,7 +63,7 @@ def write_edit_pairs(
         src = load_image(root / row["file"])
         src.thumbnail((size, size), Image.Resampling.LANCZOS)
         a = _store(src, out)
-        tags = photo_tags(row)
+        tags = tags_of(row)
         for _ in range(group_size - 1):
             recipe = edits.random_recipe(rng, tags=tags)
             b = _store(edits.apply(src, recipe, seed=int(rng.integers(2**31))), out)

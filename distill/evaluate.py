@@ -70,7 +70,7 @@ def evaluate_checkpoint(
     its metrics joined by ``extra_metrics``. ``val_config``: validate with this ``val`` section instead of the
     one the checkpoint was trained with.
     """
-    from distill.data import DataContext
+    from distill.sources import DataContext
     from distill.student import DERIVED_KEYS, EvalTransform, load_checkpoint, load_student, save_checkpoint
     from distill.validation import ValSets, finalize
 

@@ -173,11 +173,12 @@ def _cached_features(cache_dir: Path | None, key: dict[str, Any] | None, compute
 
 def _edit_code_hash() -> str:
     """sha256 of the modules that make and judge edit groups: cached features go stale when they change."""
-    from distill import data, edits, validation
+    from distill import edits, images, validation
+    from distill.sources import context, edit
     from distill.teachers import edit_oracle
 
     files = sorted(Path(edits.__file__).parent.glob("*.py")) + [
-        Path(str(m.__file__)) for m in (data, validation, edit_oracle)
+        Path(str(m.__file__)) for m in (images, context, edit, validation, edit_oracle)
     ]
     h = hashlib.sha256()
     for f in files:
@@ -188,7 +189,7 @@ def _edit_code_hash() -> str:
 def _biq_rows(ctx: Any, n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` BIQ2021 training images (all of them if fewer) as edit sources, no tags: only the factor an edit
     moved is used here, which does not depend on how well made the source was."""
-    from distill.data import stable_key
+    from distill.sources import stable_key
 
     items = ctx.biq["train"]
     rng = np.random.default_rng([seed, stable_key("biq2021-heads")])
@@ -200,7 +201,7 @@ def _crop_rows(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[s
     """``n`` random crops of each row as edit sources: 45-75% of the frame, aspect within +-20% of the photo's,
     anywhere in it. Another framing of a scene is the nearest thing to another scene that the same licence
     allows: the permissive model has few photos, and more sources make its explanations generalise better."""
-    from distill.data import stable_key
+    from distill.sources import stable_key
 
     out = []
     for row in rows:
@@ -241,8 +242,8 @@ def refit_factor_head(
     research-use data, refused for a permissive-only model. ``photo_crops``: also edit N random crops of each
     training photo (``crop_groups`` groups each). ``cache_dir``: keep the features there for the next refit.
     """
-    from distill.data import DataContext, source_key
     from distill.evaluate import run_config
+    from distill.sources import DataContext, source_key
     from distill.student import DERIVED_KEYS, build_student, load_checkpoint, load_student, save_checkpoint
 
     taps = [int(t) for t in taps]

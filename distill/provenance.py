@@ -13,9 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from distill.data import DataContext, GroupSource, LabelledPairs
 from distill.human_sets import HUMAN_SETS
-from distill.teacher_loop import TeacherGroups
+from distill.sources import DataContext, GroupSource, LabelledPairs, TeacherGroups
 from distill.teachers.nima import NIMA_FILE, NIMA_SHA256
 from distill.teachers.nima import TEACHER_ID as NIMA_TEACHER_ID
 from distill.teachers.nima import TRAINING_DATA_NAME as NIMA_DATA_NAME

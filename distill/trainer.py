@@ -9,7 +9,7 @@ Run folder (``cfg.out``): ``config.yaml`` (resolved), ``metrics.jsonl`` (train a
 ``final.pt`` (the export checkpoint: temperature and display calibration fitted on validation, teachers,
 training data, seeds, data hashes, git commit).
 
-Exact resume: batches are a pure function of (seed, source, step) (``distill.data``), and ``last.pt``
+Exact resume: batches are a pure function of (seed, source, step) (``distill.sources``), and ``last.pt``
 holds the optimizer, scheduler and torch RNG states, so a resumed run repeats an unbroken one.
 Ctrl-C stops at the end of the current step and writes ``last.pt`` (a second Ctrl-C aborts).
 
@@ -31,10 +31,9 @@ from typing import Any
 import torch
 
 from distill.config import LossConfig, SourceConfig, TrainConfig, dump_config
-from distill.data import DataContext, GroupSource, batch_loader
+from distill.data import batch_loader
 from distill.provenance import describe_data
-from distill.sources import build_source
-from distill.teacher_loop import TeacherGroups, TeacherLabeller
+from distill.sources import DataContext, GroupSource, TeacherGroups, TeacherLabeller, build_source
 from distill.train_setup import (
     Dist,
     Progress,

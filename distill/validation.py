@@ -37,8 +37,9 @@ import torch
 from PIL import Image
 
 from distill.calibration import fit_pair_calibration, pair_calibration, reference_calibration
-from distill.data import DataContext, Group, edit_group, photo_tags, source_key, stable_key
 from distill.registry import EDITS
+from distill.sources import DataContext, Group, edit_group, source_key, stable_key
+from distill.splits import tags_of
 from redaes_lite.eval.metrics import plcc_logistic, srcc
 from redaes_lite.metadata import apply_calibration
 from redaes_lite.preprocess import load_image
@@ -139,7 +140,7 @@ def seeded_edit_groups(
     for row in rows:
         for k in range(groups):
             rng = np.random.default_rng([seed, stable_key(source_key(row)), k])
-            tags = photo_tags(row)
+            tags = tags_of(row)
             recipes = [
                 edits.random_recipe(rng, n_ops=1 if i < n_single else None, tags=tags) for i in range(v.group_size - 1)
             ]

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from distill.data import DataContext, ImageCache
+from distill.images import ImageCache
+from distill.sources import DataContext
 from redaes_lite.preprocess import PreprocessSpec
 
 FACTORS = ["exposure", "contrast", "saturation", "sharpness", "noise", "composition"]

@@ -10,9 +10,9 @@ import pytest
 import torch
 from synthetic_data import FACTORS, add_para, make_context
 
-from distill.data import EditGroups, LabelledPairs, MosGroups, batch_loader
+from distill.data import batch_loader, make_batch
+from distill.sources import EditGroups, LabelledPairs, MosGroups, TeacherGroups, TeacherLabeller
 from distill.student import TrainTransform, create_student, save_checkpoint
-from distill.teacher_loop import TeacherGroups, TeacherLabeller
 
 pytest.importorskip("distill.teachers.edit_oracle")
 from distill.teachers.edit_oracle import EditOracle
@@ -35,7 +35,7 @@ def edits(ctx, **kw) -> EditGroups:
 
 
 def test_edit_groups_shapes_and_targets(ctx, tf) -> None:
-    batch = edits(ctx, n_ops=1).batch(0, tf)
+    batch = make_batch(edits(ctx, n_ops=1), 0, tf)
     assert batch["images"].shape == (G, M, 3, 32, 32)
     assert batch["target"].shape == batch["mask"].shape == (G, M)
     assert batch["factor_target"].shape == (G, M, len(FACTORS))
@@ -50,13 +50,13 @@ def test_edit_groups_shapes_and_targets(ctx, tf) -> None:
 
 
 def test_edit_group_members_differ_from_their_source(ctx, tf) -> None:
-    batch = edits(ctx, n_ops=1).batch(1, tf)
+    batch = make_batch(edits(ctx, n_ops=1), 1, tf)
     diff = (batch["images"][:, 1:] - batch["images"][:, :1]).abs().flatten(2).mean(-1)
     assert (diff > 0).float().mean() > 0.5  # most edits change the pixels visibly
 
 
 def test_batches_are_deterministic_by_index(ctx, tf) -> None:
-    a, b, c = edits(ctx).batch(5, tf), edits(ctx).batch(5, tf), edits(ctx).batch(6, tf)
+    a, b, c = make_batch(edits(ctx), 5, tf), make_batch(edits(ctx), 5, tf), make_batch(edits(ctx), 6, tf)
     for key in ("images", "target"):
         assert torch.equal(a[key], b[key])
     assert torch.allclose(a["factor_target"], b["factor_target"], equal_nan=True)
@@ -69,7 +69,7 @@ def test_stream_is_the_same_for_any_number_of_workers(ctx, tf) -> None:
     for _ in range(3):
         x, y = (next(s) for s in streams)
         assert torch.equal(x["images"], y["images"]) and torch.equal(x["target"], y["target"])
-    direct = src.batch(7, tf)
+    direct = make_batch(src, 7, tf)
     assert torch.equal(next(streams[0])["target"], direct["target"])  # start=4: the 4th batch is index 7
 
 
@@ -78,8 +78,8 @@ def test_training_streams_never_touch_validation_sources(ctx, tf, monkeypatch) -
     get = ctx.cache.get
     monkeypatch.setattr(ctx.cache, "get", lambda p: seen.append(Path(p).name) or get(p))
     for i in range(6):
-        edits(ctx).batch(i, tf)
-        MosGroups("mos", ctx, group_size=M, groups=G, seed=1).batch(i, tf)
+        make_batch(edits(ctx), i, tf)
+        make_batch(MosGroups("mos", ctx, group_size=M, groups=G, seed=1), i, tf)
     assert seen and not set(seen) & ctx.val_names
 
 
@@ -89,7 +89,7 @@ def test_mos_groups_target_is_mos_times_scale(ctx, tf) -> None:
     picks = [src.pick(src.rng(i)) for i in range(5)]
     assert all(len({items[j][2] for j in p}) == 1 for p in picks)  # within one subset
     assert np.isnan(src.group(src.rng(0)).factor_target).all()
-    batch = src.batch(0, tf)
+    batch = make_batch(src, 0, tf)
     assert batch["target"].shape == (G, M)
     mos = np.asarray([m for _, m, _ in items])
     for value in batch["target"].numpy().ravel():
@@ -140,7 +140,7 @@ def test_labelled_pairs_skip_failed_and_validation_records(ctx, tf, tmp_path: Pa
         "llm", ctx, labels=str(path), root=str(ctx.photos_root), group_size=2, groups=2, seed=0, scale=2.0
     )
     assert len(src.records) == 1 and src.dropped_val == 1
-    batch = src.batch(0, tf)
+    batch = make_batch(src, 0, tf)
     assert batch["images"].shape == (2, 2, 3, 32, 32)
     assert batch["target"].tolist() == [[0.0, 1.0], [0.0, 1.0]]
     assert batch["weight"].tolist() == [2.0, 2.0]
@@ -153,7 +153,7 @@ def test_teacher_groups_are_labelled_by_the_teacher(ctx, tf, tmp_path: Path) -> 
     teacher, _, _ = create_student("timm:test_efficientnet", factors=FACTORS[:3], img_size=40)
     ckpt = save_checkpoint(tmp_path / "teacher.pt", teacher)
     src = TeacherGroups(ckpt, MosGroups("cross", ctx, group_size=M, groups=G, seed=0))
-    batch = src.batch(0, tf)
+    batch = make_batch(src, 0, tf)
     assert batch["teacher_images"].shape == (G, M, 3, 40, 40)
     labelled = TeacherLabeller(ckpt, factors=FACTORS, scale=2.0)(dict(batch))
     with torch.no_grad():
@@ -173,9 +173,16 @@ def test_mos_groups_of_another_data_set_stay_inside_it(ctx, tf, tmp_path: Path) 
     picks = [src.pick(src.rng(i)) for i in range(5)]
     assert all(len({items[j][2] for j in p}) == 1 for p in picks)  # within one session
     scores = np.asarray([m for _, m, _ in items])
-    batch = src.batch(0, tf)
+    batch = make_batch(src, 0, tf)
     assert batch["target"].shape == (G, M)
     for value in batch["target"].numpy().ravel():  # PARA training scores x 2, never a BIQ2021 MOS
         assert np.abs(scores * 2 - value).min() < 1e-4
     with pytest.raises(Exception, match="not loaded"):
         MosGroups("x", ctx, group_size=M, groups=G, seed=0, dataset="para")
+
+
+def test_every_kind_a_config_may_name_is_a_registered_source() -> None:
+    from distill.config import SOURCE_KINDS
+    from distill.registry import SOURCES
+
+    assert SOURCES.names() == sorted(SOURCE_KINDS)

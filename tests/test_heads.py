@@ -108,8 +108,8 @@ def test_biq_sources_add_scenes_and_the_cache_serves_the_next_refit(
 
 
 def test_photo_crops_are_other_framings_of_the_training_photos_with_their_own_edits(tmp_path: Path) -> None:
-    from distill.data import DataContext, source_key
     from distill.evaluate import run_config
+    from distill.sources import DataContext, source_key
     from distill.validation import seeded_edit_groups
 
     path, _, student = _tiny_checkpoint(tmp_path, permissive_only=True)

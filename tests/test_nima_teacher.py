@@ -25,9 +25,9 @@ from test_nima import LAYER_NAMES, PHOTO, REAL, synthetic_tensors, write_keras  
 
 from distill import label as lab  # noqa: E402
 from distill.config import SourceConfig, TrainConfig  # noqa: E402
-from distill.data import CrossGroups, EditGroups  # noqa: E402
+from distill.data import make_batch  # noqa: E402
 from distill.provenance import describe_data  # noqa: E402
-from distill.teacher_loop import TeacherGroups, TeacherLabeller, teacher_file  # noqa: E402
+from distill.sources import CrossGroups, EditGroups, TeacherGroups, TeacherLabeller, teacher_file  # noqa: E402
 from distill.teachers import nima  # noqa: E402
 from distill.teachers.base import PairRequest  # noqa: E402
 from distill.teachers.nima import (  # noqa: E402
@@ -230,7 +230,7 @@ def test_nima_in_the_loop_relabels_groups(ctx, model, weights: Path, sha: str) -
     inner = CrossGroups("cross", ctx, group_size=M, groups=G, seed=0, scale=0.5)
     src = TeacherGroups(f"nima:{weights}", inner)
     assert src.nima and src.checkpoint == weights and src.teacher_ids() == [f"nima-mobilenet:synthetic@{sha[:12]}"]
-    batch = src.batch(0, tf)
+    batch = make_batch(src, 0, tf)
     assert batch["images"].shape == (G, M, 3, 32, 32) and torch.isnan(batch["target"]).all()
     # NIMA's pixels come from the group's own (un-augmented) PIL images, preprocessed NIMA's way.
     rng = src.rng(0)
@@ -251,7 +251,7 @@ def test_nima_in_the_loop_relabels_groups(ctx, model, weights: Path, sha: str) -
         feats = model.features(batch["teacher_images"].flatten(0, 1))
     assert torch.allclose(out["teacher_features"], feats.view(G, M, -1), atol=1e-5)
     # The trainer sets the stage's scale on the labeller; the spelling of the config works too.
-    again = TeacherLabeller(f"nima:{weights}", factors=FACTORS, scale=2.0)(src.batch(0, tf))
+    again = TeacherLabeller(f"nima:{weights}", factors=FACTORS, scale=2.0)(make_batch(src, 0, tf))
     assert torch.allclose(again["target"], 2.0 * scores, atol=1e-5)
 
 

@@ -33,5 +33,5 @@ def test_duplicates_raise_and_typos_get_close_matches() -> None:
 
 def test_distill_uses_the_runtime_registry() -> None:
     assert distill_registry.Registry is Registry
-    for name in ("EDITS", "TEACHERS", "BACKBONES", "LOSSES"):
+    for name in ("EDITS", "TEACHERS", "SOURCES", "BACKBONES", "LOSSES"):
         assert isinstance(getattr(distill_registry, name), Registry)

@@ -13,6 +13,7 @@ import torch
 from synthetic_data import FACTORS, add_para, make_context
 
 from distill.config import TrainConfig, load_config
+from distill.data import make_batch
 from distill.student import load_checkpoint, load_student
 from distill.train_setup import lr_factor
 from distill.trainer import Run
@@ -80,7 +81,7 @@ def test_a_few_steps_reduce_the_loss(ctx, tmp_path: Path) -> None:
     )
     run = Run(cfg, ctx=ctx)
     run.enter_stage(0, None)
-    fixed = [{k: v for k, v in run.sources["mos"].batch(i, run.train_tf).items()} for i in range(4)]
+    fixed = [{k: v for k, v in make_batch(run.sources["mos"], i, run.train_tf).items()} for i in range(4)]
 
     def loss() -> float:
         with torch.no_grad():

@@ -9,9 +9,9 @@ from PIL import Image
 from synthetic_data import make_context
 
 from distill.config import ConfigError, config_from_dict
-from distill.data import MosGroups
+from distill.data import make_batch
 from distill.edits.unusable import TEACHER_ID, UNUSABLE_KINDS, unusable_frame
-from distill.sources import build_source
+from distill.sources import MosGroups, build_source
 from distill.student import TrainTransform
 
 PHOTO = Image.fromarray(np.random.default_rng(0).integers(40, 200, (48, 64, 3)).astype(np.uint8), "RGB").resize(
@@ -49,7 +49,7 @@ def test_a_source_swaps_frames_into_its_last_members_and_keeps_the_rest(ctx) -> 
     tf = TrainTransform(ctx.cache.spec)
     plain = MosGroups("mos", ctx, group_size=4, groups=6, seed=2, scale=8.0)
     swapped = MosGroups("mos", ctx, group_size=4, groups=6, seed=2, scale=8.0).with_unusable(0.5, 1, -0.25)
-    a, b = plain.batch(4, tf), swapped.batch(4, tf)
+    a, b = make_batch(plain, 4, tf), make_batch(swapped, 4, tf)
     changed = (a["target"] != b["target"]).any(1)
     assert 0 < int(changed.sum()) < 6  # about half the groups
     assert torch.all(b["target"][changed, -1] == -2.0)  # -0.25 MOS times the scale: below every image
@@ -75,7 +75,7 @@ def test_config_targets_mos_sources_below_their_range_and_needs_a_target_elsewhe
 
 
 def test_cross_groups_of_photos_only_draw_no_scored_image_and_crop_some_members(ctx) -> None:
-    from distill.data import CrossGroups
+    from distill.sources import CrossGroups
 
     src = CrossGroups("nima", ctx, dataset="photos", crop_fraction=0.5, group_size=4, groups=2, seed=0)
     assert src.datasets == ("photos",) and src.items == []

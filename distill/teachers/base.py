@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from distill.images import resolve_image
 from redaes_lite.errors import ImageError
 from redaes_lite.pairs import PairLabel, content_hash
 
-__all__ = ["ImageRefs", "PairRequest", "Teacher", "resolve_image"]
+__all__ = ["ImageRefs", "PairRequest", "Teacher"]
 
 
 @dataclass(frozen=True)
@@ -35,18 +36,6 @@ class Teacher(Protocol):
     id: str
 
     def label(self, pairs: Iterable[PairRequest]) -> Iterator[PairLabel]: ...
-
-
-def resolve_image(root: Path, ref: str) -> Path:
-    """A pair-label image reference -> file: a path relative to ``root``, or ``sha256:<hex>`` stored as
-    ``root/<hex>.<ext>`` (how ``python -m distill edits`` writes generated images)."""
-    if ref.startswith("sha256:"):
-        hexdigest = ref.split(":", 1)[1]
-        for ext in (".png", ".jpg", ".jpeg", ".webp"):
-            if (root / f"{hexdigest}{ext}").exists():
-                return root / f"{hexdigest}{ext}"
-        raise FileNotFoundError(f"{root}: no file for generated image {ref}")
-    return root / ref
 
 
 class ImageRefs:

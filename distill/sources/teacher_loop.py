@@ -1,6 +1,6 @@
 """Teacher in the loop: a trained network judges fresh groups while the student trains.
 
-:class:`TeacherGroups` wraps any :class:`distill.data.GroupSource`; its workers add the members' pixels in the
+:class:`TeacherGroups` wraps any :class:`distill.sources.base.GroupSource`; its workers add the members' pixels in the
 *teacher's* preprocessing spec (``teacher_images``), and :class:`TeacherLabeller`, held by the trainer on its
 device, replaces ``target`` (and ``factor_target`` where the teacher has matching factor heads) with the
 teacher's outputs. The same place takes an MLLM teacher's labels offline (``kind: labels``).
@@ -40,9 +40,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.data import Group, GroupSource, Transform
 from redaes_lite.metadata import sha256_file
 from redaes_lite.preprocess import PreprocessSpec, to_array
+
+from .base import Group, GroupSource
 
 __all__ = ["TeacherGroups", "TeacherLabeller", "teacher_file"]
 
@@ -89,7 +90,7 @@ class TeacherGroups(GroupSource):
         )
         self.inner = inner
         self.checkpoint, self.nima = teacher_file(teacher_checkpoint)
-        self.kind, self.datasets = inner.kind, inner.datasets
+        self.datasets = inner.datasets
         # The file's content names the teacher's version.
         self.teacher_sha256 = sha256_file(self.checkpoint)
         if self.nima:
@@ -112,17 +113,17 @@ class TeacherGroups(GroupSource):
     def group(self, rng: np.random.Generator) -> Group:
         return self.inner.group(rng)
 
-    def collate(self, groups: list[Group], transform: Transform, rng: np.random.Generator) -> dict[str, Any]:
-        out = super().collate(groups, transform, rng)
+    def extra_inputs(self, groups: list[Group]) -> dict[str, torch.Tensor]:
+        """``teacher_images [G, M, 3, h, w]``: the members as the teacher sees them, for :class:`TeacherLabeller`."""
         if self.nima:
             from distill.teachers.nima import nima_preprocess
 
-            out["teacher_images"] = torch.stack([nima_preprocess(g.images) for g in groups])
-        else:
-            out["teacher_images"] = torch.stack(
+            return {"teacher_images": torch.stack([nima_preprocess(g.images) for g in groups])}
+        return {
+            "teacher_images": torch.stack(
                 [torch.from_numpy(np.stack([to_array(im, self.teacher_spec) for im in g.images])) for g in groups]
             )
-        return out
+        }
 
 
 class TeacherLabeller:
