@@ -41,6 +41,8 @@ __all__ = [
     "load_config",
 ]
 
+#: The source kinds a config may name, checked when it loads (before any data is read); each is registered
+#: in ``distill.registry.SOURCES`` by its module under ``distill/sources/`` (a test keeps the two in step).
 SOURCE_KINDS = ("edit", "mos", "labels", "cross")
 
 
@@ -100,11 +102,12 @@ class UnusableConfig:
 class SourceConfig:
     """One training stream of groups.
 
-    ``kind``: ``edit`` (edit oracle over photos), ``mos`` (BIQ2021 MOS), ``labels`` (pair-label JSONL) or
-    ``cross`` (unlabelled cross-content groups; needs ``teacher``). ``scale`` maps the teacher's units to
-    utility units; ``weight`` weighs this source's losses; ``losses`` scales named losses for this source
-    only (e.g. ``{relative: 0}`` on MOS groups). ``teacher`` relabels the groups on the fly (teacher in the
-    loop, ``distill.teacher_loop``): a trained checkpoint, whose utilities (and factor outputs) replace the
+    ``kind`` (a source registered in ``distill.registry.SOURCES``, one of :data:`SOURCE_KINDS`): ``edit`` (edit
+    oracle over photos), ``mos`` (BIQ2021 MOS), ``labels`` (pair-label JSONL) or ``cross`` (unlabelled
+    cross-content groups; needs ``teacher``). ``scale`` maps the teacher's units to utility units; ``weight``
+    weighs this source's losses; ``losses`` scales named losses for this source only (e.g. ``{relative: 0}`` on
+    MOS groups). ``teacher`` relabels the groups on the fly (teacher in the loop,
+    ``distill.sources.teacher_loop``): a trained checkpoint, whose utilities (and factor outputs) replace the
     source's own targets, or ``nima`` (idealo's NIMA MobileNet/AVA release in ``<shared>/weights``, sha256
     checked; Apache-2.0, so a ``permissive_only`` model may learn from it) or ``nima:PATH`` (another Keras HDF5
     file), whose mean score (1..10) times ``scale`` becomes the target, with no factor targets.

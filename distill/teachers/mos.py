@@ -1,5 +1,5 @@
 """Human-score pairs from BIQ2021 (``source: "mos"``, teacher ``biq2021-mos``); the other human-scored
-data sets (PARA) are described in :mod:`distill.human_sets` and drawn by ``distill.data.MosGroups``.
+data sets (PARA) are described in :mod:`distill.human_sets` and drawn by ``distill.sources.MosGroups``.
 
 ``labels.csv`` (``image,mos,subset``) holds mean opinion scores of a 1-5 absolute category rating,
 rescaled by the data set's authors to 0..1, higher is better (``MOS_RANGE``). In the 3,000 images we

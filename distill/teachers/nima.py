@@ -16,7 +16,7 @@ rebuilds the graph exactly as Keras 2.1.6 built it (``../shared/weights/nima-mob
 
 As a teacher (``source: "model"``): :class:`NimaTeacher` labels pairs of any images (photos, their crops and
 edits, unlabelled photos) with ``delta = score(b) - score(a)`` for ``python -m distill label --teacher nima``;
-``distill.teacher_loop`` runs the same network in the loop (a source config's ``teacher: nima``).
+``distill.sources.teacher_loop`` runs the same network in the loop (a source config's ``teacher: nima``).
 """
 
 from __future__ import annotations
@@ -365,7 +365,7 @@ def training_data(sha256: str, path: str | os.PathLike) -> dict[str, str]:
 class NimaTeacher(ImageRefs):
     """A ``model`` teacher: ``delta`` = NIMA mean score of ``b`` minus that of ``a`` (1..10 units, so -9..9).
 
-    ``a``/``b`` are paths under ``root`` or ``sha256:<hex>`` generated images (``distill.data.resolve_image``),
+    ``a``/``b`` are paths under ``root`` or ``sha256:<hex>`` generated images (``distill.images.resolve_image``),
     decoded and preprocessed as idealo did (:func:`nima_preprocess`). Any image works: a photo, its crops and
     edits, an unlabelled photo. An image that cannot be read or decoded gives a ``status: "failed"`` record
     naming it, never an exception. Record ids hash both images' bytes, the teacher id (weights version) and
