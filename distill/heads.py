@@ -244,7 +244,7 @@ def refit_factor_head(
     """
     from distill.evaluate import run_config
     from distill.sources import DataContext, source_key
-    from distill.student import DERIVED_KEYS, build_student, load_checkpoint, load_student, save_checkpoint
+    from distill.student import DERIVED_KEYS, load_checkpoint, load_student, rebuild_student, save_checkpoint
 
     taps = [int(t) for t in taps]
     ckpt = load_checkpoint(checkpoint)
@@ -258,7 +258,7 @@ def refit_factor_head(
         )
     config = old.backbone_config()
     config["overrides"] = {**config["overrides"], "factor_taps": taps, "factor_tap_centre": centre}
-    new = build_student(config).eval()
+    new = rebuild_student(config).eval()
     missing, unexpected = new.load_state_dict(
         {k: v for k, v in old.state_dict().items() if not k.startswith("factor_head.")}, strict=False
     )

@@ -21,11 +21,11 @@ __all__ = [
     "Progress",
     "StopFlag",
     "build_losses",
-    "build_student",
     "git_commit",
     "lr_factor",
     "make_optimizer",
     "pick_device",
+    "student_from_config",
 ]
 
 
@@ -117,7 +117,8 @@ def build_losses(cfg: TrainConfig) -> torch.nn.ModuleDict:
         raise ConfigError(f"losses: {e}") from None
 
 
-def build_student(cfg: TrainConfig) -> tuple[torch.nn.Module, Any, Any]:
+def student_from_config(cfg: TrainConfig) -> tuple[torch.nn.Module, Any, Any]:
+    """A new student, its train and eval transforms, as ``cfg.student`` and ``cfg.factors`` describe it."""
     from distill.student import create_student
 
     s = cfg.student

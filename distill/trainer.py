@@ -39,11 +39,11 @@ from distill.train_setup import (
     Progress,
     StopFlag,
     build_losses,
-    build_student,
     git_commit,
     lr_factor,
     make_optimizer,
     pick_device,
+    student_from_config,
 )
 from distill.validation import ValSets, evaluate, finalize
 
@@ -73,7 +73,7 @@ class Run:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + self.dist.rank)
-        self.model, self.train_tf, self.eval_tf = build_student(cfg)
+        self.model, self.train_tf, self.eval_tf = student_from_config(cfg)
         # channels_last cuts a CNN's CPU training cost 1.5-2.4x here (benchmarks/train_throughput.py); the
         # weights and exported graph are unchanged.
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format

@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import ExportError
 
-__all__ = ["read_checkpoint", "build_student"]
+__all__ = ["read_checkpoint", "trained_student"]
 
 # Checkpoint fields the model metadata is made from (``docs/model-format.md``).
 _REQUIRED = ("temperature", "calibration", "teachers", "training_data", "version", "license")
@@ -29,7 +29,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def build_student(ckpt: dict[str, Any]) -> Any:
+def trained_student(ckpt: dict[str, Any]) -> Any:
     """The checkpoint's student with its weights, in eval mode, on CPU."""
     from distill.student import load_student
 

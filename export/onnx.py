@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import build_student, read_checkpoint
+from .checkpoint import read_checkpoint, trained_student
 from .errors import ExportError
 from .metadata import info_from_checkpoint, stamp
 
@@ -134,7 +134,7 @@ def export_onnx(
 ) -> Path:
     """Export ``checkpoint``'s student to the fp32 ONNX file ``out`` with metadata and ``model.json``."""
     ckpt = read_checkpoint(checkpoint)
-    student = build_student(ckpt)
+    student = trained_student(ckpt)
     info = info_from_checkpoint(ckpt, student=student.info(), source=str(checkpoint))
     export_module(student, out, size=info.preprocess.size, exporter=exporter, opset=opset)
     check_contract(out, n_factors=len(info.factors))

@@ -28,7 +28,7 @@ from redaes_lite.eval.metrics import pair_accuracy, srcc
 from redaes_lite.metadata import ModelInfo
 from redaes_lite.preprocess import ImageInput, PreprocessSpec, preprocess
 
-from .checkpoint import build_student, read_checkpoint
+from .checkpoint import read_checkpoint, trained_student
 from .errors import ParityError
 from .metadata import read_info
 from .onnx import INPUT
@@ -139,7 +139,7 @@ def torch_gate(
     """fp32 ONNX vs the checkpoint's torch student; raises :class:`ParityError` if any output differs by > ``tol``."""
     ckpt = read_checkpoint(checkpoint)
     photos = _photos(images)
-    t_u, t_f = _torch_outputs(build_student(ckpt), photos.pixels(PreprocessSpec.from_dict(dict(ckpt["preprocess"]))))
+    t_u, t_f = _torch_outputs(trained_student(ckpt), photos.pixels(PreprocessSpec.from_dict(dict(ckpt["preprocess"]))))
     o_u, o_f = run_model(onnx_path, photos.pixels(read_info(onnx_path).preprocess))
     figures = {"max_abs_utility": _max_abs(t_u, o_u), "max_abs_factors": _max_abs(t_f, o_f)}
     failures = tuple(f"{k} = {v:.3g} > {tol:g}" for k, v in figures.items() if not v <= tol)

@@ -324,10 +324,10 @@ def test_split_photos_are_held_out_and_deterministic() -> None:
 
 def test_student_with_factor_taps_exports_and_matches_torch(data: dict, tmp_path: Path) -> None:
     """A student after ``distill heads`` (early-layer statistics at the factor head) is still one graph."""
-    from distill.student import build_student
+    from distill.student import rebuild_student
 
     overrides = {"factor_taps": [1, 2], "factor_tap_centre": True}
-    tapped = build_student({**data["student"].backbone_config(), "overrides": overrides}).eval()
+    tapped = rebuild_student({**data["student"].backbone_config(), "overrides": overrides}).eval()
     path = export_onnx(_save(tmp_path / "tapped.pt", tapped), tmp_path / "tapped" / "model.onnx")
     photos = data["parity"].images[:4]
     with torch.no_grad():

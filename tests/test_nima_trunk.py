@@ -12,7 +12,7 @@ pytest.importorskip("h5py")
 
 from test_nima import LAYER_NAMES, REAL, synthetic_tensors, write_keras  # noqa: E402
 
-from distill.student import build_student, create_student  # noqa: E402
+from distill.student import create_student, rebuild_student  # noqa: E402
 from distill.teachers.nima import load_nima  # noqa: E402
 
 FACTORS = ["sharpness", "exposure"]
@@ -58,7 +58,7 @@ def test_spec_carries_nima_normalisation_and_the_interpolation():
     white = eval_tf(Image.new("RGB", (50, 40), (255, 255, 255)))
     assert white.shape == (3, 208, 208) and torch.allclose(white, torch.ones_like(white))
     # The rebuild from the checkpoint's config keeps the spec.
-    rebuilt = build_student(student.backbone_config())
+    rebuilt = rebuild_student(student.backbone_config())
     assert rebuilt.spec == spec and rebuilt.backbone == "nima:mobilenet_v1"
 
 

@@ -15,11 +15,11 @@ from distill.student import (
     CHECKPOINT_FORMAT,
     EvalTransform,
     TrainTransform,
-    build_student,
     create_student,
     load_checkpoint,
     load_student,
     parse_backbone,
+    rebuild_student,
     save_checkpoint,
     slim_checkpoint,
 )
@@ -131,7 +131,7 @@ def test_unlocked_groups_freeze_the_trunk_and_its_batchnorm() -> None:
 
 def test_rebuild_from_config_then_state_dict_gives_identical_outputs() -> None:
     student, _, _ = tiny("timm:test_vit", drop_rate=0.1)
-    rebuilt = build_student(student.backbone_config())
+    rebuilt = rebuild_student(student.backbone_config())
     assert rebuilt.backbone_config() == student.backbone_config()
     rebuilt.load_state_dict(student.state_dict())
     x = torch.randn(2, 3, SIZE, SIZE)
@@ -271,12 +271,12 @@ def test_open_clip_visual_tower_random_init() -> None:
     assert utility.shape == (2,) and factors.shape == (2, len(FACTORS))
     assert student.info()["backbone"] == "open_clip:ViT-S-32" and student.spec.size == (64, 64)
     assert not student.trunk.conv1.weight.requires_grad  # open_clip's lock froze the early groups
-    assert build_student(student.backbone_config()).info() == student.info()
+    assert rebuild_student(student.backbone_config()).info() == student.info()
 
 
 def test_factor_taps_widen_only_the_factor_head() -> None:
     plain, _, _ = tiny()
-    tapped = build_student({**plain.backbone_config(), "overrides": {"factor_taps": [1, 2]}})
+    tapped = rebuild_student({**plain.backbone_config(), "overrides": {"factor_taps": [1, 2]}})
     levels = plain.trunk.feature_info
     extra = 2 * (levels[1]["num_chs"] + levels[2]["num_chs"])  # mean and std per channel
     assert tapped.factor_head.in_features == plain.factor_head.in_features + extra
@@ -288,14 +288,14 @@ def test_factor_taps_widen_only_the_factor_head() -> None:
         pooled, taps = tapped.features(x)
     assert torch.allclose(u0, u1, atol=1e-6) and f1.shape == (3, len(FACTORS))  # utility unchanged
     assert taps.shape == (3, extra) and (taps[:, -levels[2]["num_chs"] :] > 0).all()  # [mean1, std1, mean2, std2]
-    assert build_student(tapped.backbone_config()).factor_taps == (1, 2)  # the checkpoint rebuilds it
+    assert rebuild_student(tapped.backbone_config()).factor_taps == (1, 2)  # the checkpoint rebuilds it
 
 
 def test_factor_tap_centre_adds_a_centre_statistic_that_sees_dark_edges() -> None:
     plain, _, _ = tiny()
     config = plain.backbone_config()
-    tapped = build_student({**config, "overrides": {"factor_taps": [1, 2]}}).eval()
-    centred = build_student({**config, "overrides": {"factor_taps": [1, 2], "factor_tap_centre": True}}).eval()
+    tapped = rebuild_student({**config, "overrides": {"factor_taps": [1, 2]}}).eval()
+    centred = rebuild_student({**config, "overrides": {"factor_taps": [1, 2], "factor_tap_centre": True}}).eval()
     trunk_and_utility = {k: v for k, v in tapped.state_dict().items() if not k.startswith("factor_head")}
     centred.load_state_dict(trunk_and_utility, strict=False)
     levels = plain.trunk.feature_info
@@ -311,7 +311,7 @@ def test_factor_tap_centre_adds_a_centre_statistic_that_sees_dark_edges() -> Non
     moved = torch.cat([t_edges[:, 2 * c1 : 3 * c1], t_edges[:, -c2:]], 1) - centre
     assert moved.abs().mean() > 3 * centre.abs().mean()  # dark edges move the centre far off the mean
     assert torch.equal(torch.cat([t_flat[:, : 2 * c1], t_flat[:, 3 * c1 : -c2]], 1), t_plain)  # the rest as before
-    assert build_student(centred.backbone_config()).factor_tap_centre
+    assert rebuild_student(centred.backbone_config()).factor_tap_centre
 
 
 def test_factor_taps_need_existing_levels_of_a_timm_trunk() -> None:

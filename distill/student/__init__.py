@@ -8,7 +8,7 @@ save_checkpoint("run/last.pt", student, temperature=1.0, ...); student = load_st
 
 from .backbones import NO_WEIGHTS, BackboneName, parse_backbone
 from .checkpoint import CHECKPOINT_FORMAT, DERIVED_KEYS, load_checkpoint, load_student, save_checkpoint, slim_checkpoint
-from .model import OVERRIDES, Student, build_student, create_student
+from .model import OVERRIDES, Student, create_student, rebuild_student
 from .pypi_weights import PYPI_WEIGHTS
 from .transforms import EvalTransform, TrainTransform
 
@@ -22,7 +22,7 @@ __all__ = [
     "PYPI_WEIGHTS",
     "Student",
     "TrainTransform",
-    "build_student",
+    "rebuild_student",
     "create_student",
     "load_checkpoint",
     "load_student",

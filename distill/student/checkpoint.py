@@ -23,7 +23,7 @@ import torch
 from redaes_lite._atomic import atomic_open
 from redaes_lite.errors import ModelError
 
-from .model import Student, build_student
+from .model import Student, rebuild_student
 
 __all__ = ["CHECKPOINT_FORMAT", "DERIVED_KEYS", "save_checkpoint", "load_checkpoint", "load_student", "slim_checkpoint"]
 
@@ -129,7 +129,7 @@ def load_student(path_or_ckpt: PathLike | Mapping[str, Any]) -> Student:
         _check_format(ckpt, name)
     else:
         ckpt, name = load_checkpoint(path_or_ckpt), str(path_or_ckpt)
-    student = build_student(ckpt["student"])
+    student = rebuild_student(ckpt["student"])
     if list(student.factor_names) != list(ckpt["factors"]):
         raise ModelError(
             f"{name}: factors {ckpt['factors']} differ from the student config's {list(student.factor_names)}"

@@ -3,7 +3,7 @@
 ``create_student("timm:tf_efficientnet_lite0", factors=[...], pretrained=...)`` returns the model and its
 train/eval transforms (open_clip's ``create_model_and_transforms`` pattern). The model carries its
 preprocessing spec and everything needed to rebuild it (:meth:`Student.backbone_config`), which the
-checkpoint stores; :func:`build_student` rebuilds from that with random weights, ready for a state dict.
+checkpoint stores; :func:`rebuild_student` rebuilds from that with random weights, ready for a state dict.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from redaes_lite.preprocess import PreprocessSpec
 from .backbones import BackboneName, Trunk, WeightDefaults, parse_backbone
 from .transforms import EvalTransform, TrainTransform
 
-__all__ = ["Student", "create_student", "build_student", "OVERRIDES"]
+__all__ = ["Student", "create_student", "rebuild_student", "OVERRIDES"]
 
 #: Overrides every source accepts; sources add their own (``BACKBONES.get(src).options``).
 #: ``img_size`` (int or [H, W]), ``resize`` and ``interpolation`` shape the preprocessing spec when ``spec`` is not
@@ -128,7 +128,7 @@ class Student(nn.Module):
         }
 
     def backbone_config(self) -> dict[str, Any]:
-        """Everything :func:`build_student` needs to rebuild this model (plain JSON types)."""
+        """Everything :func:`rebuild_student` needs to rebuild this model (plain JSON types)."""
         return {
             "backbone": self.backbone,
             "pretrained": self.pretrained,
@@ -229,7 +229,7 @@ def create_student(
     return student, TrainTransform(student.spec), EvalTransform(student.spec)
 
 
-def build_student(config: Mapping[str, Any]) -> Student:
+def rebuild_student(config: Mapping[str, Any]) -> Student:
     """Rebuild a student from :meth:`Student.backbone_config` output, randomly initialised.
 
     The weights come from the checkpoint's state dict afterwards; the ``pretrained`` label is kept
