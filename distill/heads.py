@@ -37,6 +37,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ import torch
 from redaes_lite._atomic import atomic_open
 from redaes_lite.metadata import sha256_file
 
-__all__ = ["DEFAULT_TAPS", "fit_gains", "main", "refine_for_explanations", "refit_factor_head", "ridge"]
+__all__ = ["DEFAULT_TAPS", "RefitOptions", "fit_gains", "main", "refine_for_explanations", "refit_factor_head", "ridge"]
 
 #: EfficientNet-Lite's stride-4 and stride-8 levels (24 + 40 channels): early enough to still see colour and
 #: contrast, which the pooled features have learnt to ignore.
@@ -214,133 +215,192 @@ def _crop_rows(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[s
     return out
 
 
-def refit_factor_head(
-    checkpoint: str | Path,
-    out: str | Path,
-    *,
-    taps: Sequence[int] = DEFAULT_TAPS,
-    centre: bool = True,
-    groups: int = 6,
-    strength: float = 1.0,
-    refine_steps: int = 200,
-    anchor: float = 3000.0,
-    sign_weight: float = 10.0,
-    seed: int = 4321,
-    photos: int | None = None,
-    biq_sources: int = 0,
-    biq_groups: int = 1,
-    photo_crops: int = 0,
-    crop_groups: int = 3,
-    data: Path | None = None,
-    cache_dir: Path | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Write ``checkpoint`` with a tapped, refitted factor head to ``out``; returns the fit's summary.
+def _taps(text: str) -> tuple[int, ...]:
+    return tuple(int(t) for t in text.split(",") if t.strip())
 
-    ``photos``: use only the first N training photos (quick runs); default all. ``biq_sources``: also edit N
-    BIQ2021 training images (``biq_groups`` groups each): more scenes for a head that overfits its photos, but
-    research-use data, refused for a permissive-only model. ``photo_crops``: also edit N random crops of each
-    training photo (``crop_groups`` groups each). ``cache_dir``: keep the features there for the next refit.
-    """
-    from distill.evaluate import run_config
-    from distill.sources import DataContext, source_key
-    from distill.student import DERIVED_KEYS, load_checkpoint, load_student, rebuild_student, save_checkpoint
 
-    taps = [int(t) for t in taps]
-    ckpt = load_checkpoint(checkpoint)
-    cfg = run_config(ckpt, data)
-    if biq_sources and cfg.data.permissive_only:
-        raise ValueError(f"{checkpoint}: a permissive-only model; BIQ2021 images (research use) cannot train it")
+def _option(default: Any, help: str, *, parse: Any = None) -> Any:
+    """A :class:`RefitOptions` field: its default, and the help and parser of its command-line flag."""
+    return field(default=default, metadata={"help": help, "parse": parse or type(default)})
+
+
+@dataclass(frozen=True)
+class RefitOptions:
+    """How :func:`refit_factor_head` refits; the one place of the defaults. Each field is the flag of its name
+    (``biq_sources``: ``--biq-sources``; a field that is on by default, ``--no-centre``) with the same default."""
+
+    taps: tuple[int, ...] = _option(
+        DEFAULT_TAPS,
+        "feature_info levels of the timm trunk, comma-separated (default: "
+        + ",".join(map(str, DEFAULT_TAPS))
+        + ": stride 4 and 8 on EfficientNet)",
+        parse=_taps,
+    )
+    centre: bool = _option(True, "leave out each level's centre-minus-mean statistics (factor_tap_centre)")
+    groups: int = _option(6, "edit groups per training photo (default: %(default)s)")
+    ridge: float = _option(1.0, "penalty, times the mean eigenvalue (default: %(default)s)")
+    refine_steps: int = _option(200, "L-BFGS steps of the explanation refinement, 0: none (default: %(default)s)")
+    anchor: float = _option(3000.0, "weight keeping the refinement near the least-squares head (default: %(default)s)")
+    sign_weight: float = _option(
+        10.0,
+        "weight of the refinement's term asking the edited factor to favour the better photo (default: %(default)s)",
+    )
+    seed: int = _option(4321, "edit seed (default: %(default)s)")
+    photos: int | None = _option(None, "only the first N training photos (default: all)", parse=int)
+    biq_sources: int = _option(0, "also edit N BIQ2021 training images (research-use data; default: %(default)s)")
+    biq_groups: int = _option(1, "edit groups per BIQ2021 image (default: %(default)s)")
+    photo_crops: int = _option(
+        0, "also edit N random crops (45-75%% of the frame) of each training photo (default: %(default)s)"
+    )
+    crop_groups: int = _option(3, "edit groups per crop (default: %(default)s)")
+    data: Path | None = _option(None, "data root with photos/ and biq2021/ (default: shared)", parse=Path)
+    cache: Path | None = _option(None, "keep the features in this folder for later refits", parse=Path)
+
+
+def _tapped_student(checkpoint: str | Path, ckpt: dict[str, Any], opt: RefitOptions) -> tuple[Any, Any]:
+    """The trained student, and the same with ``opt``'s factor taps: its weights but a factor head to fit."""
+    from distill.student import load_student, rebuild_student
+
+    taps = list(opt.taps)
     old = load_student(ckpt).eval()
-    if old.factor_taps and (list(old.factor_taps), old.factor_tap_centre) != (taps, centre):
+    if old.factor_taps and (list(old.factor_taps), old.factor_tap_centre) != (taps, opt.centre):
         raise ValueError(
             f"{checkpoint}: already tapped at {list(old.factor_taps)}, centre {old.factor_tap_centre}; refit with those"
         )
     config = old.backbone_config()
-    config["overrides"] = {**config["overrides"], "factor_taps": taps, "factor_tap_centre": centre}
+    config["overrides"] = {**config["overrides"], "factor_taps": taps, "factor_tap_centre": opt.centre}
     new = rebuild_student(config).eval()
     missing, unexpected = new.load_state_dict(
         {k: v for k, v in old.state_dict().items() if not k.startswith("factor_head.")}, strict=False
     )
     if unexpected or sorted(missing) != ["factor_head.bias", "factor_head.weight"]:
         raise RuntimeError(f"{checkpoint}: tapped student does not match ({missing=}, {unexpected=})")
+    return old, new
 
-    ctx = DataContext.from_config(cfg, new.spec)
-    rows = ctx.photos["train"][:photos]
-    edit_sources = [("photos", rows, groups)]
-    if biq_sources:
-        edit_sources.append(("biq2021", _biq_rows(ctx, biq_sources, seed), biq_groups))
-    if photo_crops:
-        edit_sources.append(("crops", _crop_rows(rows, photo_crops, seed), crop_groups))
+
+def _edit_sources(ctx: Any, opt: RefitOptions) -> list[tuple[str, list[dict[str, Any]], int]]:
+    """``(name, rows, groups per row)`` of every kind of edit source the options ask for, the photos first."""
+    rows = ctx.photos["train"][: opt.photos]
+    sources = [("photos", rows, opt.groups)]
+    if opt.biq_sources:
+        sources.append(("biq2021", _biq_rows(ctx, opt.biq_sources, opt.seed), opt.biq_groups))
+    if opt.photo_crops:
+        sources.append(("crops", _crop_rows(rows, opt.photo_crops, opt.seed), opt.crop_groups))
+    return sources
+
+
+def _all_features(
+    student: Any, ctx: Any, cfg: Any, checkpoint: str | Path, opt: RefitOptions, *, progress: bool
+) -> dict[str, np.ndarray]:
+    """:func:`_features` of every edit source, joined (each from ``opt.cache`` where it holds them)."""
+    from distill.sources import source_key
+
     common = None
-    if cache_dir is not None:  # what every source's features depend on; hashed once, and only for a cache
+    if opt.cache is not None:  # what every source's features depend on; hashed once, and only for a cache
         common = {
             "checkpoint": sha256_file(checkpoint),
             "code": _edit_code_hash(),
-            "taps": taps,
-            "centre": centre,
-            "seed": seed,
+            "taps": list(opt.taps),
+            "centre": opt.centre,
+            "seed": opt.seed,
             "data": [str(Path(cfg.data.photos).resolve()), str(Path(cfg.data.biq2021).resolve())],
             "working_scale": cfg.data.working_scale,
         }
     parts = []
-    for name, source_rows, n_groups in edit_sources:
-        files = [source_key(r) for r in source_rows]
+    for name, rows, n_groups in _edit_sources(ctx, opt):
+        files = [source_key(r) for r in rows]
         key = None if common is None else {**common, "source": name, "groups": n_groups, "files": files}
         parts.append(
             _cached_features(
-                cache_dir,
+                opt.cache,
                 key,
-                lambda r=source_rows, g=n_groups, n=name: _features(
-                    new, ctx, cfg, r, groups=g, seed=seed, label=n, progress=progress
+                lambda r=rows, g=n_groups, n=name: _features(
+                    student, ctx, cfg, r, groups=g, seed=opt.seed, label=n, progress=progress
                 ),
             )
         )
-    d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    factors = list(new.factor_names)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _fit_head(
+    d: dict[str, np.ndarray], factors: list[str], opt: RefitOptions, *, min_delta: float
+) -> tuple[np.ndarray, np.ndarray, dict[str, float], int]:
+    """Steps 2-4 of the module's recipe on the features ``d``: the head's weight ``[K, D]`` (on raw features),
+    the per-factor gains, the training explanation figures of each step and the number of pairs."""
     x = (d["x"][:, 1:] - d["x"][:, :1]).reshape(-1, d["x"].shape[-1])
     y = (d["ft"][:, 1:] - d["ft"][:, :1]).reshape(-1, len(factors))
     single, delta = d["single"][:, 1:].ravel(), (d["t"][:, 1:] - d["t"][:, :1]).ravel()
     # Imperceptible edits have nothing to explain (the validation's own rule).
-    keep = np.isin(single, factors) & (np.abs(delta) > cfg.val.min_delta)
+    keep = np.isin(single, factors) & (np.abs(delta) > min_delta)
     edited = np.asarray([factors.index(s) for s in single[keep]])
     signs = np.sign(y[keep][np.arange(len(edited)), edited])
 
     scale = x.std(0) + 1e-8
     z = x / scale
-    w = ridge(z, y, strength)
+    w = ridge(z, y, opt.ridge)
     pred = z[keep] @ w.T
     gains = fit_gains(pred, edited)
     w = w * gains[:, None]
     hits = {"least_squares": _hits(pred, edited), "with_gains": _hits(pred * gains, edited)}
-    if refine_steps:
+    if opt.refine_steps:
         w = refine_for_explanations(
-            z[keep], edited, w, anchor=anchor, steps=refine_steps, signs=signs, sign_weight=sign_weight
+            z[keep], edited, w, anchor=opt.anchor, steps=opt.refine_steps, signs=signs, sign_weight=opt.sign_weight
         )
         hits["refined"] = _hits(z[keep] @ w.T, edited)
     edited_pred = (z[keep] @ w.T)[np.arange(len(edited)), edited]
     hits["signs_right"] = float((np.sign(edited_pred) == signs).mean())
-    weight = w / scale
-    sources = d["x"][:, 0]
-    with torch.no_grad():
-        old_level = old.factor_head(torch.from_numpy(sources[:, : old.factor_head.in_features]).float()).mean(0)
-        new.factor_head.weight.copy_(torch.from_numpy(weight))
-        new.factor_head.bias.copy_(old_level - torch.from_numpy(weight @ sources.mean(0)).float())
+    return w / scale, gains, hits, len(x)
+
+
+@torch.no_grad()
+def _set_head(old: Any, new: Any, weight: np.ndarray, sources: np.ndarray) -> None:
+    """``new``'s factor head: ``weight``, and the bias that keeps the mean factor values of the unedited
+    ``sources`` (their features ``[N, D]``) where ``old``'s head had them (step 5)."""
+    old_level = old.factor_head(torch.from_numpy(sources[:, : old.factor_head.in_features]).float()).mean(0)
+    new.factor_head.weight.copy_(torch.from_numpy(weight))
+    new.factor_head.bias.copy_(old_level - torch.from_numpy(weight @ sources.mean(0)).float())
+
+
+def refit_factor_head(
+    checkpoint: str | Path, out: str | Path, options: RefitOptions | None = None, *, progress: bool = False
+) -> dict[str, Any]:
+    """Write ``checkpoint`` with a tapped, refitted factor head to ``out``; returns the fit's summary.
+
+    ``options.photos``: use only the first N training photos (quick runs); default all. ``biq_sources``: also
+    edit N BIQ2021 training images (``biq_groups`` groups each): more scenes for a head that overfits its photos,
+    but research-use data, refused for a permissive-only model. ``photo_crops``: also edit N random crops of each
+    training photo (``crop_groups`` groups each). ``cache``: keep the features there for the next refit.
+    """
+    from distill.evaluate import run_config
+    from distill.sources import DataContext
+    from distill.student import DERIVED_KEYS, load_checkpoint, save_checkpoint
+
+    opt = options or RefitOptions()
+    ckpt = load_checkpoint(checkpoint)
+    cfg = run_config(ckpt, opt.data)
+    if opt.biq_sources and cfg.data.permissive_only:
+        raise ValueError(f"{checkpoint}: a permissive-only model; BIQ2021 images (research use) cannot train it")
+    old, new = _tapped_student(checkpoint, ckpt, opt)
+    ctx = DataContext.from_config(cfg, new.spec)
+    d = _all_features(new, ctx, cfg, checkpoint, opt, progress=progress)
+    factors = list(new.factor_names)
+    weight, gains, hits, pairs = _fit_head(d, factors, opt, min_delta=cfg.val.min_delta)
+    _set_head(old, new, weight, d["x"][:, 0])
     summary = {
-        "taps": taps,
-        "centre": centre,
-        "groups_per_photo": groups,
-        "photos": len(rows),
-        "biq2021_sources": biq_sources,
-        "biq2021_groups": biq_groups if biq_sources else 0,
-        "photo_crops": photo_crops,
-        "crop_groups": crop_groups if photo_crops else 0,
-        "pairs": len(x),
-        "ridge": strength,
-        "refine_steps": refine_steps,
-        "anchor": anchor,
-        "sign_weight": sign_weight,
-        "seed": seed,
+        "taps": list(opt.taps),
+        "centre": opt.centre,
+        "groups_per_photo": opt.groups,
+        "photos": len(ctx.photos["train"][: opt.photos]),
+        "biq2021_sources": opt.biq_sources,
+        "biq2021_groups": opt.biq_groups if opt.biq_sources else 0,
+        "photo_crops": opt.photo_crops,
+        "crop_groups": opt.crop_groups if opt.photo_crops else 0,
+        "pairs": pairs,
+        "ridge": opt.ridge,
+        "refine_steps": opt.refine_steps,
+        "anchor": opt.anchor,
+        "sign_weight": opt.sign_weight,
+        "seed": opt.seed,
         "gains": dict(zip(factors, gains.round(4).tolist())),
         "train_explain_acc": hits,
     }
@@ -349,88 +409,30 @@ def refit_factor_head(
     return summary
 
 
+def _add_options(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`RefitOptions` field, its default the field's."""
+    for f in fields(RefitOptions):
+        help_, flag = f.metadata["help"], "--" + f.name.replace("_", "-")
+        if f.default is True:
+            p.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_false", help=help_)
+        else:
+            p.add_argument(flag, type=f.metadata["parse"], default=f.default, help=help_)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distill heads", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path, help="a trained student (final.pt or a refitted checkpoint)")
     p.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
-    p.add_argument(
-        "--taps",
-        default=",".join(map(str, DEFAULT_TAPS)),
-        help="feature_info levels of the timm trunk (default: %(default)s: stride 4 and 8 on EfficientNet)",
-    )
-    p.add_argument(
-        "--no-centre",
-        dest="centre",
-        action="store_false",
-        help="leave out each level's centre-minus-mean statistics (factor_tap_centre)",
-    )
-    p.add_argument("--groups", type=int, default=6, help="edit groups per training photo (default: %(default)s)")
-    p.add_argument("--ridge", type=float, default=1.0, help="penalty, times the mean eigenvalue (default: %(default)s)")
-    p.add_argument(
-        "--refine-steps",
-        type=int,
-        default=200,
-        help="L-BFGS steps of the explanation refinement, 0: none (default: %(default)s)",
-    )
-    p.add_argument(
-        "--anchor",
-        type=float,
-        default=3000.0,
-        help="weight keeping the refinement near the least-squares head (default: %(default)s)",
-    )
-    p.add_argument(
-        "--sign-weight",
-        type=float,
-        default=10.0,
-        help="weight of the refinement's term asking the edited factor to favour the better photo "
-        "(default: %(default)s)",
-    )
-    p.add_argument("--seed", type=int, default=4321, help="edit seed (default: %(default)s)")
-    p.add_argument("--photos", type=int, default=None, help="only the first N training photos (default: all)")
-    p.add_argument(
-        "--biq-sources",
-        type=int,
-        default=0,
-        help="also edit N BIQ2021 training images (research-use data; default: %(default)s)",
-    )
-    p.add_argument("--biq-groups", type=int, default=1, help="edit groups per BIQ2021 image (default: %(default)s)")
-    p.add_argument(
-        "--photo-crops",
-        type=int,
-        default=0,
-        help="also edit N random crops (45-75%% of the frame) of each training photo (default: %(default)s)",
-    )
-    p.add_argument("--crop-groups", type=int, default=3, help="edit groups per crop (default: %(default)s)")
-    p.add_argument("--data", type=Path, default=None, help="data root with photos/ and biq2021/ (default: shared)")
-    p.add_argument("--cache", type=Path, default=None, help="keep the features in this folder for later refits")
+    _add_options(p)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from redaes_lite.errors import RedaesError
 
+    options = RefitOptions(**{f.name: getattr(args, f.name) for f in fields(RefitOptions)})
     try:
-        taps = [int(t) for t in args.taps.split(",") if t.strip()]
-        summary = refit_factor_head(
-            args.checkpoint,
-            args.out,
-            taps=taps,
-            centre=args.centre,
-            groups=args.groups,
-            strength=args.ridge,
-            refine_steps=args.refine_steps,
-            anchor=args.anchor,
-            sign_weight=args.sign_weight,
-            seed=args.seed,
-            photos=args.photos,
-            biq_sources=args.biq_sources,
-            biq_groups=args.biq_groups,
-            photo_crops=args.photo_crops,
-            crop_groups=args.crop_groups,
-            data=args.data,
-            cache_dir=args.cache,
-            progress=sys.stderr.isatty(),
-        )
+        summary = refit_factor_head(args.checkpoint, args.out, options, progress=sys.stderr.isatty())
     except (RedaesError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
