@@ -22,9 +22,11 @@ SCRIPT = REPO / "examples" / "cull.py"
 XMP_RATING = "{http://ns.adobe.com/xap/1.0/}Rating"
 ALL_FIVE, ALL_ONE = ("--thresholds", "0,0,0,0"), ("--thresholds", "10,10,10,10")  # every photo 5 / 1 star(s)
 
+sys.path.insert(0, str(SCRIPT.parent))  # cull.py imports cull_files.py beside it, as when it runs as a script
 _spec = importlib.util.spec_from_file_location("cull", SCRIPT)
 cull = sys.modules["cull"] = importlib.util.module_from_spec(_spec)  # dataclasses look their module up
 _spec.loader.exec_module(cull)
+cull_files = sys.modules["cull_files"]
 
 
 def jpeg(width: int, height: int, seed: int = 0, app1: bytes = b"") -> bytes:
@@ -275,7 +277,7 @@ def test_preview_extraction(tmp_path: Path) -> None:
     thumb, preview = jpeg(160, 120, 1), jpeg(640, 480, 2)
     lossless = b"\xff\xd8\xff\xc3\x00\x0b\x10\x01\x00\x02\x00\x01\x01\x11\x00\xff\xda\x00\x02\x00\xff\xd9"
     data = fake_raw(thumb, lossless, preview, orientation=6)
-    found = [(j.width, j.height, data[j.start : j.end]) for j in cull.jpegs_in(data)]
+    found = [(j.width, j.height, data[j.start : j.end]) for j in cull_files.jpegs_in(data)]
     assert found == [(160, 120, thumb), (640, 480, preview)]  # the lossless raw data is skipped
 
     (tmp_path / "x.DNG").write_bytes(data)
