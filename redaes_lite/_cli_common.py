@@ -96,8 +96,14 @@ def at_least(low: int) -> Callable[[str], int]:
 
 
 def add_model_option(p: argparse.ArgumentParser) -> None:
-    """--model: which model."""
+    """--model: which model; --precision: which of its files (fp or int8) runs."""
     p.add_argument("--model", "-m", help="Model file (.onnx/.ort), folder with model.onnx, or 'default'/'permissive'.")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp", "int8"),
+        help="Which file of a model folder runs: auto (int8 where it ships and the CPU has an int8 dot "
+        "product), fp or int8 [default: $REDAES_PRECISION or auto; 'info' says which runs and why].",
+    )
 
 
 def add_model_options(p: argparse.ArgumentParser, *, max_bytes: bool = True) -> None:
@@ -203,6 +209,7 @@ def scorer_for(args: argparse.Namespace) -> Scorer:
     try:
         scorer = load(
             args.model,
+            precision=getattr(args, "precision", None),
             threads=getattr(args, "threads", None),
             max_pixels=max_pixels or None,
             max_bytes=max_bytes or None,

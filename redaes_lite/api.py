@@ -19,9 +19,10 @@ import numpy as np
 from ._cost import DecodeBudget
 from .errors import RedaesError
 from .metadata import ModelInfo
+from .precision import Choice
 from .preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, ImageInput, _load, to_array
 from .results import Comparison, Failure, Ranked, Score
-from .session import ModelSession, open_session
+from .session import ModelSession, open_model
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Scorer", "compare", "load", "rank", "score"]
 
@@ -49,12 +50,14 @@ class Scorer:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
         max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
+        choice: Choice | None = None,
     ) -> None:
         limits = (("max_pixels", max_pixels), ("max_bytes", max_bytes), ("max_decode_bytes", max_decode_bytes))
         for name, value in limits:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
         self._session = session
+        self._choice = choice
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
         self._max_decode_bytes = max_decode_bytes
@@ -83,6 +86,12 @@ class Scorer:
     @property
     def providers(self) -> tuple[str, ...]:
         return self._session.providers
+
+    @property
+    def choice(self) -> Choice | None:
+        """Which file of the model runs (fp or int8) and why (:mod:`redaes_lite.precision`); None for a
+        Scorer built on a session directly."""
+        return self._choice
 
     @property
     def verified(self) -> bool:
@@ -237,6 +246,7 @@ def load(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
     max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
+    precision: str | None = None,
 ) -> Scorer:
     """Load a model and return a :class:`Scorer`.
 
@@ -247,10 +257,12 @@ def load(
     refused before decoding; ``max_bytes``: files and bytes larger than this are refused before they
     are read; ``max_decode_bytes``: images whose decode would need more memory than this (estimated from
     the header) are refused before decoding, and the decodes in flight at once share this much. ``None``
-    disables a check.
+    disables a check. ``precision``: which file of a model folder runs, ``"auto"`` (int8 where it ships
+    and the CPU has an int8 dot product), ``"fp"`` or ``"int8"``; default ``REDAES_PRECISION`` or
+    ``"auto"`` (:mod:`redaes_lite.precision`); :attr:`Scorer.choice` says which file runs and why.
     """
-    session = open_session(model, threads=threads, providers=providers)
-    return Scorer(session, max_pixels=max_pixels, max_bytes=max_bytes, max_decode_bytes=max_decode_bytes)
+    session, choice = open_model(model, threads=threads, providers=providers, precision=precision)
+    return Scorer(session, max_pixels=max_pixels, max_bytes=max_bytes, max_decode_bytes=max_decode_bytes, choice=choice)
 
 
 def ranking(results: Sequence[Score | Failure], *, top: int | None = None) -> list[int]:

@@ -330,6 +330,20 @@ def _info_table(doc: dict[str, Any], width: int | None = None) -> Iterator[str]:
             yield line(f"{key:<30} ", _info_value(value))
 
 
+def _precision_doc(scorer: Any) -> dict[str, Any]:
+    """Which file of the model runs and why, and what this CPU offers int8 (redaes_lite.precision)."""
+    from .precision import cpu_int8
+
+    choice, cpu = scorer.choice, cpu_int8()
+    doc: dict[str, Any] = {}
+    if choice is not None:
+        doc["precision"] = f"{choice.precision} ({choice.file.name}): {choice.reason}"
+        doc["precision_setting"] = f"{choice.requested} (from {choice.source})"
+    support = {True: "yes", False: "no", None: "unknown"}[cpu.supported]
+    doc["cpu_int8_dot_product"] = f"{support}: {cpu.detail} ({cpu.machine})"
+    return doc
+
+
 def _info(args: argparse.Namespace) -> int:
     """Show a model's metadata, sha256 and execution providers."""
     import onnxruntime as ort
@@ -347,6 +361,7 @@ def _info(args: argparse.Namespace) -> int:
             else f"NOT verified: no {scorer.path.stem}.json beside it records its sha256"
         ),
         "providers": list(scorer.providers),
+        **_precision_doc(scorer),
         "available_providers": ort.get_available_providers(),
         "onnxruntime": ort.__version__,
         **scorer.info.to_dict(),

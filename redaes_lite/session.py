@@ -1,8 +1,9 @@
-"""Model loading: resolve a model, read and check its metadata, run ONNX Runtime.
+"""Model loading: resolve a model, pick its file, read and check its metadata, run ONNX Runtime.
 
 ``onnxruntime`` is imported here, inside functions, the first time a model is loaded — never when
 ``redaes_lite`` is imported. Sessions are cached per (resolved path, file identity, providers,
-threads), so ``redaes_lite.load()`` called twice shares one session.
+threads), so ``redaes_lite.load()`` called twice shares one session. Which file of a model folder runs
+(fp or int8) is :mod:`redaes_lite.precision`'s rule.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import numpy as np
 
 from .errors import ModelError
 from .metadata import ModelInfo, read_sidecar, sha256_file, sidecar_path
+from .precision import FP_FILE, INT8_FILE, Choice, choose, requested
 
-__all__ = ["EMBEDDED", "ModelSession", "model_id", "open_session", "resolve_model"]
+__all__ = ["EMBEDDED", "ModelSession", "model_id", "open_model", "open_session", "resolve_model"]
 
 #: Names of the models embedded in the wheel, under ``redaes_lite/models/<name>/model.onnx``.
 EMBEDDED = ("default", "permissive")
@@ -70,6 +72,11 @@ def _check_sha256(path: Path, *, embedded: bool) -> bool:
     actual = sha256_file(path)
     if actual != side.sha256:
         raise ModelError(f"{path}: sha256 {actual[:12]}… does not match {side_path.name} ({side.sha256[:12]}…)")
+    for name, sha in side.external_data.items():  # the weights it reads from files beside it
+        data = path.parent / name
+        got = sha256_file(data) if data.is_file() else "missing"
+        if got != sha:
+            raise ModelError(f"{data}: weights of {path.name} are not the ones {side_path.name} records ({got[:12]})")
     return True
 
 
@@ -145,27 +152,33 @@ class ModelSession:
 
 
 def _embedded_name(sha256: str) -> str | None:
-    """The embedded model whose ``model.json`` records this sha256, if any (a path to an embedded file)."""
+    """The embedded model file whose sidecar records this sha256, if any (a path to an embedded file):
+    ``default``, or ``default+int8`` for its int8 file."""
     for name in EMBEDDED:
-        try:
-            doc = json.loads((_MODELS_DIR / name / "model.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and str(doc.get("sha256", "")).lower() == sha256:
-            return name
+        for file, suffix in ((FP_FILE, ""), (INT8_FILE, "+int8")):
+            try:
+                doc = json.loads(sidecar_path(_MODELS_DIR / name / file).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(doc, dict) and str(doc.get("sha256", "")).lower() == sha256:
+                return name + suffix
     return None
 
 
 def model_id(path: str | os.PathLike, version: str, *, embedded: bool) -> str:
     """What names a model in the CLI's rows: ``name@version`` for an embedded model (``default@0.5.0``,
-    also when it is given by its path), else ``sha256:<first 12 hex digits of the file>@version``: two
-    files with one id hold the same bytes, so give the same results."""
+    also when it is given by its path; ``default@0.5.0+int8`` for its int8 file), else
+    ``sha256:<first 12 hex digits of the file>@version``: two files with one id hold the same bytes, so
+    give the same results."""
     path = Path(path)
     if embedded:
-        return f"{path.parent.name}@{version}"
+        return f"{path.parent.name}@{version}" + ("+int8" if path.name == INT8_FILE else "")
     sha = sha256_file(path)
     name = _embedded_name(sha)
-    return f"{name}@{version}" if name else f"sha256:{sha[:12]}@{version}"
+    if name is None:
+        return f"sha256:{sha[:12]}@{version}"
+    base, _, suffix = name.partition("+")
+    return f"{base}@{version}" + (f"+{suffix}" if suffix else "")
 
 
 def _check_signature(path: Path, session: Any, info: ModelInfo) -> None:
@@ -203,23 +216,81 @@ def _create(path: Path, embedded: bool, providers: tuple[str, ...], threads: int
     return ModelSession(path, info, providers, threads, embedded, session, verified)
 
 
+def _select(
+    model: str | os.PathLike | None, precision: str | None, providers: tuple[str, ...]
+) -> tuple[Path, bool, Choice | None]:
+    """``(file to run, embedded, choice)``; the choice is None for a file given by its path (that file runs)."""
+    path, embedded = resolve_model(model)
+    given_file = model is not None and not embedded and not Path(model).expanduser().is_dir()
+    if given_file:
+        if precision is not None and precision != "auto":
+            raise ValueError(f"precision {precision!r} applies to a model folder or name; {path.name} is a file")
+        return path, False, None
+    choice = choose(path.parent, precision, providers)
+    return choice.file.resolve(), embedded, choice
+
+
+def _file_choice(session: ModelSession) -> Choice:
+    """What runs when a file is given by its path: that file, whatever the setting."""
+    setting, source = requested(None)
+    precision = "int8" if session.info.quantization.startswith("int8") else "fp"
+    return Choice(session.path, precision, setting, source, "the file given")
+
+
+def open_model(
+    model: str | os.PathLike | None = None,
+    *,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    precision: str | None = None,
+) -> tuple[ModelSession, Choice]:
+    """The cached :class:`ModelSession` of the file that runs for ``model`` (fp or int8 by ``precision``,
+    see :mod:`redaes_lite.precision`), and the :class:`~redaes_lite.precision.Choice` that picked it."""
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    chosen = _providers(providers)
+    path, embedded, choice = _select(model, precision, chosen)
+    session = _cached(path, embedded, chosen, threads)
+    return session, choice or _file_choice(session)
+
+
 def open_session(
     model: str | os.PathLike | None = None,
     *,
     threads: int | None = None,
     providers: Sequence[str] | None = None,
+    precision: str | None = None,
 ) -> ModelSession:
     """The cached :class:`ModelSession` for a model; created (and verified) on first use."""
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    path, embedded = resolve_model(model)
-    chosen = _providers(providers)
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise ModelError(f"{path}: cannot read ({e.strerror or e})") from None
-    # File identity in the key: a model file replaced on disk is loaded afresh, not served stale.
-    key = (path, st.st_mtime_ns, st.st_size, chosen, threads)
+    return open_model(model, threads=threads, providers=providers, precision=precision)[0]
+
+
+def _identity(path: Path) -> tuple[Any, ...]:
+    """``(mtime, size)`` of the file and of the files its sidecar says it reads weights from."""
+    files = [path]
+    side = sidecar_path(path)
+    if side.is_file():
+        try:
+            files += [path.parent / name for name in read_sidecar(side).external_data]
+        except ModelError:
+            pass  # _create reports a bad sidecar
+    out: list[Any] = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError as e:
+            if f == path:
+                raise ModelError(f"{path}: cannot read ({e.strerror or e})") from None
+            out.append(None)  # _create reports the missing file
+            continue
+        out += [st.st_mtime_ns, st.st_size]
+    return tuple(out)
+
+
+def _cached(path: Path, embedded: bool, chosen: tuple[str, ...], threads: int | None) -> ModelSession:
+    # File identity in the key: a model file (or the weights it reads) replaced on disk is loaded
+    # afresh, and verified again, not served stale.
+    key = (path, _identity(path), chosen, threads)
     with _cache_lock:
         if key not in _cache:
             _cache[key] = _create(path, embedded, chosen, threads)
