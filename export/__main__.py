@@ -1,6 +1,9 @@
 """``python -m export``: checkpoint -> gated model files, plus one subcommand per step.
 
     python -m export CHECKPOINT --out DIR [--int8 auto|dynamic|qdq|none] [--fp16] [--ort] ...
+        int8 recipe: [--int8-method minmax|entropy|percentile] [--int8-float-layers N] [--int8-shared]
+        calibration: [--calibration-photos N] [--calibration-sources photos,biq2021,para]
+                     [--calibration-licence any|commercial] [--calibration-variants K]
     python -m export onnx CHECKPOINT OUT.onnx          fp32 export with metadata (no gates)
     python -m export quantize SRC.onnx OUT.onnx --mode qdq|dynamic|fp16
     python -m export ort SRC.onnx OUT.ort              ORT format + required_operators.config
@@ -35,12 +38,42 @@ def _photo_args(p: argparse.ArgumentParser, *, calibration: bool, parity: bool) 
     from .photos import DEFAULT_CALIBRATION, DEFAULT_PARITY
 
     if calibration:
+        from .calibration import LICENCES
+        from .int8 import INT8_METHODS
+
         p.add_argument(
             "--calibration-photos",
             type=int,
             default=DEFAULT_CALIBRATION,
             metavar="N",
-            help="train-split photos for int8 QDQ calibration (default %(default)s)",
+            help="train-split images for int8 QDQ calibration, spread over the sources (default %(default)s)",
+        )
+        p.add_argument(
+            "--calibration-sources",
+            default="photos",
+            metavar="LIST",
+            help="train splits to calibrate on, comma-separated: photos, biq2021, para (default %(default)s)",
+        )
+        p.add_argument(
+            "--calibration-licence",
+            choices=LICENCES,
+            default="any",
+            help="commercial: only photos whose manifest says commercial_use=yes (default %(default)s)",
+        )
+        p.add_argument(
+            "--calibration-variants",
+            type=int,
+            default=0,
+            metavar="K",
+            help="edited copies (crop, mirror, tone, blur/grain/JPEG) of each calibration image (default 0)",
+        )
+        p.add_argument("--int8-method", choices=INT8_METHODS, default="minmax", help="activation range calibration")
+        p.add_argument(
+            "--int8-float-layers",
+            type=int,
+            default=0,
+            metavar="N",
+            help="weighted layers at the input end kept float in int8 QDQ (default 0)",
         )
     if parity:
         p.add_argument(
@@ -64,6 +97,11 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder (one subfolder per file kind)")
     p.add_argument("--int8", choices=INT8_CHOICES, default="auto", help="int8 mode; auto measures both (default)")
     p.add_argument("--fp16", action="store_true", help="also write fp16-weights model (half size, fp32 compute)")
+    p.add_argument(
+        "--int8-shared",
+        action="store_true",
+        help="quantise int8 from the fp16 weights and also write fp16/model.int8.onnx reading them (needs --fp16)",
+    )
     p.add_argument("--ort", action="store_true", help="also write ORT mobile format files (.ort)")
     p.add_argument("--ort-target", choices=TARGETS, default="arm", help="CPU the .ort is optimised for")
     p.add_argument("--exporter", choices=EXPORTERS, default="dynamo", help="torch.onnx exporter (default dynamo)")
@@ -74,13 +112,33 @@ def _main_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _calibration(a: argparse.Namespace) -> tuple[Sequence, str]:
+    """The calibration images the flags name, and how to describe them in the report."""
+    from .calibration import CalibrationSet
+
+    cs = CalibrationSet(
+        images=a.calibration_photos,
+        sources=tuple(s.strip() for s in a.calibration_sources.split(",") if s.strip()),
+        variants=a.calibration_variants,
+        licence=a.calibration_licence,
+    )
+    return cs.inputs(), cs.describe()
+
+
+def _recipe(a: argparse.Namespace):
+    from .int8 import Int8Recipe
+
+    return Int8Recipe(method=a.int8_method, float_layers=a.int8_float_layers)
+
+
 def _run_main(argv: Sequence[str]) -> int:
-    from .photos import calibration_photos, parity_photos
+    from .photos import parity_photos
     from .pipeline import ExportOptions, export_all
     from .report import to_markdown
 
     a = _main_parser().parse_args(argv)
     needs_calibration = a.int8 in ("auto", "qdq")
+    calibration, described = _calibration(a) if needs_calibration else ((), "none")
     options = ExportOptions(
         int8=a.int8,
         fp16=a.fp16,
@@ -88,12 +146,14 @@ def _run_main(argv: Sequence[str]) -> int:
         ort_target=a.ort_target,
         exporter=a.exporter,
         opset=a.opset,
-        calibration=tuple(calibration_photos(a.calibration_photos)) if needs_calibration else (),
+        calibration=calibration,
+        int8_recipe=_recipe(a),
+        int8_shared=a.int8_shared,
         parity=tuple(parity_photos(a.parity_photos)),
         torch_images=a.torch_photos,
         repeats=a.repeats,
         extra={
-            "calibration_from": "distill.splits photos/train",
+            "calibration_from": f"distill.splits train splits: {described}",
             "parity_from": "distill.splits photos/val, then biq2021/val",
         },
     )
@@ -137,10 +197,8 @@ def _cmd_quantize(a: argparse.Namespace) -> Path:
 
     if a.mode == "fp16":
         return fp16_weights(a.src, a.out)
-    from .photos import calibration_photos
-
-    calibration = calibration_photos(a.calibration_photos) if a.mode == "qdq" else []
-    return quantize_int8(a.src, a.out, mode=f"int8-{a.mode}", calibration=calibration)
+    calibration = _calibration(a)[0] if a.mode == "qdq" else []
+    return quantize_int8(a.src, a.out, mode=f"int8-{a.mode}", calibration=calibration, recipe=_recipe(a))
 
 
 def _cmd_parity(a: argparse.Namespace) -> dict:

@@ -57,18 +57,20 @@ def onnx_opset(path: str | os.PathLike) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
-def stamp(onnx_path: str | os.PathLike, info: ModelInfo) -> Path:
+def stamp(onnx_path: str | os.PathLike, info: ModelInfo, *, external_data: dict[str, str] | None = None) -> Path:
     """Write ``info`` into the ONNX file's ``metadata_props`` (in place) and its sidecar; returns the sidecar.
 
-    The sidecar is written last because its sha256 covers the file with the metadata in it.
+    The sidecar is written last because its sha256 covers the file with the metadata in it. A file that
+    reads weights from files beside it (``external_data``: ``{name: sha256}``) keeps reading them from
+    there: they are not pulled into it.
     """
     import onnx
 
     onnx_path = Path(onnx_path)
-    model = onnx.load(str(onnx_path))
+    model = onnx.load(str(onnx_path), load_external_data=False)
     embed_props(model, info)
     onnx.save(model, str(onnx_path))
-    return write_sidecar(onnx_path, info)
+    return write_sidecar(onnx_path, info, external_data=external_data)
 
 
 def read_info(path: str | os.PathLike) -> ModelInfo:

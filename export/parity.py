@@ -218,24 +218,25 @@ def identical_ranking_gate(
     images: Photos,
     *,
     min_images: int = MIN_IMAGES,
+    exact: bool = False,
 ) -> Gate:
-    """``.ort`` vs the ``.onnx`` it was made from: every pair of photos the reference orders, in the same order."""
+    """``.ort`` vs the ``.onnx`` it was made from: every pair of photos the reference orders, in the same order.
+
+    ``exact``: the utilities must also be equal bit for bit (a file that is the same computation stored
+    another way, e.g. an int8 file reading its weights from the fp16 file, gate ``same-computation``).
+    """
     got = _compare(reference, candidate, _photos(images))
     fig = got["figures"]
     failures = _metadata_failures(got) + _count_failures(images, min_images)
     if not fig["pairwise_agreement"] == 1.0:
         failures.append(f"ranking differs (pairwise agreement {fig['pairwise_agreement']:.6f} < 1)")
-    return _enforce(
-        Gate(
-            "onnx-ort",
-            str(reference),
-            str(candidate),
-            len(images),
-            fig,
-            {"pairwise_agreement": "== 1", "images": f">= {min_images}"},
-            tuple(failures),
-        )
-    )
+    limits = {"pairwise_agreement": "== 1", "images": f">= {min_images}"}
+    if exact:
+        limits["max_abs_utility"] = "== 0"
+        if not fig["max_abs_utility"] == 0:
+            failures.append(f"utilities differ (max |delta| {fig['max_abs_utility']:.3g} > 0)")
+    name = "same-computation" if exact else "onnx-ort"
+    return _enforce(Gate(name, str(reference), str(candidate), len(images), fig, limits, tuple(failures)))
 
 
 def stability(path: str | os.PathLike, images: Photos, *, noise_lsb: float = 0.5, seed: int = 0) -> dict[str, float]:

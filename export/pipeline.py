@@ -5,6 +5,8 @@ Layout of ``out`` (each folder is what an app embeds, e.g. as ``redaes_lite/mode
     fp32/model.onnx  fp32/model.json
     int8/model.onnx  int8/model.json          --int8 (with "auto": the mode chosen by measurement, if any passes)
     fp16/model.onnx  fp16/model.json          --fp16 (weights stored fp16, computed fp32)
+    fp16/model.int8.onnx  fp16/model.int8.json      --int8-shared: int8/model.onnx again, reading its
+                                              weights from fp16/model.onnx (the folder an app embeds)
     fp32-ort/, int8-ort/: model.ort  model.json  required_operators.config     --ort
     export_report.json  export_report.md
 
@@ -29,6 +31,7 @@ from redaes_lite.preprocess import ImageInput
 
 from .checkpoint import read_checkpoint
 from .errors import ExportError, ParityError
+from .int8 import Int8Recipe, expand_fp16, share_weights
 from .onnx import DEFAULT_OPSET, export_onnx
 from .parity import (
     MIN_IMAGES,
@@ -48,6 +51,8 @@ __all__ = ["ExportOptions", "INT8_CHOICES", "choose_int8", "export_all"]
 #: ``--int8`` values: ``auto`` measures both modes and keeps the fastest that passes its gate.
 INT8_CHOICES = ("auto", "dynamic", "qdq", "none")
 MODEL_FILE = "model.onnx"
+#: The int8 file beside the fp16 ``model.onnx`` whose weights it reads (``--int8-shared``).
+SHARED_INT8_FILE = "model.int8.onnx"
 # The folders export_all owns inside ``out``.
 _FOLDERS = ("fp32", "int8", "fp16", "fp32-ort", "int8-ort")
 
@@ -62,7 +67,9 @@ class ExportOptions:
     ort_target: str = "arm"
     exporter: str = "dynamo"
     opset: int = DEFAULT_OPSET
-    calibration: tuple[ImageInput, ...] = ()  # photos for int8-qdq; never among ``parity``
+    calibration: Sequence[ImageInput] = ()  # photos for int8-qdq; never among ``parity``
+    int8_recipe: Int8Recipe = Int8Recipe()
+    int8_shared: bool = False  # int8 quantised from the fp16 weights and written beside them, reading them
     parity: tuple[ImageInput, ...] = ()  # held-out photos for the ranking gates (>= 200 by default)
     torch_images: int = 32  # of ``parity``, for the torch-vs-ONNX gate (torch is the slow side)
     min_parity: int = MIN_IMAGES
@@ -76,11 +83,15 @@ class ExportOptions:
             raise ExportError(f"--int8 must be one of {', '.join(INT8_CHOICES)}, got {self.int8!r}")
         if len(self.parity) < self.min_parity:
             raise ExportError(f"parity gates need >= {self.min_parity} held-out photos, got {len(self.parity)}")
-        overlap = {str(p) for p in self.calibration} & {str(p) for p in self.parity}
+        # Edited copies (export.calibration.Variants) are compared by the photos they were made from.
+        originals = getattr(self.calibration, "originals", self.calibration)
+        overlap = {str(p) for p in originals} & {str(p) for p in self.parity}
         if overlap:
             raise ExportError(f"{len(overlap)} calibration photos are also parity photos, e.g. {sorted(overlap)[0]}")
         if self.int8 in ("auto", "qdq") and not self.calibration:
             raise ExportError("int8 qdq needs calibration photos (none given)")
+        if self.int8_shared and (self.int8 == "none" or not self.fp16):
+            raise ExportError("--int8-shared writes int8 beside the fp16 file: it needs --fp16 and an --int8 mode")
 
 
 def choose_int8(
@@ -91,9 +102,12 @@ def choose_int8(
     calibration: Sequence[ImageInput],
     parity: Photos,
     min_images: int = MIN_IMAGES,
+    recipe: Int8Recipe | None = None,
+    reference: Path | None = None,
 ) -> tuple[Path | None, Gate | None, dict[str, Any]]:
-    """Quantise with each candidate mode, gate each against fp32 and keep the fastest that passes (1 thread,
-    batch 1). Returns ``(file, its gate, the choice record)``.
+    """Quantise ``fp32`` with each candidate mode (``recipe`` for QDQ), gate each against ``reference``
+    (default ``fp32``) and keep the fastest that passes (1 thread, batch 1). Returns ``(file, its gate,
+    the choice record)``.
 
     A named mode (``dynamic``, ``qdq``) that fails its gate raises :class:`ParityError`. With ``auto`` the
     choice is a measurement and "no int8" is one of its outcomes: if no mode passes, the result is
@@ -103,9 +117,9 @@ def choose_int8(
     tried: dict[str, dict[str, Any]] = {}
     passed: dict[str, tuple[Path, Gate]] = {}
     for m in modes:
-        path = quantize_int8(fp32, stage / m / MODEL_FILE, mode=m, calibration=calibration)
+        path = quantize_int8(fp32, stage / m / MODEL_FILE, mode=m, calibration=calibration, recipe=recipe)
         try:
-            gate = ranking_gate(fp32, path, parity, min_images=min_images)
+            gate = ranking_gate(reference or fp32, path, parity, min_images=min_images)
         except ParityError as e:
             if mode != "auto":
                 raise
@@ -145,37 +159,60 @@ def _build(
     gates.append(torch_gate(checkpoint, files["fp32"], parity[: opts.torch_images]).to_dict())
     if opts.int8 != "none" or opts.fp16:
         record["fp32_stability"] = stability(files["fp32"], parity)
-    if opts.int8 != "none":
-        progress(f"int8 ({opts.int8}): quantising, gating on {len(parity)} photos")
-        path, gate, choice = choose_int8(
-            files["fp32"],
-            stage,
-            mode=opts.int8,
-            calibration=opts.calibration,
-            parity=parity,
-            min_images=opts.min_parity,
-        )
-        record["int8_choice"] = choice
-        if path is None:
-            progress(f"int8: {choice['reason']} (figures in the report)")
-        else:
-            files["int8"] = path.parent.rename(stage / "int8") / MODEL_FILE
-            gates.append(dataclasses.replace(gate, candidate=str(files["int8"])).to_dict())
     if opts.fp16:
         progress("fp16 weights")
         files["fp16"] = fp16_weights(files["fp32"], stage / "fp16" / MODEL_FILE)
         gates.append(ranking_gate(files["fp32"], files["fp16"], parity, min_images=opts.min_parity).to_dict())
+    if opts.int8 != "none":
+        _int8(stage, opts, files, record, parity, progress)
     if opts.ort:
         from .mobile import to_ort
 
         # Not fp16: the converter's optimiser folds the fp32 casts into the weights, so an fp16 .ort
         # would be the fp32 .ort under another name.
-        for name in [n for n in files if n != "fp16"]:
+        for name in [n for n in files if n not in ("fp16", "int8-shared")]:
             progress(f"ORT format from {name}")
             files[f"{name}-ort"] = to_ort(files[name], stage / f"{name}-ort" / "model.ort", target=opts.ort_target)
             gate = identical_ranking_gate(files[name], files[f"{name}-ort"], parity, min_images=opts.min_parity)
             gates.append(gate.to_dict())
     return files
+
+
+def _int8(
+    stage: Path,
+    opts: ExportOptions,
+    files: dict[str, Path],
+    record: dict[str, Any],
+    parity: PhotoSet,
+    progress: Progress,
+) -> None:
+    """The int8 file (gated against fp32) and, with ``int8_shared``, its copy reading the fp16 weights."""
+    source = files["fp32"]
+    if opts.int8_shared:  # quantise the weights that ship, so that the int8 file can read them from there
+        source = expand_fp16(files["fp16"], stage / "fp16-expanded" / MODEL_FILE)
+    progress(f"int8 ({opts.int8}; {opts.int8_recipe.describe()}): quantising, gating on {len(parity)} photos")
+    path, gate, choice = choose_int8(
+        source,
+        stage,
+        mode=opts.int8,
+        calibration=opts.calibration,
+        parity=parity,
+        min_images=opts.min_parity,
+        recipe=opts.int8_recipe,
+        reference=files["fp32"],
+    )
+    record["int8_choice"] = {**choice, "recipe": opts.int8_recipe.to_dict(), "quantised_from": source.parent.name}
+    if path is None:
+        progress(f"int8: {choice['reason']} (figures in the report)")
+        return
+    files["int8"] = path.parent.rename(stage / "int8") / MODEL_FILE
+    record["gates"].append(dataclasses.replace(gate, candidate=str(files["int8"])).to_dict())
+    if opts.int8_shared:
+        progress(f"int8 reading the fp16 weights: {SHARED_INT8_FILE} beside fp16/{MODEL_FILE}")
+        shared = share_weights(files["int8"], files["fp16"], files["fp16"].parent / SHARED_INT8_FILE)
+        same = identical_ranking_gate(files["int8"], shared, parity, min_images=opts.min_parity, exact=True)
+        record["gates"].append(same.to_dict())
+        files["int8-shared"] = shared
 
 
 def _relative(obj: Any, stage: Path) -> Any:
@@ -231,8 +268,8 @@ def export_all(
         progress(f"latency of {len(files)} files ({len(options.threads) * len(options.batches)} settings each)")
         timing = {"threads": options.threads, "batches": options.batches, "repeats": options.repeats}
         record["latency_ms"] = {name: measure_latencies(p, **timing) for name, p in files.items()}
-        for name in files:
-            files[name].parent.rename(out / files[name].parent.name)
+        for folder in dict.fromkeys(p.parent for p in files.values()):  # fp16/ holds two files
+            folder.rename(out / folder.name)
         record["status"] = "ok"
     except ExportError as e:
         if isinstance(e, ParityError) and e.gate is not None:

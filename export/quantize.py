@@ -25,6 +25,7 @@ import numpy as np
 from redaes_lite.preprocess import ImageInput, PreprocessSpec, preprocess
 
 from .errors import ExportError
+from .int8 import Int8Recipe, float_layer_nodes
 from .metadata import read_info, stamp, with_quantization
 from .onnx import INPUT
 
@@ -56,7 +57,9 @@ class PixelReader:
     def __init__(self, images: Sequence[ImageInput], spec: PreprocessSpec, *, batch_size: int = 8) -> None:
         if not images:
             raise ExportError("int8-qdq needs calibration images (none given)")
-        self.images, self.spec, self.batch_size = list(images), spec, batch_size
+        # A lazy sequence (export.calibration.Variants) stays lazy: its edited copies are made per batch.
+        self.images = images if isinstance(images, Sequence) else list(images)
+        self.spec, self.batch_size = spec, batch_size
         self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -109,12 +112,14 @@ def quantize_int8(
     mode: str,
     calibration: Sequence[ImageInput] = (),
     batch_size: int = 8,
+    recipe: Int8Recipe | None = None,
 ) -> Path:
     """Quantise the fp32 model ``src`` to ``out`` (``mode`` ``int8-dynamic`` or ``int8-qdq``); returns ``out``.
 
-    ``int8-qdq`` calibrates activation ranges (min/max) on ``calibration`` images, which must not be the
-    photos the parity gate later checks. The heads (:func:`head_nodes`) stay fp32. The metadata is copied
-    with ``redaes.quantization`` = ``mode``.
+    ``int8-qdq`` calibrates activation ranges on ``calibration`` images, which must not be the photos the
+    parity gate later checks, as ``recipe`` says (default :class:`~export.int8.Int8Recipe`: min/max,
+    per-channel weights, every layer quantised). The heads (:func:`head_nodes`) and the recipe's float
+    layers stay fp32. The metadata is copied with ``redaes.quantization`` = ``mode``.
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -122,6 +127,7 @@ def quantize_int8(
 
     if mode not in INT8_MODES:
         raise ExportError(f"unknown int8 mode {mode!r}; choose one of {', '.join(INT8_MODES)}")
+    recipe = recipe or Int8Recipe()
     info = read_info(src)
     reader = PixelReader(calibration, info.preprocess, batch_size=batch_size) if mode == "int8-qdq" else None
     out = Path(out)
@@ -130,19 +136,24 @@ def quantize_int8(
         # Shape inference + graph optimisation first, as onnxruntime recommends before quantising.
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        keep = head_nodes(onnx.load(str(pre)))
+        graph = onnx.load(str(pre))
+        heads = head_nodes(graph)
+        keep = heads + float_layer_nodes(graph, recipe.float_layers, heads=frozenset(heads))
         common = {"nodes_to_exclude": keep, "weight_type": QuantType.QInt8}
         if reader is None:
             quantize_dynamic(pre, out, op_types_to_quantize=list(QDQ_OPS), **common)
         else:
+            calibrate = recipe.calibrate_options()
             quantize_static(
                 pre,
                 out,
                 _as_ort_reader(reader),
                 quant_format=QuantFormat.QDQ,
-                per_channel=True,
+                per_channel=recipe.per_channel,
                 op_types_to_quantize=[*QDQ_OPS, *QDQ_ACTIVATIONS],
                 activation_type=QuantType.QUInt8,
+                calibrate_method=calibrate["calibrate_method"],
+                extra_options=calibrate["extra"],
                 **common,
             )
     stamp(out, with_quantization(info, mode))

@@ -86,10 +86,13 @@ def _save(path: Path, student, **changes) -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return make_data(tmp_path_factory.mktemp("export"))
+
+
+def make_data(root: Path) -> dict:
     """Calibration photos, held-out parity photos and a briefly trained tiny student's checkpoint."""
     from distill.student import create_student
 
-    root = tmp_path_factory.mktemp("export")
     calibration, parity = _photos(root / "cal", 32, seed=1), _photos(root / "val", N_PARITY, seed=2)
     torch.manual_seed(0)
     student, _, _ = create_student("timm:test_efficientnet", factors=FACTORS, img_size=SIZE)
