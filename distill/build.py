@@ -9,7 +9,8 @@ continues a build that was stopped (``--until``, Ctrl-C, a session that ended)::
                                         validation data (python -m distill evaluate --refit), stamped with
                                         the config's version and the build's provenance
     export  DIR/export/...              python -m export, with build.export options, parity gates included
-            DIR/model/<name>/           model.onnx + model.json + NOTICE: copy to redaes_lite/models/<name>/
+            DIR/model/<name>/           model.onnx + model.json + NOTICE (+ model.int8.onnx + model.int8.json
+                                        with build.export int8_shared): copy to redaes_lite/models/<name>/
 
 ``DIR/build.json`` records the stages done, the commit and the sha256 of the resolved config; a build
 continued with another config or from another commit says so and stops unless ``--force``.
@@ -130,6 +131,12 @@ def _export(cfg: Any, checkpoint: Path, out: Path) -> Path:
     ship.mkdir(parents=True, exist_ok=True)
     for name in ("model.onnx", "model.json"):
         shutil.copyfile(chosen / name, ship / name)
+    # With build.export int8_shared: the int8 file that reads model.onnx's weights, and its sidecar.
+    for name in ("model.int8.onnx", "model.int8.json"):
+        if (chosen / name).is_file():
+            shutil.copyfile(chosen / name, ship / name)
+        else:
+            (ship / name).unlink(missing_ok=True)  # a stale int8 file must not ship beside a new model.onnx
     if cfg.build.notice:
         shutil.copyfile(cfg.build.notice, ship / "NOTICE")
     return ship

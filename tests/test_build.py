@@ -61,3 +61,30 @@ def test_build_runs_every_stage_and_continues_a_stopped_build(tmp_path: Path) ->
     assert json.loads((out / "build.json").read_text())["done"] == ["train", "heads", "refit", "export"]
     with pytest.raises(BuildError, match="another config"):
         build(config, out, overrides=[*TINY, "seed=1"], log=lambda _: None)
+
+
+def test_export_stage_ships_the_int8_file_beside_model_onnx_and_never_a_stale_one(tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import distill.build as stages
+    import export.__main__
+
+    made: list[str] = []
+
+    def fake_export(argv: list[str]) -> int:
+        folder = Path(argv[argv.index("--out") + 1]) / "fp16"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in made:
+            (folder / name).write_text(name)
+        for name in {"model.int8.onnx", "model.int8.json"} - set(made):
+            (folder / name).unlink(missing_ok=True)
+        return 0
+
+    monkeypatch.setattr(export.__main__, "main", fake_export)
+    cfg = SimpleNamespace(build=SimpleNamespace(export={"fp16": True}, file="fp16", model="default", notice=None))
+    made[:] = ["model.onnx", "model.json", "model.int8.onnx", "model.int8.json"]
+    ship = stages._export(cfg, tmp_path / "model.pt", tmp_path / "build")
+    assert sorted(p.name for p in ship.iterdir()) == sorted(made)
+    made[:] = ["model.onnx", "model.json"]  # exported again without int8: the old int8 file goes
+    ship = stages._export(cfg, tmp_path / "model.pt", tmp_path / "build")
+    assert sorted(p.name for p in ship.iterdir()) == ["model.json", "model.onnx"]
