@@ -60,26 +60,41 @@ class PixelReader:
         # A lazy sequence (export.calibration.Variants) stays lazy: its edited copies are made per batch.
         self.images = images if isinstance(images, Sequence) else list(images)
         self.spec, self.batch_size = spec, batch_size
-        self._next = 0
+        self._next, self._end = 0, len(self.images)
+
+    def __len__(self) -> int:
+        """In batches: the unit of :meth:`set_range` (ORT's strided calibration reads chunks of batches)."""
+        return -(-len(self.images) // self.batch_size)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= len(self.images):
+        if self._next >= self._end:
             return None
-        batch = self.images[self._next : self._next + self.batch_size]
+        batch = self.images[self._next : min(self._next + self.batch_size, self._end)]
         self._next += len(batch)
         return {INPUT: preprocess(batch, self.spec)}
 
     def rewind(self) -> None:
-        self._next = 0
+        self._next, self._end = 0, len(self.images)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Read batches ``start_index`` to ``end_index`` (exclusive) next."""
+        self._next = start_index * self.batch_size
+        self._end = min(end_index * self.batch_size, len(self.images))
 
 
 def _as_ort_reader(reader: PixelReader) -> Any:
     class Reader(_reader_base()):  # type: ignore[misc]
+        def __len__(self) -> int:
+            return len(reader)
+
         def get_next(self) -> dict[str, np.ndarray] | None:
             return reader.get_next()
 
         def rewind(self) -> None:
             reader.rewind()
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            reader.set_range(start_index, end_index)
 
     return Reader()
 
@@ -129,7 +144,9 @@ def quantize_int8(
         raise ExportError(f"unknown int8 mode {mode!r}; choose one of {', '.join(INT8_MODES)}")
     recipe = recipe or Int8Recipe()
     info = read_info(src)
-    reader = PixelReader(calibration, info.preprocess, batch_size=batch_size) if mode == "int8-qdq" else None
+    # Histogram methods merge their batches into one array per chunk, which needs batches of one size.
+    per_batch = batch_size if recipe.method == "minmax" else 1
+    reader = PixelReader(calibration, info.preprocess, batch_size=per_batch) if mode == "int8-qdq" else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="redaes-quant-") as tmp:
@@ -143,7 +160,7 @@ def quantize_int8(
         if reader is None:
             quantize_dynamic(pre, out, op_types_to_quantize=list(QDQ_OPS), **common)
         else:
-            calibrate = recipe.calibrate_options()
+            calibrate = recipe.calibrate_options(len(reader))
             quantize_static(
                 pre,
                 out,

@@ -85,12 +85,18 @@ def describe_file(path: str | os.PathLike, *, root: str | os.PathLike) -> dict[s
 
 
 def machine() -> dict[str, Any]:
-    """Where and with what the files were made and measured."""
+    """Where and with what the files were made and measured; ``cpu_int8``: whether the int8 gates ran on
+    int8 dot-product kernels (what ``redaes_lite.precision`` requires before it runs an int8 file)."""
+    import dataclasses
+
     import onnx
     import onnxruntime
     import torch
 
+    from redaes_lite.precision import cpu_int8
+
     return {
+        "cpu_int8": dataclasses.asdict(cpu_int8()),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
