@@ -21,6 +21,7 @@ from pathlib import Path
 from redaes_lite.metadata import write_sidecar
 
 from .errors import ExportError
+from .int8 import shared_data_files
 from .metadata import onnx_opset, read_info
 
 __all__ = ["OPERATORS_CONFIG", "TARGETS", "to_ort"]
@@ -57,9 +58,13 @@ def to_ort(src: str | os.PathLike, out: str | os.PathLike, *, target: str = "arm
     info = read_info(src)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="redaes-ort-") as tmp:
-        staged = Path(tmp) / "in" / f"{out.stem}.onnx"
+        # Not named after ``out``: an int8 file reading its weights from model.onnx would then read itself.
+        stem = "ort-input"
+        staged = Path(tmp) / "in" / f"{stem}.onnx"
         staged.parent.mkdir()
         shutil.copyfile(src, staged)
+        for name in shared_data_files(src):  # the .ort holds the weights itself
+            shutil.copyfile(src.parent / name, staged.parent / name)
         try:
             # The converter prints its progress and logs at INFO; keep both out of the export command's output.
             with contextlib.redirect_stdout(io.StringIO()), _quiet(_CONVERTER_LOGGER):
@@ -71,8 +76,8 @@ def to_ort(src: str | os.PathLike, out: str | os.PathLike, *, target: str = "arm
                 )
         except Exception as e:  # noqa: BLE001 - the converter raises whatever onnxruntime raised
             raise ExportError(f"{src}: ORT format conversion failed ({e})") from None
-        produced = Path(tmp) / "out" / f"{out.stem}.ort"
-        config = Path(tmp) / "out" / f"{out.stem}.{OPERATORS_CONFIG}"
+        produced = Path(tmp) / "out" / f"{stem}.ort"
+        config = Path(tmp) / "out" / f"{stem}.{OPERATORS_CONFIG}"
         shutil.move(produced, out)
         # The generated header names the temporary path it came from; name the shipped file instead.
         lines = [ln for ln in config.read_text().splitlines() if not ln.startswith("# - ")]

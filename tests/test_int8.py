@@ -23,6 +23,7 @@ from export import pipeline  # noqa: E402
 from export.calibration import CalibrationSet, Variants  # noqa: E402
 from export.errors import ExportError  # noqa: E402
 from export.int8 import Int8Recipe, expand_fp16, float_layer_nodes, share_weights, shared_data_files  # noqa: E402
+from export.mobile import to_ort  # noqa: E402
 from export.onnx import export_onnx  # noqa: E402
 from export.parity import identical_ranking_gate  # noqa: E402
 from export.quantize import fp16_weights, head_nodes, quantize_int8  # noqa: E402
@@ -123,6 +124,8 @@ def test_shared_int8_reads_the_fp16_weights_and_computes_the_same(fp16: Path, da
     identical_ranking_gate(inline, shared, data["parity"], min_images=N_PARITY, exact=True)
     s = redaes_lite.load(folder, precision="int8")
     assert s.path == shared.resolve() and s.verified
+    ort_file = to_ort(shared, tmp_path / "ort" / "model.ort")  # self-contained: the weights are inside it
+    identical_ranking_gate(shared, ort_file, data["parity"], min_images=N_PARITY)
     with pytest.raises(ExportError, match="must sit beside model.onnx"):
         share_weights(inline, folder / "model.onnx", tmp_path / "elsewhere.onnx")
     # The fp16 file changed under it: the int8 file would compute with other weights, so it is refused.
