@@ -18,9 +18,9 @@ int8 dot-product instruction. The rule, by CPU features (no timing, so it never 
 ``fp`` or ``int8`` forces the file (``int8`` fails if none ships). The choice comes from ``load(...,
 precision=)``, else the ``REDAES_PRECISION`` environment variable, else ``auto``; the CLI's
 ``--precision`` sets the argument. A path to a file loads that file whatever the setting (``precision=``
-other than ``auto`` with a file is an error). Given the file, scores are deterministic: the same inputs give
-bit-identical results; the two files' scores differ (within the gates), so rows name the file
-(``default@1.0.0+int8``).
+other than ``auto`` with a file is an error). Given the file and the machine, scores are deterministic: the
+same inputs give bit-identical results; the two files' scores differ (within the gates), so rows name the
+file (``default@1.0.0+int8``).
 """
 
 from __future__ import annotations
