@@ -9,7 +9,9 @@ them lets the quantiser give a convolution's output the activation's range (ReLU
 min/max, and remove them, so that the 256 levels cover only values the activation keeps: that is what keeps
 the int8 file's ranking close to fp32's (``python -m export.benchmark`` measures it). The utility and factor
 heads stay fp32 (:func:`head_nodes`). Calibration pixels come through
-:func:`redaes_lite.preprocess.preprocess` with the model's own spec, like every other pixel.
+:func:`redaes_lite.preprocess.preprocess` with the model's own spec, like every other pixel. How QDQ
+calibrates and which layers it keeps float is an :class:`~export.int8.Int8Recipe` (keeping the first layers
+float is what passes the gates on the shipped models).
 """
 
 from __future__ import annotations

@@ -137,6 +137,10 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     choice = report.get("int8_choice")
     if choice:
         lines += [f"int8: **{choice.get('mode')}** — {choice.get('reason')}", ""]
+        if choice.get("recipe"):
+            recipe = ", ".join(f"{k} {v}" for k, v in choice["recipe"].items())
+            cal = report.get("images", {}).get("calibration_from", "")
+            lines += [f"recipe: {recipe}; quantised from {choice.get('quantised_from')}; calibration: {cal}", ""]
         for mode, c in choice.get("candidates", {}).items():
             figs = ", ".join(f"{k} {_fmt(v)}" for k, v in c.get("figures", {}).items())
             ms = f", {_fmt(c['threads1_batch1_ms'])} ms" if "threads1_batch1_ms" in c else ""
