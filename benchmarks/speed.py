@@ -1,6 +1,6 @@
 """Speed of the redaes-lite runtime, its decode floor and peer architectures, on this machine.
 
-    python benchmarks/speed.py --model PATH|random-lite0 [--int8-model PATH] [--quick] [--json OUT] [--markdown OUT]
+    python benchmarks/speed.py --model PATH|FOLDER|default|random-lite0 [--int8-model PATH] [--quick] [--json OUT]
 
 Every configuration runs in a fresh process (``--child``), warms up, then reports the median of its
 repeated runs; the parent prints a markdown table and writes all figures (with the raw times) as JSON.
@@ -15,6 +15,9 @@ repeated runs; the parent prints a markdown table and writes all figures (with t
 - peers (``benchmarks/peers.py``): random-weight torch eager models, one thread, batch 1, as ratios to our
   end-to-end time.
 
+A model folder (or an embedded model's name) that ships ``model.int8.onnx`` beside ``model.onnx`` gives both
+files' inference, and end to end runs the file ``load()`` chooses on this machine (``redaes_lite.precision``:
+the table says which and why); the machine line names the CPU and its int8 dot-product features.
 ``--model random-lite0`` exports a randomly initialised EfficientNet-Lite0 student into the cache
 (``peers.py student``), labelled as such everywhere: until a trained model ships it stands in for one of
 the same architecture. ``--int8-model`` defaults to an int8-qdq copy made with ``export.quantize``.
@@ -76,12 +79,14 @@ def _draft_decode(path: str, size: list[int]) -> None:
 
 def child_e2e(model: str, images: list[str], repeat: int) -> dict[str, Any]:
     """Per image, round-robin so that load from other processes hits all three alike: the decode floor,
-    decode + preprocess, and ``Scorer.score(path)``. Medians per image, then over images."""
+    decode + preprocess, and ``Scorer.score(path)``. Medians per image, then over images. ``model`` may be a
+    folder: then the file ``load()`` chooses runs, and ``chosen`` says which and why."""
     import redaes_lite
     from redaes_lite.preprocess import load_image, to_array
 
     _pin_one_core()
     scorer = redaes_lite.load(model, threads=1)
+    chosen = scorer.choice.to_dict() if scorer.choice else None
     spec = scorer.info.preprocess
     per: dict[str, list[float]] = {"floor_ms": [], "preprocess_ms": [], "e2e_ms": []}
     for path in images:
@@ -98,7 +103,8 @@ def child_e2e(model: str, images: list[str], repeat: int) -> dict[str, Any]:
                 times[key] += _timed(fn, repeat=1, warmup=0)
         for key, values in per.items():
             values.append(statistics.median(times[key]))
-    return {"images": len(images), **{k: statistics.median(v) for k, v in per.items()}, "per_image": per}
+    summary = {k: statistics.median(v) for k, v in per.items()}
+    return {"images": len(images), "chosen": chosen, **summary, "per_image": per}
 
 
 def child_infer(model: str, threads: int, batch: int, repeat: int) -> dict[str, Any]:
@@ -121,8 +127,15 @@ def child_int8(src: str, out: str, calibration: list[str]) -> dict[str, Any]:
     return {"path": str(quantize_int8(src, out, mode="int8-qdq", calibration=calibration))}
 
 
+def child_cli(args: list[str]) -> dict[str, Any]:
+    """``run_cli`` from a small process: a child's peak RSS counts the memory of the process it was forked
+    from, so forking the CLI from the parent (which made the 12 MP JPEG and loaded the model) inflated it."""
+    return run_cli(args)
+
+
 CHILDREN: dict[str, Callable[..., dict[str, Any]]] = {
     "e2e": child_e2e,
+    "cli": child_cli,
     "infer": child_infer,
     "int8": child_int8,
 }
@@ -246,8 +259,17 @@ def _machine() -> dict[str, Any]:
         ),
         platform.processor(),
     )
+    from redaes_lite.precision import cpu_int8
+
+    flags = next(
+        (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith(("flags", "Features"))), ""
+    )
+    shown = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+    int8 = cpu_int8()
     return {
         "cpu": cpu,
+        "cpu_features": [f for f in shown if f in flags.split(":", 1)[-1].split()],
+        "cpu_int8_dot_product": {"supported": int8.supported, "detail": int8.detail},
         "cores": len(os.sched_getaffinity(0)),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -261,14 +283,19 @@ def _machine() -> dict[str, Any]:
 
 def _prepare_models(args: argparse.Namespace, photos: list[Path]) -> tuple[Path, Path | None, str | None]:
     """(fp32 model, int8 model or None, why int8 is missing)."""
+    from redaes_lite.precision import INT8_FILE
+    from redaes_lite.session import resolve_model
+
     if args.model == "random-lite0":
         model = args.cache / "random-lite0" / "model.onnx"
         if not model.exists():
             _run_python([str(HERE / "peers.py"), "student", str(model)], "student export", one_thread=False)
     else:
-        model = Path(args.model).resolve()
+        model = resolve_model(args.model)[0]  # a folder or a name: its model.onnx
     if args.int8_model:
         return model, Path(args.int8_model).resolve(), None
+    if (model.parent / INT8_FILE).is_file():
+        return model, model.parent / INT8_FILE, None
     int8 = args.cache / f"int8-{hashlib.sha256(model.read_bytes()).hexdigest()[:12]}" / "model.onnx"
     if not int8.exists():
         # Calibration photos: the second half of the sorted set (the first photos are the timed sample's start).
@@ -300,12 +327,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
 
     say("end to end and decode floor ...")
-    doc["e2e_camera"] = spawn("e2e", model=str(model), images=[str(camera)], repeat=10 if q else 30)
-    doc["e2e_photos"] = spawn("e2e", model=str(model), images=[str(p) for p in sample], repeat=3 if q else 5)
+    # A folder or a name: the file load() chooses on this machine (fp or int8) runs end to end.
+    e2e_model = args.model if not Path(args.model).is_file() and args.model != "random-lite0" else str(model)
+    doc["e2e_camera"] = spawn("e2e", model=e2e_model, images=[str(camera)], repeat=10 if q else 30)
+    doc["e2e_photos"] = spawn("e2e", model=e2e_model, images=[str(p) for p in sample], repeat=3 if q else 5)
     doc["e2e_photos"]["megapixels_median"] = statistics.median(_megapixels(sample))
     say("inference ...")
     doc["inference"] = []
-    for label, path in (("fp32", model), ("int8", int8)):
+    for label, path in ((f"fp ({doc['model']['quantization']})", model), ("int8", int8)):
         for threads in (1, 2):
             for batch in (1, 32):
                 row = {"precision": label, "threads": threads, "batch": batch}
@@ -354,7 +383,7 @@ def _cli_figures(args: argparse.Namespace, model: Path, camera: Path, photos: li
     cam_dir = _linked_folder(args.cache / f"camera-x{n_camera}", [camera], n_camera)
     rss_dir = _linked_folder(args.cache / "photos-x1000", photos, 1000)
     rss_small = _linked_folder(args.cache / "photos-x100", photos, 100)
-    startup = run_cli(["score", str(photos[0]), *common])
+    startup = spawn("cli", one_thread=False, args=["score", str(photos[0]), *common])
     figures = {"startup_one_file": startup}
     for key, folder, n in (
         ("camera_folder", cam_dir, n_camera),
@@ -362,7 +391,7 @@ def _cli_figures(args: argparse.Namespace, model: Path, camera: Path, photos: li
         ("rss_100", rss_small, 100),
         ("rss_1000", rss_dir, 1000),
     ):
-        r = run_cli(["score", str(folder), *common])
+        r = spawn("cli", one_thread=False, args=["score", str(folder), *common])
         after = n / (r["wall_s"] - startup["wall_s"])
         r.update(files=n, images_per_s=n / r["wall_s"], images_per_s_after_startup=after)
         figures[key] = r
@@ -376,6 +405,11 @@ def _row(*cells: Any) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _chosen(e2e: dict[str, Any]) -> str:
+    c = e2e.get("chosen")
+    return f"`{Path(c['file']).name}` ({c['precision']}: {c['reason']})" if c else "the file given"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     m, cam, ph, cli = doc["machine"], doc["e2e_camera"], doc["e2e_photos"], doc["cli"]
     floor = cam["floor_ms"]
@@ -386,11 +420,14 @@ def markdown(doc: dict[str, Any]) -> str:
             f"int8: `{doc['int8_model']}`"
         ),
         (
-            f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; onnxruntime {m['onnxruntime']}, "
+            f"Machine: {m['cpu']} ({', '.join(m.get('cpu_features', [])) or 'no listed features'}; int8 dot "
+            f"product: {m.get('cpu_int8_dot_product', {}).get('detail', '?')}), "
+            f"{m['cores']} cores, {m['platform']}; onnxruntime {m['onnxruntime']}, "
             f"Pillow {m['pillow']}; nice {m['nice']}; load average {m['loadavg_start'][0]:.2f} at start, "
             f"{m['loadavg_end'][0]:.2f} at end (a shared machine: other work runs beside these figures)."
             + (" **--quick run: few repeats.**" if doc["quick"] else "")
         ),
+        f"End to end runs: {_chosen(cam)}",
         "",
         _row("measurement", "median", "x decode floor", "target"),
         "|---|---:|---:|---|",
