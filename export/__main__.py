@@ -9,6 +9,8 @@
     python -m export ort SRC.onnx OUT.ort              ORT format + required_operators.config
     python -m export parity CANDIDATE --against REF    REF .pt: torch gate; .onnx: ranking (identical for .ort)
     python -m export report FILE...                    sizes and latencies as JSON
+    python -m export int8 MODEL_DIR [--reference FP32.onnx] [recipe and calibration flags]
+                                                       add model.int8.onnx (gated) to a folder with fp16 model.onnx
 
 Exit codes: 0 done; 1 the input cannot be exported (bad checkpoint, missing photos, bad option value);
 2 usage error; 3 a parity gate failed (nothing was shipped).
@@ -27,7 +29,7 @@ from redaes_lite.errors import RedaesError
 from .errors import ParityError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
-SUBCOMMANDS = ("onnx", "quantize", "ort", "parity", "report")
+SUBCOMMANDS = ("onnx", "quantize", "ort", "parity", "report", "int8")
 
 
 def _say(line: str) -> None:
@@ -186,6 +188,16 @@ def _sub_parser() -> argparse.ArgumentParser:
     s.add_argument("candidate", type=Path)
     s.add_argument("--against", type=Path, required=True, metavar="REFERENCE")
     _photo_args(s, calibration=False, parity=True)
+    s = sub.add_parser(
+        "int8", help="add model.int8.onnx, gated, reading the weights of a folder's fp16-weights model.onnx"
+    )
+    s.add_argument("folder", type=Path, help="model folder (model.onnx with fp16 weights, model.json)")
+    s.add_argument(
+        "--reference",
+        type=Path,
+        help="fp32 ONNX of the same model to gate against (default: model.onnx itself, computed in fp32)",
+    )
+    _photo_args(s, calibration=True, parity=True)
     s = sub.add_parser("report", help="size, sha256 and latency of model files, as JSON")
     s.add_argument("files", type=Path, nargs="+")
     s.add_argument("--repeats", type=int, default=10)
@@ -199,6 +211,22 @@ def _cmd_quantize(a: argparse.Namespace) -> Path:
         return fp16_weights(a.src, a.out)
     calibration = _calibration(a)[0] if a.mode == "qdq" else []
     return quantize_int8(a.src, a.out, mode=f"int8-{a.mode}", calibration=calibration, recipe=_recipe(a))
+
+
+def _cmd_int8(a: argparse.Namespace) -> dict:
+    from .photos import parity_photos
+    from .pipeline import add_int8
+
+    calibration, described = _calibration(a)
+    record = add_int8(
+        a.folder,
+        calibration=calibration,
+        parity=parity_photos(a.parity_photos),
+        recipe=_recipe(a),
+        reference=a.reference,
+        progress=_say,
+    )
+    return {**record, "calibration_from": f"distill.splits train splits: {described}"}
 
 
 def _cmd_parity(a: argparse.Namespace) -> dict:
@@ -235,6 +263,7 @@ def _run_sub(argv: Sequence[str]) -> int:
         "ort": lambda: to_ort(a.src, a.out, target=a.target),
         "parity": lambda: _cmd_parity(a),
         "report": lambda: _cmd_report(a),
+        "int8": lambda: _cmd_int8(a),
     }
     result = commands[a.command]()
     print(json.dumps(result, indent=2) if isinstance(result, dict) else result)

@@ -46,7 +46,7 @@ from .parity import (
 from .quantize import INT8_MODES, fp16_weights, quantize_int8
 from .report import describe_file, latency_ms, machine, measure_latencies, write_report
 
-__all__ = ["ExportOptions", "INT8_CHOICES", "choose_int8", "export_all"]
+__all__ = ["ExportOptions", "INT8_CHOICES", "add_int8", "choose_int8", "export_all"]
 
 #: ``--int8`` values: ``auto`` measures both modes and keeps the fastest that passes its gate.
 INT8_CHOICES = ("auto", "dynamic", "qdq", "none")
@@ -280,3 +280,66 @@ def export_all(
         shutil.rmtree(stage, ignore_errors=True)
         write_report(_relative(record, stage), out)
     return out / "export_report.json"
+
+
+def add_int8(
+    folder: str | os.PathLike,
+    *,
+    calibration: Sequence[ImageInput],
+    parity: Photos,
+    recipe: Int8Recipe | None = None,
+    reference: str | os.PathLike | None = None,
+    min_images: int = MIN_IMAGES,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Give a model folder whose ``model.onnx`` has fp16 weights its int8 file: ``model.int8.onnx`` and
+    ``model.int8.json`` beside it, reading its weights, as ``--int8-shared`` writes them.
+
+    The int8 file is quantised from ``model.onnx``'s weights (``recipe``, calibrated on ``calibration``) and
+    gated against ``reference``, an fp32 ONNX of the same model when one is at hand, else ``model.onnx``
+    itself computed in fp32 (the file the int8 one stands in for); then the copy reading the shared weights
+    must compute the same utilities bit for bit. Both files are written only after both gates passed.
+    Returns the record: the gates and the recipe. Raises :class:`ParityError` when a gate fails.
+    """
+    folder = Path(folder)
+    progress = progress or (lambda line: None)
+    fp16 = folder / MODEL_FILE
+    if not fp16.is_file():
+        raise ExportError(f"{folder}: no {MODEL_FILE}")
+    recipe = recipe or Int8Recipe()
+    photos = parity if isinstance(parity, PhotoSet) else PhotoSet(parity)
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=folder) as tmp:
+        stage = Path(tmp)
+        expanded = expand_fp16(fp16, stage / "expanded" / MODEL_FILE)
+        ref = Path(reference) if reference is not None else expanded
+        progress(f"int8 ({recipe.describe()}): quantising, gating on {len(photos)} photos against {ref.name}")
+        path, gate, _ = choose_int8(
+            expanded,
+            stage,
+            mode="qdq",
+            calibration=calibration,
+            parity=photos,
+            min_images=min_images,
+            recipe=recipe,
+            reference=ref,
+        )
+        assert path is not None and gate is not None  # a named mode raises ParityError instead
+        progress(", ".join(f"{k} {v:.4f}" for k, v in gate.figures.items() if isinstance(v, float)))
+        beside = stage / "ship"
+        beside.mkdir()
+        shutil.copyfile(fp16, beside / MODEL_FILE)  # the shared file names its weights' file by sha256
+        shared = share_weights(path, beside / MODEL_FILE, beside / SHARED_INT8_FILE)
+        progress(f"{SHARED_INT8_FILE} reading {MODEL_FILE}'s weights: checking it computes the same")
+        same = identical_ranking_gate(path, shared, photos, min_images=min_images, exact=True)
+        sidecar = shared.with_suffix(".json")
+        for src in (shared, sidecar):
+            os.replace(src, folder / src.name)  # same file system: each lands whole
+    described = str(reference) if reference is not None else f"{fp16} computed in fp32 (export.int8.expand_fp16)"
+    named = {"reference": described, "candidate": str(folder / SHARED_INT8_FILE)}
+    return {
+        "folder": str(folder),
+        "recipe": recipe.to_dict(),
+        "calibration_images": len(calibration),
+        "gates": [dataclasses.replace(gate, **named).to_dict(), dataclasses.replace(same, **named).to_dict()],
+        "file": describe_file(folder / SHARED_INT8_FILE, root=folder),
+    }

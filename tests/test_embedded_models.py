@@ -23,13 +23,27 @@ SHIPPED_BACKBONE = {"default": "timm:tf_efficientnet_lite0", "permissive": "nima
 def test_embedded_model_is_complete_small_and_verified(name):
     folder = MODELS / name
     onnx_file = folder / "model.onnx"
-    assert onnx_file.stat().st_size <= 8 * 1024 * 1024
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 8 * 1024 * 1024  # every file it ships, together
     assert (folder / "NOTICE").read_text().strip()
     side = json.loads((folder / "model.json").read_text())
     assert side["file"] == "model.onnx" and len(side["sha256"]) == 64
     info = redaes_lite.load(name).info
     assert info.student["backbone"] == SHIPPED_BACKBONE[name]
     assert info.quantization in ("fp32", "fp16", "int8-dynamic", "int8-qdq")
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_the_int8_file_ships_in_the_wheel_verified_beside_the_fp_file(name):
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert {"models/*/model.int8.onnx", "models/*/model.int8.json"} <= set(package_data["redaes_lite"])
+    fp, int8 = (redaes_lite.load(name, precision=p) for p in ("fp", "int8"))
+    assert fp.path.name == "model.onnx" and int8.path.name == "model.int8.onnx"
+    assert fp.verified and int8.verified
+    assert int8.info.quantization == "int8-qdq" and int8.model_id == fp.model_id + "+int8"
+    assert int8.info.preprocess == fp.info.preprocess and int8.info.factors == fp.info.factors
 
 
 def test_licences_say_what_each_model_may_be_used_for():

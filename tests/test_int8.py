@@ -21,7 +21,7 @@ from test_export import N_PARITY, _options, _utilities, make_data  # noqa: E402
 import redaes_lite  # noqa: E402
 from export import pipeline  # noqa: E402
 from export.calibration import CalibrationSet, Variants  # noqa: E402
-from export.errors import ExportError  # noqa: E402
+from export.errors import ExportError, ParityError  # noqa: E402
 from export.int8 import Int8Recipe, expand_fp16, float_layer_nodes, share_weights, shared_data_files  # noqa: E402
 from export.mobile import to_ort  # noqa: E402
 from export.onnx import export_onnx  # noqa: E402
@@ -154,6 +154,47 @@ def test_export_all_writes_the_shared_int8_beside_fp16(data: dict, tmp_path: Pat
     assert redaes_lite.load(tmp_path / "fp16", precision="int8").verified
     with pytest.raises(ExportError, match="needs --fp16"):
         _options(data, int8="qdq", fp16=False, int8_shared=True)
+
+
+def test_add_int8_gives_a_shipped_folder_its_int8_file_only_when_it_passes(
+    fp16: Path, fp32: Path, data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from export import parity
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for suffix in (".onnx", ".json"):
+        shutil.copyfile(fp16.with_suffix(suffix), folder / f"model{suffix}")
+    before = sha256_file(folder / "model.onnx")
+    kwargs = dict(calibration=data["calibration"], parity=data["parity"], min_images=N_PARITY)
+    record = pipeline.add_int8(folder, recipe=Int8Recipe(float_layers=1), reference=fp32, **kwargs)
+    assert [g["name"] for g in record["gates"]] == ["fp32-reduced", "same-computation"]
+    assert record["gates"][0]["reference"] == str(fp32) and record["recipe"]["float_layers"] == 1
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "model.int8.json",
+        "model.int8.onnx",
+        "model.json",
+        "model.onnx",
+    ]
+    assert sha256_file(folder / "model.onnx") == before  # the fp file is untouched
+    s = redaes_lite.load(folder, precision="int8")
+    assert s.verified and s.path.name == "model.int8.onnx"
+
+    # A gate that fails: nothing is written and nothing is left behind.
+    for name in ("model.int8.onnx", "model.int8.json"):
+        (folder / name).unlink()
+
+    def impossible(reference, candidate, images, **kw):  # noqa: ANN001, ANN202
+        return parity.ranking_gate(reference, candidate, images, min_pairwise=1.01, **kw)
+
+    monkeypatch.setattr(pipeline, "ranking_gate", impossible)
+    with pytest.raises(ParityError, match="pairwise agreement"):
+        pipeline.add_int8(folder, **kwargs)
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.onnx"]
+    with pytest.raises(ExportError, match="no model.onnx"):
+        pipeline.add_int8(tmp_path / "empty", **kwargs)
 
 
 def test_variants_are_lazy_deterministic_and_follow_their_original(data: dict) -> None:
