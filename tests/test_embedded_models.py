@@ -22,7 +22,6 @@ SHIPPED_BACKBONE = {"default": "timm:tf_efficientnet_lite0", "permissive": "nima
 @pytest.mark.parametrize("name", EMBEDDED)
 def test_embedded_model_is_complete_small_and_verified(name):
     folder = MODELS / name
-    onnx_file = folder / "model.onnx"
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 8 * 1024 * 1024  # every file it ships, together
     assert (folder / "NOTICE").read_text().strip()
     side = json.loads((folder / "model.json").read_text())
