@@ -34,15 +34,21 @@ DEFAULT_BATCH_SIZE = 8
 
 # ------------------------------------------------------------------------------------------ options
 def version_text() -> str:
-    """``redaes-lite 0.1.0 (models: default@1.0.0, permissive@1.0.0)``: the package and the embedded models,
-    as rows name them. Read from the models' ``model.json`` with json alone: ``--version`` stays light."""
+    """``redaes-lite 0.1.0 (models: default@1.0.0+int8, permissive@1.2.0+int8)``: the package and the embedded
+    models, as rows name them on this machine by default (``+int8`` where :mod:`redaes_lite.precision` runs the
+    int8 file). Read from the models' ``model.json`` with json alone: ``--version`` stays light."""
+    from .precision import choose
+
     found = []
-    for folder in sorted((Path(__file__).parent / "models").glob("*/model.json")):
+    for sidecar in sorted((Path(__file__).parent / "models").glob("*/model.json")):
         try:
-            version = json.loads(folder.read_text(encoding="utf-8"))["metadata"]["redaes.version"]
+            version = json.loads(sidecar.read_text(encoding="utf-8"))["metadata"]["redaes.version"]
         except (OSError, ValueError, KeyError, TypeError):
             version = "? (unreadable model.json)"
-        found.append(f"{folder.parent.name}@{version}")
+        with contextlib.suppress(RedaesError):  # a bad REDAES_PRECISION is reported where a model loads
+            if choose(sidecar.parent, None, ("CPUExecutionProvider",)).precision == "int8":
+                version += "+int8"
+        found.append(f"{sidecar.parent.name}@{version}")
     order = {"default": 0, "permissive": 1}
     found.sort(key=lambda m: (order.get(m.split("@")[0], 2), m))
     return f"redaes-lite {__version__} (" + (f"models: {', '.join(found)}" if found else "no embedded models") + ")"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,7 +172,9 @@ def test_model_id_of_an_embedded_model():
         except Exception:  # noqa: BLE001 - not shipped in this checkout
             continue
         version = load(name).info.version
-        assert load(name).model_id == load(path).model_id == f"{name}@{version}"
+        assert load(name, precision="fp").model_id == load(path).model_id == f"{name}@{version}"
+        auto = load(name)  # the file that runs by default names itself: +int8 where it is the int8 one
+        assert auto.model_id == f"{name}@{version}" + ("+int8" if auto.choice.precision == "int8" else "")
 
 
 @pytest.mark.parametrize("command", ["score", "rank", "compare"])
@@ -339,7 +342,10 @@ def test_console_script_version_is_fast_and_light():
         f"import atexit, sys; atexit.register(lambda: print(sorted(m for m in {heavy} if m in sys.modules))); "
         "sys.argv = ['redaes-lite', '--version']; from redaes_lite.cli import main; main()"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    auto = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert auto.splitlines()[-1] == "[]"  # choosing fp or int8 reads CPU features, not onnxruntime
+    env = {**os.environ, "REDAES_PRECISION": "fp"}  # no "+int8": the names below are the fp files'
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     models = [
         f"{p.parent.name}@{json.loads(p.read_text())['metadata']['redaes.version']}"
         for p in sorted((Path(cli.__file__).parent / "models").glob("*/model.json"))
@@ -350,14 +356,16 @@ def test_console_script_version_is_fast_and_light():
         assert "default@" in shown and shown.index("default@") < shown.index("permissive@")
 
 
-def test_version_names_the_models_as_rows_do():
+@pytest.mark.parametrize("precision", ["auto", "fp"])
+def test_version_names_the_models_as_rows_do(precision, monkeypatch):
+    monkeypatch.setenv("REDAES_PRECISION", precision)
     version = run("--version").stdout
     for name in ("default", "permissive"):
         try:
             model = load(name).model_id
         except Exception:  # noqa: BLE001 - not shipped in this checkout
             continue
-        assert model in version
+        assert f"{model}," in version or f"{model})" in version
 
 
 def test_a_score_run_loads_the_runtime_and_nothing_heavier(tiny_model, images):

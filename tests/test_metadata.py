@@ -80,7 +80,11 @@ def test_missing_key_names_file_and_key(key):
         ("redaes.preprocess", '{"size": 5}', "redaes.preprocess"),
         ("redaes.calibration", '{"method":"x","utility":[1,0],"score":[0,10],"fitted_on":"v"}', "ascending"),
         ("redaes.calibration", '{"method":"x","utility":[0,1],"score":[0,11],"fitted_on":"v"}', r"\[0, 10\]"),
-        ("redaes.student", '{"backbone":"resnet","pretrained":"x","params":1,"input":[32,32]}', "timm:"),
+        (
+            "redaes.student",
+            '{"backbone":"resnet","pretrained":"x","params":1,"input":[32,32]}',
+            r"source one of \('timm', 'open_clip', 'nima'\)",
+        ),
         ("redaes.student", '{"backbone":"timm:x","pretrained":"x","params":1,"input":[64,64]}', "input"),
         ("redaes.teacher", "[]", "non-empty"),
         ("redaes.training_data", '[{"name":"x","license":"y"}]', "pairs"),

@@ -315,7 +315,7 @@ def test_metadata_and_graph_follow_the_page(name):
     assert all(b > a for a, b in zip(U, U[1:])) and all(b >= a for a, b in zip(S, S[1:]))
     assert 0 <= S[0] and S[-1] <= 10
     student = json.loads(m["student"])
-    assert student["input"] == doc.spec["size"] and student["backbone"].split(":")[0] in ("timm", "open_clip")
+    assert student["input"] == doc.spec["size"] and student["backbone"].split(":")[0] in ("timm", "open_clip", "nima")
     assert m["quantization"] in ("fp32", "fp16", "int8-dynamic", "int8-qdq") and m["license"].strip()
     assert set(doc.spec) == {"size", "resize", "interpolation", "antialias", "pad", "mean", "std"}
     (inp,) = [i for i in doc.session.get_inputs() if i.name == "pixel_values"]
