@@ -2,9 +2,11 @@
 
     python benchmarks/factor_signs.py [--model default --model permissive --model FILE.onnx]
                                       [--photos DIR] [--split distill/splits/photos_val.txt] [--n 60]
-                                      [--long-side 640] [--json OUT]
+                                      [--every-photo] [--long-side 640] [--json OUT]
 
-Each photo (default: the validation split of the shared photos, none of which trained a model) is compared
+Each photo (default: the validation split of the shared photos, none of which trained a model, those the
+manifest tags ``well_made``; ``--every-photo`` takes underexposed, overexposed and unretouched ones too, on which
+some edits are improvements: brightening an underexposed frame by 2 EV, say) is compared
 with strong single edits of itself in both directions where a factor has two (darker and brighter,
 desaturated and oversaturated, cooler and warmer, tilted either way, dark and light corners, ...), made with
 Pillow and NumPy in ``tests/signkit.py``, not with the training edits. Per model and edit: ``factor`` is the
@@ -25,7 +27,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from _output import write_json  # noqa: E402
 from PIL import Image  # noqa: E402
-from signkit import EDITS, factor_signs  # noqa: E402
+from signkit import EDITS, factor_signs, well_made  # noqa: E402
 
 import redaes_lite  # noqa: E402
 from distill.splits import DATA_ROOT, SPLIT_DIR  # noqa: E402
@@ -38,9 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", type=Path, default=SPLIT_DIR / "photos_val.txt", help="file names, one a line")
     p.add_argument("--n", type=int, default=60, help="at most this many photos (default: %(default)s)")
     p.add_argument("--long-side", type=int, default=640, help="photos shrunk to this first (default: %(default)s)")
+    p.add_argument(
+        "--every-photo", action="store_true", help="not only the manifest's well_made photos (see the docstring)"
+    )
     p.add_argument("--json", type=Path, default=Path("/tmp/redaes-bench/factor-signs.json"))
     args = p.parse_args(argv)
-    names = [line.strip() for line in args.split.read_text().splitlines() if line.strip()][: args.n]
+    names = [line.strip() for line in args.split.read_text().splitlines() if line.strip()]
+    if not args.every_photo:
+        names = well_made(names, args.photos / "manifest.csv")
+    names = names[: args.n]
     photos = []
     for name in names:
         im = Image.open(args.photos / name).convert("RGB")
@@ -57,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     for m in models:
         worst = min(r["factor_right"] for r in results[m].values())
         mean = sum(r["factor_right"] for r in results[m].values()) / len(results[m])
-        print(f"{m}: factor signs right, mean {mean:.3f}, worst edit {worst:.2f} ({len(photos)} photos)")
+        kind = "photos" if args.every_photo else "well-made photos"
+        print(f"{m}: factor signs right, mean {mean:.3f}, worst edit {worst:.2f} ({len(photos)} {kind})")
     out = {m: [{"factor": f, "direction": d, **r} for (f, d), r in res.items()] for m, res in results.items()}
-    write_json(args.json, {"photos": len(photos), "models": out})
+    write_json(args.json, {"photos": len(photos), "every_photo": args.every_photo, "names": names, "models": out})
     return 0
 
 

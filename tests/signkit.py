@@ -7,8 +7,10 @@ Shared by ``tests/test_factor_signs.py`` (a few photos, in CI) and ``benchmarks/
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
@@ -129,22 +131,36 @@ EDITS: tuple[tuple[str, str, Callable[[Image.Image], Image.Image]], ...] = (
 )
 
 
+def well_made(names: Iterable[str], manifest: Path) -> list[str]:
+    """The photos of ``names`` that the photos' manifest tags ``well_made``: the ones every edit above makes
+    worse. An underexposed bracket frame or a night snapshot is better brightened by 2 EV, and an unretouched
+    camera file may be better warmer: there a factor favouring the edit is right, so they are left out."""
+    with open(manifest, newline="", encoding="utf-8") as f:
+        tags = {row["file"]: set(row["tags"].split(";")) for row in csv.DictReader(f)}
+    return [n for n in names if "well_made" in tags.get(n, ())]
+
+
 def factor_signs(
     scorer, photos: Iterable[Image.Image], edits: Sequence = EDITS
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Per (factor, direction): ``factor_right`` (share of photos where ``f(edited) - f(photo) < 0`` on the
-    edited factor), ``utility_right`` (share where the photo wins) and ``n``."""
+    edited factor), ``utility_right`` (share where the photo wins) and ``n``. A photo the edit leaves
+    unchanged (a saturation edit of a monochrome photo) is not counted for that edit."""
     photos = list(photos)
     out: dict[tuple[str, str], dict[str, float]] = {}
     for factor, direction, edit in edits:
-        factor_ok = utility_ok = 0
+        factor_ok = utility_ok = n = 0
         for photo in photos:
-            c = scorer.compare(photo, edit(photo))
+            edited = edit(photo)
+            if edited.size == photo.size and np.array_equal(np.asarray(edited), np.asarray(photo.convert("RGB"))):
+                continue
+            c = scorer.compare(photo, edited)
             factor_ok += c.factors[factor] < 0
             utility_ok += c.preferred == "a"
+            n += 1
         out[(factor, direction)] = {
-            "factor_right": factor_ok / len(photos),
-            "utility_right": utility_ok / len(photos),
-            "n": len(photos),
+            "factor_right": factor_ok / max(n, 1),
+            "utility_right": utility_ok / max(n, 1),
+            "n": n,
         }
     return out

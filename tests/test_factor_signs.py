@@ -1,6 +1,6 @@
 """In ``compare()``, the edited factor must point toward the better photo: single strong edits in both
-directions for every factor (``tests/signkit.py``, Pillow and NumPy, not the training edits) on validation
-photos neither model trained on, for both embedded models.
+directions for every factor (``tests/signkit.py``, Pillow and NumPy, not the training edits) on well-made
+validation photos neither model trained on, for both embedded models.
 
 Thresholds hold on these 12 photos with a margin (``benchmarks/factor_signs.py`` measures 60): every edit
 right on most photos, all edits on average nearly always. It catches a factor head that learnt a sign
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from signkit import factor_signs
+from signkit import factor_signs, well_made
 
 import redaes_lite
 
@@ -26,7 +26,8 @@ N_PHOTOS = 12
 def photos() -> list[Image.Image]:
     if not SHARED.is_dir():
         pytest.skip(f"needs the shared photos at {SHARED}")
-    names = [n.strip() for n in SPLIT.read_text().splitlines() if n.strip()][:N_PHOTOS]
+    names = well_made([n.strip() for n in SPLIT.read_text().splitlines() if n.strip()], SHARED / "manifest.csv")
+    names = names[:N_PHOTOS]
     out = []
     for name in names:
         im = Image.open(SHARED / name).convert("RGB")
