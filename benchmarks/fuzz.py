@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import fuzzkit  # noqa: E402
+import mutators  # noqa: E402
 
 
 def _cpu() -> float:
@@ -141,8 +142,8 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
             # The plain pool first (every seed and hostile file once), then mutations of it.
             # Mutate decodable inputs more often than broken ones: that is where the decoders' depths are.
             name = names[tried] if tried < len(names) else rng.choice(good if good and rng.random() < 0.7 else names)
-            ops = fuzzkit.random_ops(rng, max_ops=args.max_ops) if tried >= len(names) else []
-            data = fuzzkit.mutate(pool[name], ops) if ops else pool[name]
+            ops = mutators.random_ops(rng, max_ops=args.max_ops) if tried >= len(names) else []
+            data = mutators.mutate(pool[name], ops) if ops else pool[name]
             kind, msg, secs, cpu, rss = runner.run(data)
             if kind in ("ok", "error") and (cpu > args.cpu_budget or rss > args.mem_budget_mb):
                 kind, msg = ("slow" if cpu > args.cpu_budget else "big"), f"{cpu:.2f} CPU-s, {rss:.0f} MB peak: {msg}"

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import fuzzkit
+import mutators
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +28,7 @@ EXPECTED = {k: v for k, v in json.loads((CORPUS / "expected.json").read_text()).
 SEEDS = fuzzkit.seeds()
 HOSTILE = fuzzkit.hostile()
 HANG_S = 5.0  # the bound the issue sets per image; inputs here take milliseconds
-OP = st.tuples(st.integers(0, 63), st.integers(0, 2**30), st.integers(0, 2**30))  # fuzzkit.mutate's (op, a, b)
+OP = st.tuples(st.integers(0, 63), st.integers(0, 2**30), st.integers(0, 2**30))  # mutators.mutate's (op, a, b)
 OPS = st.lists(OP, min_size=1, max_size=6)
 FUZZ = settings(
     max_examples=250, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
@@ -50,13 +51,13 @@ def test_every_seed_format_decodes():
 @FUZZ
 @given(name=st.sampled_from(sorted(SEEDS)), ops=OPS)
 def test_mutated_files_end_in_pixels_or_a_redaes_error(name, ops):
-    _judge(fuzzkit.mutate(SEEDS[name], ops))
+    _judge(mutators.mutate(SEEDS[name], ops))
 
 
 @FUZZ
 @given(name=st.sampled_from(sorted(HOSTILE)), ops=st.lists(OP, max_size=3))
 def test_hostile_files_and_their_mutants_end_in_pixels_or_a_redaes_error(name, ops):
-    _judge(fuzzkit.mutate(HOSTILE[name], ops))
+    _judge(mutators.mutate(HOSTILE[name], ops))
 
 
 @settings(max_examples=60, derandomize=True, deadline=None, database=None)
