@@ -146,6 +146,12 @@ def test_labelled_pairs_skip_failed_and_validation_records(ctx, tf, tmp_path: Pa
     assert batch["weight"].tolist() == [2.0, 2.0]
     noise = FACTORS.index("noise")
     assert batch["factor_target"][0, 1, noise] == 0.25 and torch.isnan(batch["factor_target"][0, 1, 0])
+    # A teacher in the loop relabels the same pairs (teacher: on a labels source).
+    torch.manual_seed(0)
+    teacher, _, _ = create_student("timm:test_efficientnet", factors=FACTORS[:3], img_size=40)
+    relabelled = TeacherGroups(save_checkpoint(tmp_path / "teacher.pt", teacher), src)
+    again = make_batch(relabelled, 0, tf)
+    assert torch.equal(again["images"], batch["images"]) and again["teacher_images"].shape == (2, 2, 3, 40, 40)
 
 
 def test_teacher_groups_are_labelled_by_the_teacher(ctx, tf, tmp_path: Path) -> None:

@@ -113,6 +113,10 @@ class TeacherGroups(GroupSource):
     def group(self, rng: np.random.Generator) -> Group:
         return self.inner.group(rng)
 
+    def draw(self, index: int) -> tuple[list[Group], int]:
+        # The inner source's batches as it draws them: a labels source walks its records, not group().
+        return self.inner.draw(index)
+
     def extra_inputs(self, groups: list[Group]) -> dict[str, torch.Tensor]:
         """``teacher_images [G, M, 3, h, w]``: the members as the teacher sees them, for :class:`TeacherLabeller`."""
         if self.nima:
