@@ -25,7 +25,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,24 +36,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from _output import write_json  # noqa: E402
 from PIL import Image  # noqa: E402
-from preprocess_speed import make_camera_jpeg  # noqa: E402
+from preprocess_speed import _time_interleaved, make_camera_jpeg  # noqa: E402
 
 import redaes_lite  # noqa: E402
 from redaes_lite import preprocess  # noqa: E402
 
 PHOTOS = HERE.parents[1] / "shared" / "data" / "photos"
-
-
-def _round_robin(cases: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    for fn in cases.values():
-        fn()  # warm-up: page cache, plugin registry, ONNX Runtime's first-run allocations
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeat):
-        for name, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) * 1000)
-    return times
 
 
 def measure(model: str, precision: str, photo: Path, repeat: int) -> dict:
@@ -79,7 +66,7 @@ def measure(model: str, precision: str, photo: Path, repeat: int) -> dict:
         "results": lambda: scorer._score(outputs[0][0], outputs[1][0]),
         "Scorer.score": lambda: scorer.score(photo),
     }
-    med = {k: statistics.median(v) for k, v in _round_robin(cases, repeat).items()}
+    med = {k: statistics.median(v) for k, v in _time_interleaved(cases, repeat).items()}
     derived = {
         "checks + orientation + RGB": med["load_image"] - med["decode floor"],
         "normalise + layout": med["to_array"] - med["resize"],

@@ -61,6 +61,28 @@ def shoot(folder: Path, n: int = 6, *, size: tuple[int, int] = (480, 360)) -> li
     return paths
 
 
+def contact_sheet(folder: Path, n: int, tiny_model) -> tuple[Path, list, object]:
+    """``redaes-lite report`` of ``n`` shared photos with the embedded default model where they are here (a
+    screenshot worth looking at), else of generated ones with the tiny model, plus a broken file; returns the
+    report, ``rank``'s results for the same files and the scorer."""
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
+    if shared.is_dir():
+        import shutil
+
+        for p in sorted(shared.glob("*.jpg"))[:n]:
+            shutil.copy(p, folder / p.name)
+        scorer = load()
+    else:
+        shoot(folder, n)
+        scorer = load(tiny_model)
+    (folder / "broken <&>.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    out = folder / "report.html"
+    result = invoke(run, "report", folder, "-o", out, "--model", scorer.path, "--title", "Test shoot")
+    assert result.exit_code == 1, result.output  # the broken file
+    ranked = scorer.rank(sorted(str(p) for p in folder.glob("*.jpg")), on_error="record")
+    return out, ranked, scorer
+
+
 def cards(page: str) -> list[str]:
     """The data-path of each photo card, in document order, unescaped."""
     return [html.unescape(m) for m in re.findall(r'<li class="card[^"]*"[^>]*data-path="([^"]*)"', page)]

@@ -15,16 +15,15 @@ from __future__ import annotations
 import html
 import os
 import re
-import shutil
 import struct
 from pathlib import Path
 
 import pytest
 from browser import chromium, instrumented, visit
 from clirun import invoke
-from test_report import photo, shoot
+from test_report import contact_sheet, photo
 
-from redaes_lite import Ranked, load
+from redaes_lite import Ranked
 from redaes_lite.cli import run
 from redaes_lite.report import Thumb, build_report, render_report, thumbnail
 from redaes_lite.results import Score
@@ -33,7 +32,6 @@ if chromium() is None and os.environ.get("REDAES_REQUIRE_BROWSER"):
     raise RuntimeError("REDAES_REQUIRE_BROWSER is set but no chromium binary is on PATH (apt-get install chromium)")
 pytestmark = pytest.mark.skipif(chromium() is None, reason="no chromium binary on PATH (apt-get install chromium)")
 
-PHOTOS = Path("/work/shared/data/photos")
 ARTEFACTS = Path("/tmp")
 
 
@@ -49,22 +47,7 @@ def dom_cards(dom: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sheet(tmp_path_factory, tiny_model):
-    """A report of real photos with the embedded default model where the shared photos are here (a
-    screenshot worth looking at), else of generated ones with the tiny model; a broken file among them."""
-    folder = tmp_path_factory.mktemp("sheet")
-    if PHOTOS.is_dir():
-        for p in sorted(PHOTOS.glob("*.jpg"))[:23]:
-            shutil.copy(p, folder / p.name)
-        scorer = load()
-    else:
-        shoot(folder, 23)
-        scorer = load(tiny_model)
-    (folder / "broken <&>.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
-    out = folder / "report.html"
-    result = invoke(run, "report", folder, "-o", out, "--model", scorer.path, "--title", "Test shoot")
-    assert result.exit_code == 1, result.output  # the broken file
-    ranked = scorer.rank(sorted(str(p) for p in folder.glob("*.jpg")), on_error="record")
-    return out, ranked, scorer
+    return contact_sheet(tmp_path_factory.mktemp("sheet"), 23, tiny_model)
 
 
 def test_console_errors_are_seen(tmp_path):

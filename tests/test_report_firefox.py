@@ -12,22 +12,18 @@ Debian's firefox-esr) sets it: there a missing browser fails.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from clirun import invoke
 from firefox import firefox, session
-from test_report import shoot
+from test_report import contact_sheet
 
-from redaes_lite import Ranked, load
-from redaes_lite.cli import run
+from redaes_lite import Ranked
 
 if firefox() is None and os.environ.get("REDAES_REQUIRE_BROWSER"):
     raise RuntimeError("REDAES_REQUIRE_BROWSER is set but no firefox binary is on PATH (apt-get install firefox-esr)")
 pytestmark = pytest.mark.skipif(firefox() is None, reason="no firefox binary on PATH (apt-get install firefox-esr)")
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
 ARTEFACTS = Path("/tmp")
 CARDS = "return Array.from(document.querySelectorAll('li.card')).map(c => c.dataset.path)"
 # Presses keys and records which card has the focus after each, and where it is.
@@ -44,21 +40,7 @@ return out;
 
 @pytest.fixture(scope="module")
 def sheet(tmp_path_factory, tiny_model):
-    """A report of 17 real photos with the embedded default model where the shared photos are here, else of
-    generated ones with the tiny model; a broken file among them."""
-    folder = tmp_path_factory.mktemp("sheet-firefox")
-    if PHOTOS.is_dir():
-        for p in sorted(PHOTOS.glob("*.jpg"))[:17]:
-            shutil.copy(p, folder / p.name)
-        scorer = load()
-    else:
-        shoot(folder, 17)
-        scorer = load(tiny_model)
-    (folder / "broken <&>.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
-    out = folder / "report.html"
-    result = invoke(run, "report", folder, "-o", out, "--model", scorer.path, "--title", "Test shoot")
-    assert result.exit_code == 1, result.output  # the broken file
-    ranked = scorer.rank(sorted(str(p) for p in folder.glob("*.jpg")), on_error="record")
+    out, ranked, _ = contact_sheet(tmp_path_factory.mktemp("sheet-firefox"), 17, tiny_model)
     return out, ranked
 
 
