@@ -24,6 +24,7 @@ import yaml
 from distill.human_sets import HUMAN_SETS
 from distill.splits import DATA_ROOT
 from redaes_lite.errors import RedaesError
+from redaes_lite.metadata import FACTORS
 
 __all__ = [
     "ConfigError",
@@ -225,21 +226,7 @@ class TrainConfig:
     # NHWC tensors for the convolutions: 1.5x faster Lite0 training steps on this CPU, same results up to
     # float rounding; it changes nothing in checkpoints.
     channels_last: bool = True
-    factors: list[str] = field(
-        default_factory=lambda: [
-            "exposure",
-            "contrast",
-            "saturation",
-            "white_balance",
-            "sharpness",
-            "noise",
-            "compression",
-            "haze",
-            "vignetting",
-            "tilt",
-            "composition",
-        ]
-    )
+    factors: list[str] = field(default_factory=lambda: list(FACTORS))  # the whole vocabulary, in its order
     student: StudentConfig = field(default_factory=StudentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sources: dict[str, SourceConfig] = field(default_factory=lambda: {"edit": SourceConfig()})
