@@ -140,16 +140,20 @@ def expand_fp16(src: str | os.PathLike, out: str | os.PathLike) -> Path:
             nodes.append(node)
     if not folded:
         raise ExportError(f"{src}: no fp16 weights to expand (not an fp16-weights file)")
-    kept = [i for i in graph.initializer if i.name not in halves]
-    del graph.initializer[:]
-    graph.initializer.extend(kept + folded)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _replace(graph, [i for i in graph.initializer if i.name not in halves] + folded, nodes)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))
     stamp(out, info)
     return out
+
+
+def _replace(graph: Any, initializers: list[Any], nodes: list[Any]) -> None:
+    """Set ``graph``'s initializers and nodes (protobuf repeated fields: cleared, then extended)."""
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _external(proto: Any, location: str, offset: int) -> Any:
@@ -239,11 +243,7 @@ def share_weights(src: str | os.PathLike, weights: str | os.PathLike, out: str |
                 nodes.insert(0, helper.make_node("Cast", [half.name], [name], to=TensorProto.FLOAT))
     if not shared:
         raise ExportError(f"{src}: shares no weights with {weights} (was it quantised from expand_fp16 of it?)")
-    kept = [i for i in graph.initializer if i.name not in drop]
-    del graph.initializer[:]
-    graph.initializer.extend(kept + shared)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _replace(graph, [i for i in graph.initializer if i.name not in drop] + shared, nodes)
     onnx.save(model, str(out))
     onnx.checker.check_model(str(out))  # by path: it resolves the external data beside the file
     stamp(out, read_info(src), external_data={weights.name: _sha256(weights)})

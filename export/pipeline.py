@@ -209,10 +209,14 @@ def _int8(
     record["gates"].append(dataclasses.replace(gate, candidate=str(files["int8"])).to_dict())
     if opts.int8_shared:
         progress(f"int8 reading the fp16 weights: {SHARED_INT8_FILE} beside fp16/{MODEL_FILE}")
-        shared = share_weights(files["int8"], files["fp16"], files["fp16"].parent / SHARED_INT8_FILE)
-        same = identical_ranking_gate(files["int8"], shared, parity, min_images=opts.min_parity, exact=True)
+        files["int8-shared"], same = _shared_copy(files["int8"], files["fp16"], parity, opts.min_parity)
         record["gates"].append(same.to_dict())
-        files["int8-shared"] = shared
+
+
+def _shared_copy(int8: Path, fp16: Path, parity: PhotoSet, min_images: int) -> tuple[Path, Gate]:
+    """``int8`` rewritten to read ``fp16``'s weights, beside it, and the gate that it computes the same bit for bit."""
+    shared = share_weights(int8, fp16, fp16.parent / SHARED_INT8_FILE)
+    return shared, identical_ranking_gate(int8, shared, parity, min_images=min_images, exact=True)
 
 
 def _relative(obj: Any, stage: Path) -> Any:
@@ -328,9 +332,8 @@ def add_int8(
         beside = stage / "ship"
         beside.mkdir()
         shutil.copyfile(fp16, beside / MODEL_FILE)  # the shared file names its weights' file by sha256
-        shared = share_weights(path, beside / MODEL_FILE, beside / SHARED_INT8_FILE)
         progress(f"{SHARED_INT8_FILE} reading {MODEL_FILE}'s weights: checking it computes the same")
-        same = identical_ranking_gate(path, shared, photos, min_images=min_images, exact=True)
+        shared, same = _shared_copy(path, beside / MODEL_FILE, photos, min_images)
         sidecar = shared.with_suffix(".json")
         for src in (shared, sidecar):
             os.replace(src, folder / src.name)  # same file system: each lands whole
