@@ -147,12 +147,13 @@ def factor_signs(
     edited factor), ``utility_right`` (share where the photo wins) and ``n``. A photo the edit leaves
     unchanged (a saturation edit of a monochrome photo) is not counted for that edit."""
     photos = list(photos)
+    pixels = [np.asarray(p.convert("RGB")) for p in photos]  # once, for the unchanged-edit check
     out: dict[tuple[str, str], dict[str, float]] = {}
     for factor, direction, edit in edits:
         factor_ok = utility_ok = n = 0
-        for photo in photos:
+        for photo, before in zip(photos, pixels):
             edited = edit(photo)
-            if edited.size == photo.size and np.array_equal(np.asarray(edited), np.asarray(photo.convert("RGB"))):
+            if edited.size == photo.size and np.array_equal(np.asarray(edited), before):
                 continue
             c = scorer.compare(photo, edited)
             factor_ok += c.factors[factor] < 0

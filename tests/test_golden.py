@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import redaes_lite
+from redaes_lite.precision import INT8_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "data" / "photos"
@@ -45,7 +46,7 @@ ATOL = {"fp": (1e-4, 1e-4, 1e-3), "int8": (1e-2, 1e-2, 5e-2)}
 def _files() -> list[tuple[str, str]]:
     """(model, precision) of every file that ships."""
     out = [(name, "fp") for name in MODELS]
-    out += [(name, "int8") for name in MODELS if (MODELS_DIR / name / "model.int8.onnx").is_file()]
+    out += [(name, "int8") for name in MODELS if (MODELS_DIR / name / INT8_FILE).is_file()]
     return out
 
 
